@@ -1,0 +1,78 @@
+package imager
+
+import (
+	"encoding/hex"
+	"time"
+)
+
+// Kind says what a tree entry is.
+type Kind uint8
+
+// Entry kinds, as git's tree modes name them.
+const (
+	KindFile       Kind = iota // 100644
+	KindExecutable             // 100755
+	KindSymlink                // 120000
+	KindSubmodule              // 160000 (a gitlink: no content here)
+	KindDir                    // 040000
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindFile:
+		return "file"
+	case KindExecutable:
+		return "executable"
+	case KindSymlink:
+		return "symlink"
+	case KindSubmodule:
+		return "submodule"
+	case KindDir:
+		return "dir"
+	}
+	return "unknown"
+}
+
+// BlobID names a blob (a SHA-1 object id).
+type BlobID [20]byte
+
+func (id BlobID) String() string { return hex.EncodeToString(id[:]) }
+
+// Entry is one item of a tree.
+type Entry struct {
+	Path   string // slash-separated, relative to the root, no leading or trailing slash
+	Kind   Kind
+	Size   int64  // content size for files and symlinks; 0 for directories and submodules
+	Blob   BlobID // content of files and symlinks; the commit id for submodules
+	Target string // symlink target (the blob's content), for symlinks only
+}
+
+// Tree is what an image is built from: a commit's entries in git's tree
+// order (depth first, a directory before its contents, siblings sorted as
+// git sorts them), the commit id and time.
+type Tree struct {
+	CommitID string    // hex object id of the commit, "" when there is none
+	Time     time.Time // commit time: used as every entry's mtime
+	Entries  []Entry
+}
+
+// BlobReader reads ranges of blobs. ReadBlob behaves as io.ReaderAt.ReadAt
+// on the blob's content. It must be safe for concurrent use.
+type BlobReader interface {
+	ReadBlob(id BlobID, p []byte, off int64) (int, error)
+}
+
+// Image is a disk image: a size and random read access.
+type Image interface {
+	Size() int64
+	ReadAt(p []byte, off int64) (int, error)
+}
+
+// Warning reports an entry that an image represents differently from git,
+// or that some reader cannot take.
+type Warning struct {
+	Path string
+	Msg  string
+}
+
+func (w Warning) String() string { return w.Path + ": " + w.Msg }
