@@ -1,0 +1,280 @@
+// Package integration drives the built gitblk binary with real clients (git,
+// libnbd tools, QEMU) to check what unit tests cannot: that the bytes a
+// client reads over the wire are right.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// gitblkBin is the path of the gitblk binary built once by TestMain.
+var gitblkBin string
+
+// nbdMagic is the first 8 bytes a newstyle NBD server sends on connect.
+const nbdMagic = "NBDMAGIC"
+
+// Bounds for waiting on the server. They are generous because the machine is
+// shared; they only stop a hung test, they are not assertions on speed.
+const (
+	serveReadyTimeout = 60 * time.Second
+	serveStopTimeout  = 30 * time.Second
+	servePollInterval = 50 * time.Millisecond
+)
+
+// fixedDate makes commits reproducible: the same files give the same commit id.
+const fixedDate = "2024-01-02T03:04:05Z"
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+// runMain builds the binary into a temporary directory, runs the tests and
+// removes the directory; it is split from TestMain so deferred calls run.
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "gitblk-integration-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration: cannot make temp dir: %v\n", err)
+		return 2
+	}
+	defer os.RemoveAll(dir)
+	gitblkBin = filepath.Join(dir, "gitblk")
+	cmd := exec.Command("go", "build", "-o", gitblkBin, "../cmd/gitblk")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration: FAIL: cannot build gitblk (go build -o %s ../cmd/gitblk): %v\n%s\n",
+			gitblkBin, err, out)
+		return 2
+	}
+	return m.Run()
+}
+
+// requireTool fails the test when a program is missing, naming the Debian
+// package that provides it.
+func requireTool(t testing.TB, prog, debPkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(prog)
+	if err != nil {
+		t.Fatalf("%s not found (install Debian package %s): %v", prog, debPkg, err)
+	}
+	return p
+}
+
+// gitEnv is the environment for git commands: no user or system config, and
+// fixed identities and dates so commit ids are reproducible.
+func gitEnv() []string {
+	return append(os.Environ(),
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=gitblk test",
+		"GIT_AUTHOR_EMAIL=test@gitblk.invalid",
+		"GIT_COMMITTER_NAME=gitblk test",
+		"GIT_COMMITTER_EMAIL=test@gitblk.invalid",
+		"GIT_AUTHOR_DATE="+fixedDate,
+		"GIT_COMMITTER_DATE="+fixedDate,
+		"LC_ALL=C",
+	)
+}
+
+// gitCmd runs git in dir and returns its standard output with the trailing
+// newline removed; it fails the test on error.
+func gitCmd(t testing.TB, dir string, args ...string) string {
+	t.Helper()
+	out, err := gitOutput(dir, nil, args...)
+	if err != nil {
+		t.Fatalf("git %s in %s: %v", strings.Join(args, " "), dir, err)
+	}
+	return strings.TrimSuffix(string(out), "\n")
+}
+
+// gitOutput runs git in dir with stdin and returns its raw standard output;
+// the error includes git's standard error.
+func gitOutput(dir string, stdin io.Reader, args ...string) ([]byte, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = gitEnv()
+	cmd.Stdin = stdin
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// newRepo makes a git repository in t.TempDir() on branch main with one
+// commit holding files (slash-separated path -> content) and returns its path.
+func newRepo(t testing.TB, files map[string]string) string {
+	t.Helper()
+	requireTool(t, "git", "git")
+	dir := t.TempDir()
+	gitCmd(t, dir, "init", "-q", "-b", "main")
+	commitFiles(t, dir, files, "initial")
+	return dir
+}
+
+// commitFiles writes files (slash-separated path -> content) into the work
+// tree of repo, commits every change with message msg and returns the new
+// commit id.
+func commitFiles(t testing.TB, repo string, files map[string]string, msg string) string {
+	t.Helper()
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p := filepath.Join(repo, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatalf("newRepo: %v", err)
+		}
+		if err := os.WriteFile(p, []byte(files[name]), 0o644); err != nil {
+			t.Fatalf("newRepo: %v", err)
+		}
+	}
+	gitCmd(t, repo, "add", "-A")
+	gitCmd(t, repo, "commit", "-q", "--allow-empty", "-m", msg)
+	return gitCmd(t, repo, "rev-parse", "HEAD")
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while a test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startServe runs `gitblk serve --listen unix:SOCK ARGS...` and waits until
+// the socket answers with the NBD greeting. stop sends SIGTERM and checks the
+// server exits with status 0; it runs at cleanup too and is safe to call twice.
+// The server's log is written to the test log when the test fails.
+func startServe(t testing.TB, args ...string) (sockPath string, stop func()) {
+	t.Helper()
+	// A unix socket path is limited to 108 bytes: t.TempDir() can be longer.
+	sockDir, err := os.MkdirTemp("", "gitblk-sock-")
+	if err != nil {
+		t.Fatalf("startServe: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockPath = filepath.Join(sockDir, "nbd.sock")
+
+	cmdArgs := append([]string{"serve", "--listen", "unix:" + sockPath}, args...)
+	cmd := exec.Command(gitblkBin, cmdArgs...)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	cmd.Stdout = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("startServe: start %s: %v", gitblkBin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				t.Errorf("gitblk serve: SIGTERM: %v", err)
+			}
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("gitblk serve %s: exit after SIGTERM: %v (want status 0)\nserver log:\n%s",
+						strings.Join(args, " "), err, stderr.String())
+				}
+			case <-time.After(serveStopTimeout):
+				_ = cmd.Process.Kill()
+				<-exited
+				t.Errorf("gitblk serve did not exit within %v of SIGTERM\nserver log:\n%s",
+					serveStopTimeout, stderr.String())
+			}
+			if t.Failed() {
+				t.Logf("gitblk serve log:\n%s", stderr.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
+
+	deadline := time.Now().Add(serveReadyTimeout)
+	for {
+		if err := probeNBD(sockPath); err == nil {
+			return sockPath, stop
+		} else if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("gitblk serve %s: socket %s not answering NBD after %v: %v\nserver log:\n%s",
+				strings.Join(args, " "), sockPath, serveReadyTimeout, err, stderr.String())
+		}
+		select {
+		case err := <-exited:
+			exited <- err // let stop see it
+			t.Fatalf("gitblk serve %s exited before serving: %v\nserver log:\n%s",
+				strings.Join(args, " "), err, stderr.String())
+		case <-time.After(servePollInterval):
+		}
+	}
+}
+
+// probeNBD dials a unix socket and reads the NBD greeting magic.
+func probeNBD(sockPath string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", sockPath)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	magic := make([]byte, len(nbdMagic))
+	if _, err := io.ReadFull(conn, magic); err != nil {
+		return fmt.Errorf("read greeting: %w", err)
+	}
+	if string(magic) != nbdMagic {
+		return fmt.Errorf("greeting %q, want %q", magic, nbdMagic)
+	}
+	return nil
+}
+
+// nbdURI is the libnbd/qemu URI of export name on a unix socket.
+func nbdURI(sockPath, export string) string {
+	return "nbd+unix:///" + export + "?socket=" + sockPath
+}
+
+// buildImage runs `gitblk build` for repo at ref and returns the image bytes.
+func buildImage(t testing.TB, format, repo, ref string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "image-"+format)
+	cmd := exec.Command(gitblkBin, "build", "--format", format, "-o", out, repo, ref)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gitblk build --format %s %s %s: %v\n%s", format, repo, ref, err, b)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("read built image: %v", err)
+	}
+	return data
+}
