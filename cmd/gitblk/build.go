@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/imager"
+)
+
+const buildExamples = `  gitblk build -o site.tar /srv/site.git main
+  gitblk build --format fat --sector-size 4096 -o site.img . v1.2
+  gitblk build . HEAD | sha256sum
+`
+
+// copyChunk is how much of an image is read and written at a time.
+const copyChunk = 1 << 20
+
+func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("build", "build [flags] REPO REF", buildExamples, stderr)
+	var img imageFlags
+	var rf repoFlags
+	img.register(fs)
+	rf.register(fs)
+	out := fs.String("o", "-", "output file, or - for standard output")
+	quiet := fs.Bool("q", false, "no progress bar")
+	pos, err := parseArgs(fs, args, 2)
+	if err != nil {
+		return err
+	}
+	opts, err := img.options("")
+	if err != nil {
+		return err
+	}
+	repo, err := rf.open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer repo.Close()
+	c, err := repo.Resolve(pos[1])
+	if err != nil {
+		return err
+	}
+	layout, warnings, err := gitfs.NewImages(repo, 1).Image(c, opts)
+	if err != nil {
+		return err
+	}
+	printWarnings(stderr, opts.Format, warnings)
+
+	var prog *progress
+	if !*quiet {
+		prog = newProgress(stderr, layout.Size())
+	}
+	if *out == "-" {
+		if f, ok := stdout.(*os.File); ok && isTerminal(f) {
+			return usagef("build: refusing to write an image to a terminal; use -o FILE or a pipe")
+		}
+		return copyImage(ctx, stdout, layout, prog)
+	}
+	return writeFile(ctx, *out, layout, prog)
+}
+
+// writeFile writes img to path. A regular file (or a new one) is written to
+// a temporary name beside it and renamed only when complete; a device or a
+// pipe is written in place.
+func writeFile(ctx context.Context, path string, img imager.Image, prog *progress) error {
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("build: %w", err)
+		}
+		if err := copyImage(ctx, f, img, prog); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".gitblk-*")
+	if err != nil {
+		return fmt.Errorf("build: cannot write output: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := copyImage(ctx, tmp, img, prog); err != nil {
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	ok = true
+	return nil
+}
+
+// copyImage writes all of img to w in order.
+func copyImage(ctx context.Context, w io.Writer, img imager.Image, prog *progress) error {
+	buf := make([]byte, copyChunk)
+	size := img.Size()
+	for off := int64(0); off < size; {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("build: interrupted: %w", err)
+		}
+		n := int64(len(buf))
+		if size-off < n {
+			n = size - off
+		}
+		m, err := img.ReadAt(buf[:n], off)
+		if int64(m) != n {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("build: reading image at %d: %w", off, err)
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return fmt.Errorf("build: writing output: %w", err)
+		}
+		off += n
+		prog.set(off)
+	}
+	prog.done()
+	return nil
+}

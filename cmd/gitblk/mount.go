@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+
+	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/imager"
+)
+
+const mountExamples = `  gitblk mount . HEAD /mnt/site &
+  tar -tvf /mnt/site/image.tar
+  fsck.fat -n /mnt/site/image.fat
+  diff -r /mnt/site/tree ./checkout
+  fusermount3 -u /mnt/site
+`
+
+func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("mount", "mount [flags] REPO REF MOUNTPOINT", mountExamples, stderr)
+	var img imageFlags
+	var rf repoFlags
+	img.register(fs)
+	rf.register(fs)
+	allowOther := fs.Bool("allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
+	pos, err := parseArgs(fs, args, 3)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	repo, err := rf.open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer repo.Close()
+	c, err := repo.Resolve(pos[1])
+	if err != nil {
+		return err
+	}
+	tree, err := repo.Tree(c, false)
+	if err != nil {
+		return err
+	}
+	images := gitfs.NewImages(repo, 2)
+	files := map[string]imager.Image{}
+	for _, f := range []imager.Format{imager.FormatTar, imager.FormatFAT} {
+		opts, err := img.options(string(f))
+		if err != nil {
+			return err
+		}
+		l, ws, err := images.Image(c, opts)
+		if err != nil {
+			// A tree FAT cannot hold still has a tar image and a tree.
+			log.Warn("image left out of the mount", "file", "image."+string(f), "err", err)
+			continue
+		}
+		logWarnings(log, c, f, ws)
+		files["image."+string(f)] = l
+	}
+	m, err := gitfs.Mount(pos[2], gitfs.MountConfig{
+		CommitID: c.ID, Ref: pos[1], Time: c.Time, Tree: tree, Blobs: repo,
+		Images: files, Logger: log, AllowOther: *allowOther,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("mounted", "dir", pos[2], "ref", pos[1], "commit", c.ID)
+	go func() {
+		<-ctx.Done()
+		if err := m.Unmount(); err != nil {
+			log.Warn("unmount", "err", err)
+		}
+	}()
+	m.Wait()
+	log.Info("unmounted", "dir", pos[2])
+	return nil
+}

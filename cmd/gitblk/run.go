@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/imager"
+)
+
+const usage = `gitblk serves a git commit's tree to virtual machines as a tar or FAT disk,
+synthesized on the fly from git objects.
+
+Usage:
+  gitblk serve [flags] REPO REF          serve images of REF over NBD
+  gitblk mount [flags] REPO REF DIR      show the images and the tree through FUSE
+  gitblk build [flags] REPO REF          write an image to a file or stdout
+  gitblk ls    [flags] REPO REF          print an image's extent table and warnings
+
+Examples:
+  gitblk serve --listen unix:/run/gitblk/site.sock /srv/site.git main
+  nbdinfo nbd+unix:///fat?socket=/run/gitblk/site.sock
+  gitblk build --format fat -o site.img . HEAD
+  gitblk mount . HEAD /mnt/site
+
+Run 'gitblk COMMAND --help' for a command's flags.
+`
+
+// errUsage marks errors that come from a wrong command line (exit code 2).
+var errUsage = errors.New("usage")
+
+// usageError is a command-line error; its text is printed with a hint.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Is(t error) bool { return t == errUsage }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Run runs the gitblk command line args; main is a thin shell over it.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usagef("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
+	case "mount":
+		return runMount(ctx, rest, stdout, stderr)
+	case "build":
+		return runBuild(ctx, rest, stdout, stderr)
+	case "ls":
+		return runLs(ctx, rest, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usagef("unknown command %q", cmd)
+}
+
+// exitCode prints err (if any) and returns the process exit code.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "gitblk: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "gitblk: %v\n", err)
+	return 1
+}
+
+// newFlags makes a flag set for a subcommand whose help shows synopsis,
+// the flags and examples.
+func newFlags(name, synopsis, examples string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: gitblk %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+		if examples != "" {
+			fmt.Fprintf(out, "\nExamples:\n%s", examples)
+		}
+	}
+	return fs
+}
+
+// parseArgs parses flags that may come before, between or after the
+// positional arguments, and checks the number of positionals.
+func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usagef("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if len(pos) != want {
+		fs.Usage()
+		return nil, usagef("%s: want %d arguments, got %d", fs.Name(), want, len(pos))
+	}
+	return pos, nil
+}
+
+// imageFlags are the flags that select an image, shared by every command.
+type imageFlags struct {
+	format     string
+	symlinks   string
+	fatType    int
+	sectorSize int
+}
+
+func (f *imageFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.format, "format", "tar", "image format: tar or fat")
+	fs.StringVar(&f.symlinks, "symlinks", "", "symlinks: keep (tar only, as git archive), follow (copy the in-tree target), skip; default keep for tar, follow for fat")
+	fs.IntVar(&f.fatType, "fat-type", 0, "FAT type: 16 or 32; default FAT16 when the tree fits, else FAT32")
+	fs.IntVar(&f.sectorSize, "sector-size", 512, "FAT bytes per sector: 512 or 4096 (4096 suits Mirage on Xen)")
+}
+
+// options turns the flags into imager options for format f ("" = --format).
+func (f *imageFlags) options(format string) (imager.Options, error) {
+	if format == "" {
+		format = f.format
+	}
+	var o imager.Options
+	var err error
+	if o.Format, err = imager.ParseFormat(format); err != nil {
+		return o, usagef("--format: %v", err)
+	}
+	if f.symlinks != "" {
+		if o.Symlinks, err = imager.ParseSymlinkMode(f.symlinks); err != nil {
+			return o, usagef("--symlinks: %v", err)
+		}
+		if o.Format == imager.FormatFAT && o.Symlinks == imager.SymlinksKeep {
+			o.Symlinks = imager.SymlinksDefault // FAT cannot keep links: follow
+		}
+	}
+	switch f.fatType {
+	case 0, 16, 32:
+		o.FATType = f.fatType
+	default:
+		return o, usagef("--fat-type: want 16 or 32, got %d", f.fatType)
+	}
+	switch f.sectorSize {
+	case 512, 4096:
+		o.SectorSize = f.sectorSize
+	default:
+		return o, usagef("--sector-size: want 512 or 4096, got %d", f.sectorSize)
+	}
+	if o.Format == imager.FormatTar {
+		o.FATType, o.SectorSize = 0, 0 // irrelevant: keep cache keys canonical
+	}
+	return o, nil
+}
+
+// repoFlags are the flags that open a repository.
+type repoFlags struct {
+	cacheSize string
+	cacheDir  string
+}
+
+func (f *repoFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.cacheSize, "cache-size", "", "memory for inflated git data, e.g. 64M, 1G (default: gitfs.DefaultCacheSize)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for on-disk caches (default $XDG_CACHE_HOME/gitblk or ~/.cache/gitblk)")
+}
+
+func (f *repoFlags) open(path string) (*gitfs.Repo, error) {
+	var opts gitfs.Options
+	if f.cacheSize != "" {
+		n, err := parseBytes(f.cacheSize)
+		if err != nil {
+			return nil, usagef("--cache-size: %v", err)
+		}
+		opts.CacheSize = n
+	}
+	opts.CacheDir = f.cacheDir
+	return gitfs.Open(path, opts)
+}
+
+// parseBytes reads a byte count with an optional K, M, G or T suffix (powers of 1024).
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s), "B"), "I")
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		case 'T':
+			mult, t = 1<<40, t[:n-1]
+		}
+	}
+	var v int64
+	if _, err := fmt.Sscanf(t, "%d", &v); err != nil || v < 0 || fmt.Sprint(v) != t {
+		return 0, fmt.Errorf("bad size %q (want e.g. 512M)", s)
+	}
+	if v > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q too large", s)
+	}
+	return v * mult, nil
+}
+
+// printWarnings writes image warnings, one per line, naming the path.
+func printWarnings(w io.Writer, format imager.Format, ws []imager.Warning) {
+	for _, x := range ws {
+		fmt.Fprintf(w, "gitblk: warning: %s: %s: %s\n", format, x.Path, x.Msg)
+	}
+}
+
+// logWarnings logs image warnings, one record each.
+func logWarnings(log *slog.Logger, c *gitfs.Commit, format imager.Format, ws []imager.Warning) {
+	for _, x := range ws {
+		log.Warn("image warning", "commit", c.ID, "format", string(format), "path", x.Path, "warning", x.Msg)
+	}
+}

@@ -1,0 +1,117 @@
+package gitfs
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/gitblk/gitblk/imager"
+)
+
+// Images lays out images of commits and keeps the last few layouts, keyed by
+// tree id and options: a layout is a pure function of those, so connections,
+// mounts and refs that share a tree share its layout. Concurrent requests
+// for one key lay it out once. Safe for concurrent use.
+type Images struct {
+	repo *Repo
+	max  int
+
+	mu      sync.Mutex
+	entries map[imageKey]*imageEntry
+	tick    uint64
+}
+
+type imageKey struct {
+	tree string
+	opts imager.Options
+}
+
+type imageEntry struct {
+	done     chan struct{} // closed when layout, warnings and err are set
+	layout   *imager.Layout
+	warnings []imager.Warning
+	err      error
+	used     uint64
+}
+
+// DefaultImagesKept is how many layouts Images keeps when asked for 0.
+const DefaultImagesKept = 8
+
+// NewImages returns a layout cache over repo keeping at most max layouts.
+func NewImages(repo *Repo, max int) *Images {
+	if max <= 0 {
+		max = DefaultImagesKept
+	}
+	return &Images{repo: repo, max: max, entries: make(map[imageKey]*imageEntry)}
+}
+
+// Image returns the image of commit c in opts's format (export-ignore
+// honored, as git archive does), laying it out on first use.
+func (im *Images) Image(c *Commit, opts imager.Options) (*imager.Layout, []imager.Warning, error) {
+	key := imageKey{tree: c.Tree, opts: opts}
+	im.mu.Lock()
+	im.tick++
+	e, ok := im.entries[key]
+	if ok {
+		e.used = im.tick
+		im.mu.Unlock()
+		<-e.done
+		return e.layout, e.warnings, e.err
+	}
+	e = &imageEntry{done: make(chan struct{}), used: im.tick}
+	im.entries[key] = e
+	im.evictLocked()
+	im.mu.Unlock()
+
+	e.layout, e.warnings, e.err = im.build(c, opts)
+	close(e.done)
+	if e.err != nil {
+		// Do not keep failures: the repository may be repaired or refetched.
+		im.mu.Lock()
+		if im.entries[key] == e {
+			delete(im.entries, key)
+		}
+		im.mu.Unlock()
+	}
+	return e.layout, e.warnings, e.err
+}
+
+func (im *Images) build(c *Commit, opts imager.Options) (*imager.Layout, []imager.Warning, error) {
+	tree, err := im.repo.Tree(c, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, w, err := imager.Build(tree, im.repo, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gitfs: %s image of %s: %w", formatName(opts.Format), c.ID, err)
+	}
+	return l, w, nil
+}
+
+func formatName(f imager.Format) string {
+	if f == "" {
+		return string(imager.FormatTar)
+	}
+	return string(f)
+}
+
+// evictLocked drops the least recently used finished layouts beyond max.
+func (im *Images) evictLocked() {
+	for len(im.entries) > im.max {
+		var oldKey imageKey
+		var oldest *imageEntry
+		for k, e := range im.entries {
+			select {
+			case <-e.done:
+			default:
+				continue // still being laid out
+			}
+			if oldest == nil || e.used < oldest.used {
+				oldKey, oldest = k, e
+			}
+		}
+		if oldest == nil {
+			return
+		}
+		delete(im.entries, oldKey)
+	}
+}
