@@ -37,7 +37,7 @@ var errUsage = errors.New("usage")
 // usageError is a command-line error; its text is printed with a hint.
 type usageError struct{ msg string }
 
-func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Error() string   { return e.msg }
 func (e *usageError) Is(t error) bool { return t == errUsage }
 
 func usagef(format string, args ...any) error {
