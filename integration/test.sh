@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The test command (README "Testing"): installs the tools the tests drive
+# when they are missing (Debian packages, needs root), then checks formatting
+# and vet, and runs every test with the race detector.
+# Usage: integration/test.sh [go test flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it
+need=(
+	"git git"
+	"bsdtar libarchive-tools"
+	"fsck.fat dosfstools"
+	"mcopy mtools"
+	"nbdinfo libnbd-bin"
+	"nbdsh python3-libnbd"
+	"qemu-img qemu-utils"
+	"fusermount3 fuse3"
+	"nbdkit nbdkit"
+	"fio fio"
+	"qemu-system-x86_64 qemu-system-x86"
+	"busybox busybox-static"
+	"cpio cpio"
+	"losetup mount"
+)
+missing=()
+for pair in "${need[@]}"; do
+	set -- $pair
+	command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || missing+=("$2")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "installing: ${missing[*]}"
+	if [ "$(id -u)" != 0 ]; then
+		echo "test.sh: missing packages and not root: apt-get install ${missing[*]}" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# nbdsh must be Debian's python with python3-libnbd, not a pyenv one.
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+go test -race -count=1 -timeout 40m "$@" ./...
