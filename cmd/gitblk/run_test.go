@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestExportNames(t *testing.T) {
+	x := exportNamer{defaultRev: "main", patterns: []string{"refs/tags/*", "refs/heads/release-*"}}
+	good := map[string]exportName{
+		"":                         {rev: "main"},
+		"tar":                      {rev: "main", format: "tar"},
+		"fat":                      {rev: "main", format: "fat"},
+		"refs/tags/v1":             {rev: "refs/tags/v1"},
+		"refs/tags/v1:fat":         {rev: "refs/tags/v1", format: "fat"},
+		"refs/heads/release-2:tar": {rev: "refs/heads/release-2", format: "tar"},
+	}
+	for name, want := range good {
+		got, err := x.parse(name)
+		if err != nil || got != want {
+			t.Errorf("parse(%q) = %+v, %v; want %+v", name, got, err, want)
+		}
+	}
+	for _, name := range []string{"main", "refs/heads/main", "refs/tags/v1:iso", "refs/tags/a/b", "v1", "tags/v1", ":fat", "refs/tags/v1:"} {
+		if got, err := x.parse(name); !errors.Is(err, errUnknownName) {
+			t.Errorf("parse(%q) = %+v, %v; want errUnknownName", name, got, err)
+		}
+	}
+	list := x.list([]string{"refs/heads/main", "refs/tags/v1", "refs/heads/release-2"})
+	if want := []string{"", "tar", "fat", "refs/tags/v1", "refs/heads/release-2"}; strings.Join(list, ",") != strings.Join(want, ",") {
+		t.Errorf("list = %q, want %q", list, want)
+	}
+	if err := checkPatterns([]string{"tags/*"}); !errors.Is(err, errUsage) {
+		t.Errorf("checkPatterns(tags/*) = %v, want a usage error", err)
+	}
+	if err := checkPatterns([]string{"refs/tags/["}); !errors.Is(err, errUsage) {
+		t.Errorf("checkPatterns(refs/tags/[) = %v, want a usage error", err)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	good := map[string]int64{"0": 0, "512": 512, "4K": 4096, "64M": 64 << 20, "64MiB": 64 << 20, "1g": 1 << 30, "2T": 2 << 40}
+	for s, want := range good {
+		if got, err := parseBytes(s); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "M", "-1", "1.5G", "12X", "99999999999T", "1 G"} {
+		if got, err := parseBytes(s); err == nil {
+			t.Errorf("parseBytes(%q) = %d, want an error", s, got)
+		}
+	}
+}
+
+func TestParseArgsInterleaved(t *testing.T) {
+	var out bytes.Buffer
+	fs := newFlags("build", "build [flags] REPO REF", "", &out)
+	o := fs.String("o", "-", "")
+	var img imageFlags
+	img.register(fs)
+	pos, err := parseArgs(fs, []string{"repo", "-o", "x.img", "main", "--format", "fat"}, 2)
+	if err != nil || strings.Join(pos, " ") != "repo main" || *o != "x.img" || img.format != "fat" {
+		t.Fatalf("parseArgs = %q, %v (o=%q format=%q)", pos, err, *o, img.format)
+	}
+	if _, err := parseArgs(fs, []string{"only-one"}, 2); !errors.Is(err, errUsage) {
+		t.Errorf("one positional: %v, want a usage error", err)
+	}
+	if _, err := parseArgs(fs, []string{"--nope", "a", "b"}, 2); !errors.Is(err, errUsage) {
+		t.Errorf("unknown flag: %v, want a usage error", err)
+	}
+	if _, err := parseArgs(fs, []string{"--help"}, 2); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("--help: %v, want flag.ErrHelp", err)
+	}
+}
+
+func TestImageOptions(t *testing.T) {
+	bad := []imageFlags{
+		{format: "iso", sectorSize: 512},
+		{format: "fat", fatType: 12, sectorSize: 512},
+		{format: "fat", sectorSize: 1024},
+		{format: "tar", symlinks: "maybe", sectorSize: 512},
+	}
+	for _, f := range bad {
+		if _, err := f.options(""); !errors.Is(err, errUsage) {
+			t.Errorf("options(%+v) = %v, want a usage error", f, err)
+		}
+	}
+	f := imageFlags{format: "tar", fatType: 32, sectorSize: 4096, symlinks: "keep"}
+	tarOpts, err := f.options("")
+	if err != nil || tarOpts.FATType != 0 || tarOpts.SectorSize != 0 {
+		t.Errorf("tar options = %+v, %v; want FAT fields cleared", tarOpts, err)
+	}
+	fatOpts, err := f.options("fat")
+	if err != nil || fatOpts.FATType != 32 || fatOpts.SectorSize != 4096 || fatOpts.Symlinks != "" {
+		t.Errorf("fat options = %+v, %v", fatOpts, err)
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	ctx := context.Background()
+	if err := Run(ctx, nil, &out, &errb); !errors.Is(err, errUsage) {
+		t.Errorf("no args: %v", err)
+	}
+	if err := Run(ctx, []string{"frobnicate"}, &out, &errb); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "frobnicate") {
+		t.Errorf("unknown command: %v", err)
+	}
+	out.Reset()
+	if err := Run(ctx, []string{"--help"}, &out, &errb); err != nil || !strings.Contains(out.String(), "Examples:") {
+		t.Errorf("--help: %v\n%s", err, out.String())
+	}
+	for _, cmd := range []string{"serve", "mount", "build", "ls"} {
+		errb.Reset()
+		err := Run(ctx, []string{cmd, "--help"}, &out, &errb)
+		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(errb.String(), "Examples:") {
+			t.Errorf("%s --help: %v\n%s", cmd, err, errb.String())
+		}
+		if exitCode(err, &errb) != 0 {
+			t.Errorf("%s --help: nonzero exit code", cmd)
+		}
+	}
+}
