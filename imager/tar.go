@@ -1,8 +1,319 @@
 package imager
 
-import "errors"
+// The tar format: the bytes of `git archive --format=tar <commit>` up to the
+// end of the archive (the two zero end blocks), then zeros to a multiple of
+// SectorAlign.
+//
+// Reproduced from git's archive-tar.c (checked byte for byte against git
+// 2.39 in tar_test.go):
+//   - a pax global header ("pax_global_header", typeflag 'g') holding
+//     "comment=<commit id>" when the tree has a commit id, and an "mtime"
+//     record when the commit time does not fit 11 octal digits (every entry
+//     then carries the clamped time, as git does);
+//   - ustar headers with magic "ustar\0", version "00", uid/gid 0, uname and
+//     gname "root", devmajor/devminor 0, mtime = commit time, modes after
+//     git's default tar.umask 002: files 0664, executables 0775, directories
+//     and submodules 0775, symlinks 0777; directories and submodules (git
+//     writes gitlinks as empty directories) with a trailing "/" and size 0;
+//   - entries in tree order; paths over 100 bytes split into the 155-byte
+//     prefix and the name where git splits them, else a pax "path" record and
+//     the name "<object id>.data"; symlink targets over 100 bytes in a pax
+//     "linkpath" record with the link name "see <object id>.paxheader";
+//     files over 8 GiB - 1 with a pax "size" record and size 0 in the header.
+//     A pax extended header is named "<object id>.paxheader"; for a directory
+//     the object id is its tree id, so Entry.Blob of directories must hold it;
+//   - contents padded to 512 bytes, then two zero blocks.
+//
+// Not reproduced:
+//   - git's padding of the archive to a 10240-byte record: the image ends
+//     with zeros up to the next 4 KiB boundary instead (MirageOS's blkfront
+//     cannot read a partial 4 KiB sector), so the image is a prefix of git's
+//     output or git's output is a prefix of the image, depending on the size;
+//   - the export-subst attribute: files are served as stored in git, the
+//     $Format:...$ placeholders are not expanded, so such a file differs from
+//     git archive's (content and size). Likewise any conversion git archive
+//     applies from .gitattributes (eol/text, ident, filter drivers): blobs are
+//     served raw, as with no attributes;
+//   - tar.umask and other git configuration: the default umask 002 is used;
+//   - --prefix, --add-file, compression and SHA-256 repositories (object
+//     ids here are 20 bytes).
+//
+// export-ignore is honored before the imager, when gitfs lists the tree.
+//
+// MirageOS's tar reader asserts that an extended header's data is at most
+// 512 bytes: such entries (paths over about 500 bytes that cannot be split,
+// long symlink targets) are kept, so the image stays identical to git's, and
+// reported as Warnings naming the path.
 
-// BuildTar lays out the tar image of tree (placeholder, being written).
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Tar block and header geometry (POSIX ustar).
+const (
+	tarBlockSize = 512
+	tarEndBlocks = 2 * tarBlockSize // the end-of-archive marker
+
+	// Header fields: offset and length.
+	tarNameOff, tarNameLen         = 0, 100
+	tarModeOff, tarModeLen         = 100, 8
+	tarUIDOff, tarUIDLen           = 108, 8
+	tarGIDOff, tarGIDLen           = 116, 8
+	tarSizeOff, tarSizeLen         = 124, 12
+	tarMtimeOff, tarMtimeLen       = 136, 12
+	tarChksumOff, tarChksumLen     = 148, 8
+	tarTypeflagOff                 = 156
+	tarLinknameOff, tarLinknameLen = 157, 100
+	tarMagicOff                    = 257 // "ustar\0" then version "00"
+	tarUnameOff, tarUnameLen       = 265, 32
+	tarGnameOff, tarGnameLen       = 297, 32
+	tarDevmajorOff, tarDevmajorLen = 329, 8
+	tarDevminorOff, tarDevminorLen = 337, 8
+	tarPrefixOff, tarPrefixLen     = 345, 155
+
+	// tarMaxOctal11 is the largest number 11 octal digits hold: git's
+	// USTAR_MAX_SIZE and USTAR_MAX_MTIME (8 GiB - 1 bytes; year 6053).
+	tarMaxOctal11 = 0o77777777777
+
+	// tarUmask is git's default tar.umask.
+	tarUmask = 0o002
+
+	// mirageMaxExtHeader is the largest pax extended header payload that
+	// MirageOS's tar reader accepts (REFERENCE.md 1).
+	mirageMaxExtHeader = 512
+)
+
+// Tar type flags used by git.
+const (
+	tarTypeReg    = '0'
+	tarTypeSymlnk = '2'
+	tarTypeDir    = '5'
+	tarTypePax    = 'x' // pax extended header for the next entry
+	tarTypeGlobal = 'g' // pax global header
+)
+
+// tarMagic is the ustar magic and version git writes.
+var tarMagic = []byte("ustar\x0000")
+
+// tarBlockPadding is the number of zeros that pad n bytes to a block.
+func tarBlockPadding(n int64) int64 {
+	return -n & (tarBlockSize - 1)
+}
+
+// tarHeader holds the fields of one ustar header as git fills them.
+type tarHeader struct {
+	name, prefix, linkname string
+	typeflag               byte
+	mode                   int64 // permission bits only
+	size                   int64
+	mtime                  int64
+}
+
+// marshal writes the header into b (tarBlockSize zeroed bytes), as git's
+// prepare_header does: octal numbers zero-padded with a NUL terminator.
+func (h *tarHeader) marshal(b []byte) {
+	copy(b[tarNameOff:tarNameOff+tarNameLen], h.name)
+	octal(b[tarModeOff:tarModeOff+tarModeLen], h.mode)
+	octal(b[tarUIDOff:tarUIDOff+tarUIDLen], 0)
+	octal(b[tarGIDOff:tarGIDOff+tarGIDLen], 0)
+	octal(b[tarSizeOff:tarSizeOff+tarSizeLen], h.size)
+	octal(b[tarMtimeOff:tarMtimeOff+tarMtimeLen], h.mtime)
+	b[tarTypeflagOff] = h.typeflag
+	copy(b[tarLinknameOff:tarLinknameOff+tarLinknameLen], h.linkname)
+	copy(b[tarMagicOff:], tarMagic)
+	copy(b[tarUnameOff:tarUnameOff+tarUnameLen-1], "root")
+	copy(b[tarGnameOff:tarGnameOff+tarGnameLen-1], "root")
+	octal(b[tarDevmajorOff:tarDevmajorOff+tarDevmajorLen], 0)
+	octal(b[tarDevminorOff:tarDevminorOff+tarDevminorLen], 0)
+	copy(b[tarPrefixOff:tarPrefixOff+tarPrefixLen], h.prefix)
+	// The checksum counts its own field as spaces.
+	sum := int64(0)
+	for i, c := range b[:tarBlockSize] {
+		if i >= tarChksumOff && i < tarChksumOff+tarChksumLen {
+			c = ' '
+		}
+		sum += int64(c)
+	}
+	octal(b[tarChksumOff:tarChksumOff+tarChksumLen], sum)
+}
+
+// octal writes v as len(field)-1 zero-padded octal digits and a NUL.
+// Callers keep v in range (sizes and times are clamped before).
+func octal(field []byte, v int64) {
+	s := strconv.FormatInt(v, 8)
+	digits := len(field) - 1
+	for i := 0; i < digits-len(s); i++ {
+		field[i] = '0'
+	}
+	copy(field[max(digits-len(s), 0):digits], s)
+	field[digits] = 0
+}
+
+// paxRecord appends the pax record "<len> key=value\n", where len counts the
+// whole record including its own digits.
+func paxRecord(b []byte, key, value string) []byte {
+	n := len(key) + len(value) + 3 // ' ', '=', '\n'
+	size := n + len(strconv.Itoa(n))
+	if len(strconv.Itoa(size)) > len(strconv.Itoa(n)) {
+		size++
+	}
+	b = strconv.AppendInt(b, int64(size), 10)
+	b = append(b, ' ')
+	b = append(b, key...)
+	b = append(b, '=')
+	b = append(b, value...)
+	return append(b, '\n')
+}
+
+// tarPathPrefix is the length of the prefix git splits a long path at: the
+// last '/' before byte tarPrefixLen (ignoring a trailing '/'), or 0.
+func tarPathPrefix(p string) int {
+	i := len(p)
+	if i > 1 && p[i-1] == '/' {
+		i--
+	}
+	i = min(i, tarPrefixLen)
+	for {
+		i--
+		if i <= 0 || p[i] == '/' {
+			return max(i, 0)
+		}
+	}
+}
+
+// BuildTar lays out the tar image of tree: git archive's bytes, then zeros
+// to a multiple of SectorAlign (see the comment at the top of tar.go).
+// opts.Symlinks: default or keep writes symlinks as git does; follow and
+// skip replace or drop them first (FollowSymlinks, SkipSymlinks). The
+// warnings name entries represented differently from git or that MirageOS
+// cannot read. Blobs are never read while laying out: sizes come from the
+// entries.
 func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, error) {
-	return nil, nil, errors.New("imager: tar not implemented yet")
+	if tree == nil {
+		return nil, nil, fmt.Errorf("imager: tar: nil tree")
+	}
+	var warns []Warning
+	switch opts.Symlinks {
+	case SymlinksDefault, SymlinksKeep:
+	case SymlinksFollow:
+		tree, warns = FollowSymlinks(tree)
+	case SymlinksSkip:
+		tree, warns = SkipSymlinks(tree)
+	default:
+		return nil, nil, fmt.Errorf("imager: tar: unknown symlink mode %q", opts.Symlinks)
+	}
+
+	// git writes the commit time; a time past 11 octal digits goes into
+	// the global header and every entry gets the largest that fits.
+	mtime := tree.Time.Unix()
+	var global []byte
+	if tree.CommitID != "" {
+		global = paxRecord(global, "comment", tree.CommitID)
+	}
+	if mtime > tarMaxOctal11 {
+		global = paxRecord(global, "mtime", strconv.FormatInt(mtime, 10))
+		mtime = tarMaxOctal11
+	}
+	mtime = max(mtime, 0) // git has no times before 1970
+
+	var b Builder
+	if len(global) > 0 {
+		b.Data("tar pax global header", paxBlocks("pax_global_header", tarTypeGlobal, global, mtime))
+	}
+	// One backing array for all entry headers: one allocation, not one per
+	// entry.
+	headers := make([]byte, len(tree.Entries)*tarBlockSize)
+	for i := range tree.Entries {
+		e := &tree.Entries[i]
+		hdr := headers[i*tarBlockSize : (i+1)*tarBlockSize : (i+1)*tarBlockSize]
+		ext, err := tarEntryHeader(e, mtime, hdr)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(ext) > 0 {
+			if len(ext) > mirageMaxExtHeader {
+				warns = append(warns, Warning{Path: e.Path, Msg: fmt.Sprintf(
+					"pax extended header of %d bytes: MirageOS's tar reader accepts at most %d and fails at connect",
+					len(ext), mirageMaxExtHeader)})
+			}
+			b.Data("tar pax header "+e.Path, paxBlocks(e.Blob.String()+".paxheader", tarTypePax, ext, mtime))
+		}
+		b.Data("tar header "+e.Path, hdr)
+		if e.Kind == KindFile || e.Kind == KindExecutable {
+			b.Blob(e.Path, e.Blob, 0, e.Size)
+			b.Zeros("tar padding", tarBlockPadding(e.Size))
+		}
+	}
+	b.Zeros("tar end blocks", tarEndBlocks)
+	return b.Layout(blobs), warns, nil
+}
+
+// tarEntryHeader fills hdr with e's ustar header as git's write_tar_entry
+// does, and returns the pax extended header records git writes before it
+// (nil when none).
+func tarEntryHeader(e *Entry, mtime int64, hdr []byte) ([]byte, error) {
+	if e.Path == "" || strings.IndexByte(e.Path, 0) >= 0 {
+		return nil, fmt.Errorf("imager: tar: invalid path %q", e.Path)
+	}
+	h := tarHeader{mtime: mtime}
+	name := e.Path
+	switch e.Kind {
+	case KindFile:
+		h.typeflag, h.mode, h.size = tarTypeReg, 0o666&^tarUmask, e.Size
+	case KindExecutable:
+		h.typeflag, h.mode, h.size = tarTypeReg, 0o777&^tarUmask, e.Size
+	case KindDir, KindSubmodule:
+		h.typeflag, h.mode = tarTypeDir, 0o777&^tarUmask
+		name += "/"
+	case KindSymlink:
+		h.typeflag, h.mode = tarTypeSymlnk, 0o777
+		if int64(len(e.Target)) != e.Size {
+			return nil, fmt.Errorf("imager: tar: symlink %s: target has %d bytes, size says %d", e.Path, len(e.Target), e.Size)
+		}
+	default:
+		return nil, fmt.Errorf("imager: tar: %s: unsupported entry kind %v", e.Path, e.Kind)
+	}
+	if e.Size < 0 {
+		return nil, fmt.Errorf("imager: tar: %s: negative size %d", e.Path, e.Size)
+	}
+	var ext []byte
+	oid := e.Blob.String()
+	if len(name) > tarNameLen {
+		plen := tarPathPrefix(name)
+		if rest := len(name) - plen - 1; plen > 0 && rest <= tarNameLen {
+			h.prefix, h.name = name[:plen], name[plen+1:]
+		} else {
+			h.name = oid + ".data"
+			ext = paxRecord(ext, "path", name)
+		}
+	} else {
+		h.name = name
+	}
+	if e.Kind == KindSymlink {
+		if len(e.Target) > tarLinknameLen {
+			h.linkname = "see " + oid + ".paxheader"
+			ext = paxRecord(ext, "linkpath", e.Target)
+		} else {
+			h.linkname = e.Target
+		}
+	}
+	if h.size > tarMaxOctal11 {
+		ext = paxRecord(ext, "size", strconv.FormatInt(h.size, 10))
+		h.size = 0
+	}
+	h.marshal(hdr)
+	return ext, nil
+}
+
+// paxBlocks returns a pax header block named name with typeflag typ
+// followed by records padded to a block, as git writes them.
+func paxBlocks(name string, typ byte, records []byte, mtime int64) []byte {
+	n := int64(len(records))
+	out := make([]byte, tarBlockSize+n+tarBlockPadding(n))
+	h := tarHeader{name: name, typeflag: typ, mode: 0o666, size: n, mtime: mtime}
+	h.marshal(out[:tarBlockSize])
+	copy(out[tarBlockSize:], records)
+	return out
 }
