@@ -1,0 +1,275 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+var be = binary.BigEndian
+
+// Connection ends. errHangup wraps every end the server chooses because
+// the client broke a rule or tried to exhaust it; the others are soft.
+var (
+	errHangup  = errors.New("nbd: hard disconnect")
+	errAbort   = errors.New("nbd: client sent NBD_OPT_ABORT")
+	errDisc    = errors.New("nbd: client sent NBD_CMD_DISC")
+	errStopped = errors.New("nbd: server stopping")
+)
+
+// Lingering close: after a hard disconnect the server half-closes and reads
+// (and drops) what the client still sends for a moment, so the client can
+// read the last reply instead of getting a reset.
+const (
+	lingerTimeout  = 500 * time.Millisecond
+	lingerMaxBytes = 1 << 20
+	readBufferSize = 32 << 10
+	writeTimeout   = time.Minute // a client that reads no reply for this long is dropped
+)
+
+// pin is an export resolved by one connection: it serves the same image
+// (and size) until the connection drops it.
+type pin struct {
+	name string // name the client used
+	exp  *Export
+	size int64
+}
+
+func (p *pin) canonicalName() string {
+	if p.exp.Name != "" {
+		return p.exp.Name
+	}
+	return p.name
+}
+
+// conn is one client connection.
+type conn struct {
+	srv   *Server
+	c     net.Conn
+	r     *bufio.Reader
+	log   *slog.Logger
+	start time.Time
+
+	stopping atomic.Bool
+	lim      *limiter
+
+	// Handshake state.
+	structured bool            // NBD_OPT_STRUCTURED_REPLY acknowledged
+	noZeroes   bool            // client set NBD_FLAG_C_NO_ZEROES
+	pins       map[string]*pin // by requested name
+	metaName   string          // export named by the last successful SET_META_CONTEXT
+	metaAlloc  bool            // base:allocation selected for metaName
+	optBuf     []byte
+
+	// Transmission state, fixed once the handshake ends.
+	cur         *pin
+	blockStatus bool // base:allocation negotiated for cur
+
+	wmu  sync.Mutex
+	werr error
+	work sync.WaitGroup
+
+	requests atomic.Int64
+	bytes    atomic.Int64
+}
+
+func newConn(s *Server, c net.Conn) *conn {
+	return &conn{
+		srv:   s,
+		c:     c,
+		r:     bufio.NewReaderSize(c, readBufferSize),
+		log:   s.logger(),
+		start: time.Now(),
+		lim:   newLimiter(s.maxInFlight(), s.maxBufferBytes()),
+		pins:  map[string]*pin{},
+	}
+}
+
+// stop asks the connection to end: no new request is read, in-flight ones
+// are answered. Safe to call from any goroutine, more than once.
+func (cn *conn) stop() {
+	cn.stopping.Store(true)
+	cn.c.SetReadDeadline(time.Now())
+	cn.lim.close()
+}
+
+// serve runs both phases, then logs one line and closes the connection.
+func (cn *conn) serve(ctx context.Context) {
+	err := cn.handshake(ctx)
+	if err == nil {
+		err = cn.transmit()
+	}
+	cn.work.Wait()
+	if cn.stopping.Load() && !errors.Is(err, errDisc) && !errors.Is(err, errHangup) {
+		err = errStopped
+	}
+	if errors.Is(err, errHangup) || errors.Is(err, errAbort) {
+		cn.linger()
+	}
+	cn.c.Close()
+	for _, p := range cn.pins {
+		if p.exp.Release != nil {
+			p.exp.Release()
+		}
+	}
+	cn.logEnd(err)
+}
+
+func (cn *conn) linger() {
+	if cw, ok := cn.c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	cn.c.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.CopyN(io.Discard, cn.r, lingerMaxBytes)
+}
+
+func (cn *conn) logEnd(err error) {
+	peer := "unknown"
+	if a := cn.c.RemoteAddr(); a != nil {
+		peer = a.Network() + ":" + a.String()
+	}
+	attrs := []any{
+		"peer", peer,
+		"requests", cn.requests.Load(),
+		"bytes", cn.bytes.Load(),
+		"duration", time.Since(cn.start).Round(time.Microsecond),
+	}
+	if cn.cur != nil {
+		attrs = append(attrs, "export", cn.cur.name, "description", cn.cur.exp.Description)
+	}
+	level := slog.LevelInfo
+	switch {
+	case err == nil || errors.Is(err, errDisc) || errors.Is(err, errAbort):
+		attrs = append(attrs, "end", "client disconnect")
+	case errors.Is(err, errStopped):
+		attrs = append(attrs, "end", "server shutdown")
+	default:
+		if errors.Is(err, errHangup) {
+			level = slog.LevelWarn
+		}
+		attrs = append(attrs, "end", err.Error())
+	}
+	cn.log.Log(context.Background(), level, "nbd connection closed", attrs...)
+}
+
+// validString reports whether b is a protocol string: UTF-8, no NUL, at
+// most 4096 bytes.
+func validString(b []byte) bool {
+	if len(b) > maxStringLen || !utf8.Valid(b) {
+		return false
+	}
+	for _, c := range b {
+		if c == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// truncateString cuts s to at most n bytes on a rune boundary.
+func truncateString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// resolve returns the connection's pin for name, asking the resolver the
+// first time.
+func (cn *conn) resolve(ctx context.Context, name string) (*pin, error) {
+	if p, ok := cn.pins[name]; ok {
+		return p, nil
+	}
+	if cn.srv.Resolve == nil {
+		return nil, ErrUnknownExport
+	}
+	exp, err := cn.srv.Resolve(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if exp == nil || exp.Image == nil {
+		if exp != nil && exp.Release != nil {
+			exp.Release()
+		}
+		return nil, fmt.Errorf("nbd: resolver returned no image for %q", name)
+	}
+	size := exp.Image.Size()
+	if size < 0 {
+		if exp.Release != nil {
+			exp.Release()
+		}
+		return nil, fmt.Errorf("nbd: export %q has negative size %d", name, size)
+	}
+	p := &pin{name: name, exp: exp, size: size}
+	cn.pins[name] = p
+	return p, nil
+}
+
+// transmissionFlags are the flags of every export: read-only, immutable
+// (so multi-conn safe), flush and cache accepted as no-ops.
+func (cn *conn) transmissionFlags() uint16 {
+	f := tflagHasFlags | tflagReadOnly | tflagSendFlush | tflagSendCache | tflagCanMultiConn
+	if cn.structured {
+		f |= tflagSendDF
+	}
+	return f
+}
+
+// limiter bounds a connection's in-flight requests and the buffer bytes
+// they hold. Only the request reader acquires; workers release.
+type limiter struct {
+	mu       sync.Mutex
+	cond     sync.Cond
+	n, maxN  int
+	used     int64
+	maxBytes int64
+	closed   bool
+}
+
+func newLimiter(maxN int, maxBytes int64) *limiter {
+	l := &limiter{maxN: maxN, maxBytes: maxBytes}
+	l.cond.L = &l.mu
+	return l
+}
+
+// acquire waits for a slot and cost bytes; false once the limiter is closed.
+func (l *limiter) acquire(cost int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for !l.closed && (l.n >= l.maxN || l.used+cost > l.maxBytes) {
+		l.cond.Wait()
+	}
+	if l.closed {
+		return false
+	}
+	l.n++
+	l.used += cost
+	return true
+}
+
+func (l *limiter) release(cost int64) {
+	l.mu.Lock()
+	l.n--
+	l.used -= cost
+	l.mu.Unlock()
+	l.cond.Broadcast()
+}
+
+func (l *limiter) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.cond.Broadcast()
+}

@@ -1,0 +1,352 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// handshake runs the fixed newstyle negotiation. It returns nil when the
+// client has selected an export (GO acknowledged or EXPORT_NAME answered).
+func (cn *conn) handshake(ctx context.Context) error {
+	if err := cn.c.SetDeadline(time.Now().Add(cn.srv.handshakeTimeout())); err != nil {
+		return fmt.Errorf("nbd: setting handshake deadline: %w", err)
+	}
+	if cn.stopping.Load() {
+		return errStopped
+	}
+	var hs [handshakeLen]byte
+	be.PutUint64(hs[0:], magicNBDMAGIC)
+	be.PutUint64(hs[8:], magicIHAVEOPT)
+	be.PutUint16(hs[16:], serverHandshakeFlags)
+	if _, err := cn.c.Write(hs[:]); err != nil {
+		return fmt.Errorf("nbd: writing handshake: %w", err)
+	}
+	var cf [clientFlagsLen]byte
+	if _, err := io.ReadFull(cn.r, cf[:]); err != nil {
+		return fmt.Errorf("nbd: reading client flags: %w", err)
+	}
+	flags := be.Uint32(cf[:])
+	if flags&^clientFlagsKnown != 0 {
+		return fmt.Errorf("%w: unknown client flags %#x", errHangup, flags)
+	}
+	cn.noZeroes = flags&clientFlagNoZeroes != 0
+
+	maxOpts, maxLen := cn.srv.maxOptions(), cn.srv.maxOptionLength()
+	for n := 0; ; n++ {
+		if n >= maxOpts {
+			return fmt.Errorf("%w: more than %d options", errHangup, maxOpts)
+		}
+		var h [optHeaderLen]byte
+		if _, err := io.ReadFull(cn.r, h[:]); err != nil {
+			return fmt.Errorf("nbd: reading option: %w", err)
+		}
+		if magic := be.Uint64(h[0:]); magic != magicIHAVEOPT {
+			return fmt.Errorf("%w: bad option magic %#x", errHangup, magic)
+		}
+		opt, length := be.Uint32(h[8:]), be.Uint32(h[12:])
+		if uint64(length) > uint64(maxLen) {
+			// Draining it would let one client stream gigabytes into the
+			// handshake: answer if the option allows, then hang up.
+			switch {
+			case opt == optExportName:
+			case knownOption(opt):
+				cn.optError(opt, repErrTooBig, fmt.Sprintf("option data of %d bytes exceeds the limit of %d", length, maxLen))
+			default:
+				cn.optError(opt, repErrUnsup, fmt.Sprintf("unknown option %d", opt))
+			}
+			return fmt.Errorf("%w: option %d with %d bytes of data", errHangup, opt, length)
+		}
+		if cap(cn.optBuf) < int(length) {
+			cn.optBuf = make([]byte, length)
+		}
+		data := cn.optBuf[:length]
+		if _, err := io.ReadFull(cn.r, data); err != nil {
+			return fmt.Errorf("nbd: reading option %d data: %w", opt, err)
+		}
+		done, err := cn.option(ctx, opt, data)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+func knownOption(opt uint32) bool {
+	switch opt {
+	case optExportName, optAbort, optList, optStartTLS, optInfo, optGo,
+		optStructuredReply, optListMetaContext, optSetMetaContext:
+		return true
+	}
+	return false
+}
+
+// option handles one option; done reports that transmission starts.
+func (cn *conn) option(ctx context.Context, opt uint32, data []byte) (done bool, err error) {
+	switch opt {
+	case optExportName:
+		return cn.optExportName(ctx, data)
+	case optAbort:
+		cn.optReply(opt, repAck, nil) // the client may already be gone
+		return false, errAbort
+	case optList:
+		return false, cn.optList(data)
+	case optStartTLS:
+		return false, cn.optError(opt, repErrUnsup, "TLS is not supported by this server")
+	case optInfo, optGo:
+		return cn.optInfoGo(ctx, opt, data)
+	case optStructuredReply:
+		if len(data) != 0 {
+			return false, cn.optError(opt, repErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data")
+		}
+		cn.structured = true
+		return false, cn.optReply(opt, repAck, nil)
+	case optListMetaContext, optSetMetaContext:
+		return false, cn.optMetaContext(ctx, opt, data)
+	default:
+		return false, cn.optError(opt, repErrUnsup, fmt.Sprintf("unknown option %d", opt))
+	}
+}
+
+// optReply writes one option reply in a single write.
+func (cn *conn) optReply(opt, typ uint32, payload []byte) error {
+	b := make([]byte, optReplyHeaderLen+len(payload))
+	be.PutUint64(b[0:], magicOptReply)
+	be.PutUint32(b[8:], opt)
+	be.PutUint32(b[12:], typ)
+	be.PutUint32(b[16:], uint32(len(payload)))
+	copy(b[optReplyHeaderLen:], payload)
+	if _, err := cn.c.Write(b); err != nil {
+		return fmt.Errorf("nbd: writing reply to option %d: %w", opt, err)
+	}
+	return nil
+}
+
+// optError writes an error reply with a message for humans.
+func (cn *conn) optError(opt, typ uint32, msg string) error {
+	return cn.optReply(opt, typ, []byte(truncateString(msg, maxStringLen)))
+}
+
+// resolveError answers an option whose export could not be resolved.
+func (cn *conn) resolveError(opt uint32, name string, err error) error {
+	shown := truncateString(name, 256)
+	if errors.Is(err, ErrUnknownExport) {
+		return cn.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", shown))
+	}
+	cn.log.Warn("nbd: resolving export failed", "export", shown, "err", err)
+	return cn.optError(opt, repErrUnknown, fmt.Sprintf("export %q is not available: %v", shown, err))
+}
+
+func (cn *conn) optExportName(ctx context.Context, data []byte) (bool, error) {
+	if !validString(data) {
+		return false, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME with an invalid name (%d bytes)", errHangup, len(data))
+	}
+	name := string(data)
+	p, err := cn.resolve(ctx, name)
+	if err != nil {
+		// EXPORT_NAME cannot fail politely: the spec asks for a disconnect.
+		return false, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME %q: %w", errHangup, truncateString(name, 256), err)
+	}
+	n := exportNameReplyLen
+	if !cn.noZeroes {
+		n += exportNameZeroes
+	}
+	b := make([]byte, n)
+	be.PutUint64(b[0:], uint64(p.size))
+	be.PutUint16(b[8:], cn.transmissionFlags())
+	if _, err := cn.c.Write(b); err != nil {
+		return false, fmt.Errorf("nbd: writing NBD_OPT_EXPORT_NAME reply: %w", err)
+	}
+	cn.enter(p)
+	return true, nil
+}
+
+func (cn *conn) optList(data []byte) error {
+	if len(data) != 0 {
+		return cn.optError(optList, repErrInvalid, "NBD_OPT_LIST takes no data")
+	}
+	var names []string
+	if cn.srv.List != nil {
+		names = cn.srv.List()
+	}
+	for _, name := range names {
+		if !validString([]byte(name)) {
+			continue
+		}
+		b := make([]byte, 4+len(name))
+		be.PutUint32(b, uint32(len(name)))
+		copy(b[4:], name)
+		if err := cn.optReply(optList, repServer, b); err != nil {
+			return err
+		}
+	}
+	return cn.optReply(optList, repAck, nil)
+}
+
+// optInfoGo answers NBD_OPT_INFO and NBD_OPT_GO: u32 name length, name,
+// u16 request count, u16 requests.
+func (cn *conn) optInfoGo(ctx context.Context, opt uint32, data []byte) (bool, error) {
+	const fixed = 4 + 2 // name length, request count
+	if len(data) < fixed {
+		return false, cn.optError(opt, repErrInvalid, "option data too short")
+	}
+	nameLen := be.Uint32(data)
+	if uint64(nameLen) > uint64(len(data)-fixed) {
+		return false, cn.optError(opt, repErrInvalid, "export name length exceeds the option data")
+	}
+	nameB := data[4 : 4+nameLen]
+	rest := data[4+nameLen:]
+	nreq := int(be.Uint16(rest))
+	reqs := rest[2:]
+	if len(reqs) != 2*nreq {
+		return false, cn.optError(opt, repErrInvalid, "information request count does not match the option length")
+	}
+	if !validString(nameB) {
+		return false, cn.optError(opt, repErrInvalid, "export name is not a valid string of at most 4096 bytes")
+	}
+	var wantName, wantDesc bool
+	for i := 0; i < len(reqs); i += 2 {
+		switch be.Uint16(reqs[i:]) {
+		case infoName:
+			wantName = true
+		case infoDescription:
+			wantDesc = true
+		}
+	}
+	name := string(nameB)
+	p, err := cn.resolve(ctx, name)
+	if err != nil {
+		return false, cn.resolveError(opt, name, err)
+	}
+
+	var ex [infoExportLen]byte
+	be.PutUint16(ex[0:], infoExport)
+	be.PutUint64(ex[2:], uint64(p.size))
+	be.PutUint16(ex[10:], cn.transmissionFlags())
+	if err := cn.optReply(opt, repInfo, ex[:]); err != nil {
+		return false, err
+	}
+	if canon := p.canonicalName(); wantName && validString([]byte(canon)) {
+		if err := cn.optReply(opt, repInfo, infoString(infoName, canon)); err != nil {
+			return false, err
+		}
+	}
+	if desc := p.exp.Description; wantDesc && desc != "" {
+		if err := cn.optReply(opt, repInfo, infoString(infoDescription, truncateString(desc, maxStringLen))); err != nil {
+			return false, err
+		}
+	}
+	// Sent unasked: the values are the spec's defaults, so a client that
+	// ignores them is still within them.
+	var bs [infoBlockSizeLen]byte
+	be.PutUint16(bs[0:], infoBlockSize)
+	be.PutUint32(bs[2:], minBlockSize)
+	be.PutUint32(bs[6:], preferredBlockSize)
+	be.PutUint32(bs[10:], maxPayload)
+	if err := cn.optReply(opt, repInfo, bs[:]); err != nil {
+		return false, err
+	}
+	if err := cn.optReply(opt, repAck, nil); err != nil {
+		return false, err
+	}
+	if opt == optGo {
+		cn.enter(p)
+		return true, nil
+	}
+	return false, nil
+}
+
+func infoString(typ uint16, s string) []byte {
+	b := make([]byte, 2+len(s))
+	be.PutUint16(b, typ)
+	copy(b[2:], s)
+	return b
+}
+
+// optMetaContext answers LIST_META_CONTEXT and SET_META_CONTEXT: u32 name
+// length, name, u32 query count, queries of u32 length + string. The only
+// context is base:allocation.
+func (cn *conn) optMetaContext(ctx context.Context, opt uint32, data []byte) error {
+	set := opt == optSetMetaContext
+	if set {
+		// A SET replaces the previous selection, even when it fails.
+		cn.metaName, cn.metaAlloc = "", false
+	}
+	if !cn.structured {
+		return cn.optError(opt, repErrInvalid, "negotiate NBD_OPT_STRUCTURED_REPLY first")
+	}
+	invalid := func(msg string) error { return cn.optError(opt, repErrInvalid, msg) }
+	if len(data) < 4 {
+		return invalid("option data too short")
+	}
+	nameLen := be.Uint32(data)
+	data = data[4:]
+	if uint64(nameLen)+4 > uint64(len(data)) {
+		return invalid("export name length exceeds the option data")
+	}
+	nameB := data[:nameLen]
+	if !validString(nameB) {
+		return invalid("export name is not a valid string of at most 4096 bytes")
+	}
+	nq := be.Uint32(data[nameLen:])
+	data = data[nameLen+4:]
+	match := nq == 0 && !set // an empty LIST query lists everything
+	for range nq {
+		if len(data) < 4 {
+			return invalid("query count exceeds the option data")
+		}
+		ql := be.Uint32(data)
+		if uint64(ql)+4 > uint64(len(data)) {
+			return invalid("query length exceeds the option data")
+		}
+		q := data[4 : 4+ql]
+		data = data[4+ql:]
+		if !validString(q) {
+			return invalid("query is not a valid string of at most 4096 bytes")
+		}
+		switch string(q) {
+		case metaContextBaseAlloc:
+			match = true
+		case metaContextBaseAll:
+			match = match || !set // a wildcard for LIST, ignored by SET
+		}
+	}
+	if len(data) != 0 {
+		return invalid("trailing bytes after the queries")
+	}
+	name := string(nameB)
+	if _, err := cn.resolve(ctx, name); err != nil {
+		return cn.resolveError(opt, name, err)
+	}
+	if match {
+		id := uint32(0) // reserved in LIST replies
+		if set {
+			id = allocationContextID
+		}
+		b := make([]byte, metaContextIDLen+len(metaContextBaseAlloc))
+		be.PutUint32(b, id)
+		copy(b[metaContextIDLen:], metaContextBaseAlloc)
+		if err := cn.optReply(opt, repMetaContext, b); err != nil {
+			return err
+		}
+	}
+	if set && match {
+		cn.metaName, cn.metaAlloc = name, true
+	}
+	return cn.optReply(opt, repAck, nil)
+}
+
+// enter fixes the export for transmission and drops the other pins.
+func (cn *conn) enter(p *pin) {
+	cn.cur = p
+	cn.blockStatus = cn.structured && cn.metaAlloc && cn.metaName == p.name
+	for name, q := range cn.pins {
+		if q != p {
+			if q.exp.Release != nil {
+				q.exp.Release()
+			}
+			delete(cn.pins, name)
+		}
+	}
+}

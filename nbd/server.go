@@ -1,0 +1,266 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Image is what an export serves: a size and concurrent random reads.
+// ReadAt must be safe for concurrent use.
+type Image interface {
+	Size() int64
+	ReadAt(p []byte, off int64) (int, error)
+}
+
+// extentImage is implemented by images that know their zero runs (such as
+// imager.Layout): ExtentAt returns the length of the run starting at off and
+// whether it reads as zeros. It feeds NBD_CMD_BLOCK_STATUS and hole chunks.
+type extentImage interface {
+	ExtentAt(off int64) (n int64, zero bool)
+}
+
+// Export is one resolved export: what a connection pins for a name.
+type Export struct {
+	Name        string // canonical name, sent as NBD_INFO_NAME
+	Description string // human-readable, sent as NBD_INFO_DESCRIPTION (e.g. the commit)
+	Image       Image
+	Release     func() // optional: called once when the connection drops this export
+}
+
+// ErrUnknownExport is returned by a resolver for a name it does not serve.
+var ErrUnknownExport = errors.New("nbd: unknown export")
+
+// Defaults for the Server's zero-valued limits.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxInFlight      = 16
+	DefaultMaxOptions       = 256      // nbdinfo --list spends about 3 options per export
+	DefaultMaxOptionLength  = 64 << 10 // names are at most 4 KiB; meta queries add little
+	DefaultMaxBufferBytes   = 2*maxPayload + 2*maxReplyHeaderRoom
+)
+
+// Server serves exports over NBD. Set the fields before the first Serve or
+// ServeConn; they are read without locking afterwards.
+type Server struct {
+	// Resolve maps an export name to an export. It is called once per name
+	// per connection (the result is pinned for that connection). It
+	// returns ErrUnknownExport (possibly wrapped) for names it does not serve.
+	Resolve func(ctx context.Context, name string) (*Export, error)
+	// List returns the export names for NBD_OPT_LIST (nil: an empty list).
+	List func() []string
+	// Logger receives one line per connection and read errors (nil: slog.Default()).
+	Logger *slog.Logger
+
+	HandshakeTimeout time.Duration // whole handshake deadline
+	MaxInFlight      int           // concurrent requests per connection
+	MaxOptions       int           // options per connection before a hard disconnect
+	MaxOptionLength  int           // option data bytes before a hard disconnect
+	MaxBufferBytes   int64         // read buffer bytes in use per connection (at least one max read)
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	shutdown  bool
+	done      chan struct{} // closed by Shutdown
+	connWG    sync.WaitGroup
+}
+
+func (s *Server) init() {
+	if s.done == nil {
+		s.done = make(chan struct{})
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+	}
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	if s.HandshakeTimeout > 0 {
+		return s.HandshakeTimeout
+	}
+	return DefaultHandshakeTimeout
+}
+
+func (s *Server) maxInFlight() int {
+	if s.MaxInFlight > 0 {
+		return s.MaxInFlight
+	}
+	return DefaultMaxInFlight
+}
+
+func (s *Server) maxOptions() int {
+	if s.MaxOptions > 0 {
+		return s.MaxOptions
+	}
+	return DefaultMaxOptions
+}
+
+func (s *Server) maxOptionLength() int {
+	if s.MaxOptionLength > 0 {
+		return s.MaxOptionLength
+	}
+	return DefaultMaxOptionLength
+}
+
+func (s *Server) maxBufferBytes() int64 {
+	if s.MaxBufferBytes >= maxPayload+maxReplyHeaderRoom {
+		return s.MaxBufferBytes
+	}
+	if s.MaxBufferBytes > 0 {
+		return maxPayload + maxReplyHeaderRoom
+	}
+	return DefaultMaxBufferBytes
+}
+
+// Serve accepts connections on l and serves each in its own goroutine. It
+// returns nil once ctx is done or Shutdown is called, after the listener is
+// closed and its connections have finished their in-flight requests and
+// closed; otherwise it returns the accept error.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	s.mu.Lock()
+	s.init()
+	if s.shutdown {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.listeners[l] = struct{}{}
+	done := s.done
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			select {
+			case <-done:
+				return nil
+			default:
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logger().Warn("nbd: accept", "err", err, "retry", delay)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-ctx.Done():
+					return nil
+				case <-done:
+					return nil
+				}
+			}
+			return fmt.Errorf("nbd: accept on %s: %w", l.Addr(), err)
+		}
+		delay = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.ServeConn(ctx, c)
+		}()
+	}
+}
+
+// isTemporary reports an accept error worth retrying (EMFILE, ECONNABORTED
+// and the like), as net/http does.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// ServeConn runs the handshake and transmission phases on c and closes it.
+// It returns when the client disconnects, a protocol violation ends the
+// connection, or ctx is done or Shutdown is called (in-flight requests are
+// answered first).
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	cn := newConn(s, c)
+	s.mu.Lock()
+	s.init()
+	if s.shutdown {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.conns[cn] = struct{}{}
+	s.connWG.Add(1)
+	done := s.done
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, cn)
+		s.mu.Unlock()
+		s.connWG.Done()
+	}()
+
+	stopCtx := context.AfterFunc(ctx, cn.stop)
+	defer stopCtx()
+	stopDone := make(chan struct{})
+	defer close(stopDone)
+	go func() {
+		select {
+		case <-done:
+			cn.stop()
+		case <-stopDone:
+		}
+	}()
+	cn.serve(ctx)
+}
+
+// Shutdown stops every listener, asks every connection to stop reading
+// requests, and waits until they have answered what is in flight and
+// closed. If ctx ends first, the remaining connections are closed at once
+// and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.init()
+	if !s.shutdown {
+		s.shutdown = true
+		close(s.done)
+	}
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+
+	finished := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for cn := range s.conns {
+			cn.c.Close()
+		}
+		s.mu.Unlock()
+		<-finished
+		return fmt.Errorf("nbd: shutdown: %w", ctx.Err())
+	}
+}

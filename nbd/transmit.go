@@ -1,0 +1,419 @@
+package nbd
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// request is a decoded request header.
+type request struct {
+	flags  uint16
+	typ    uint16
+	cookie uint64
+	off    uint64
+	length uint32
+}
+
+// Reads and block status answers are shaped by these.
+const (
+	minHoleChunk       = 4096    // shorter zero runs in a read are sent as data
+	maxStatusExtents   = 1 << 14 // descriptors per block status reply (the spec allows 2^20)
+	blockStatusCost    = chunkHeaderLen + metaContextIDLen + maxStatusExtents*blockDescriptorLen
+)
+
+// transmit reads requests until DISC, a hard disconnect, or a stop. Reads
+// and block status run on workers; everything else is answered inline.
+func (cn *conn) transmit() error {
+	if err := cn.c.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("nbd: clearing handshake deadline: %w", err)
+	}
+	if cn.stopping.Load() {
+		return errStopped
+	}
+	var h [requestHeaderLen]byte
+	for {
+		if _, err := io.ReadFull(cn.r, h[:]); err != nil {
+			if cn.stopping.Load() {
+				return errStopped
+			}
+			return fmt.Errorf("nbd: reading request: %w", err)
+		}
+		if magic := be.Uint32(h[0:]); magic != magicRequest {
+			return fmt.Errorf("%w: bad request magic %#x", errHangup, magic)
+		}
+		r := request{
+			flags:  be.Uint16(h[4:]),
+			typ:    be.Uint16(h[6:]),
+			cookie: be.Uint64(h[8:]),
+			off:    be.Uint64(h[16:]),
+			length: be.Uint32(h[24:]),
+		}
+		cn.requests.Add(1)
+		if err := cn.request(r); err != nil {
+			return err
+		}
+	}
+}
+
+// inBounds reports whether [off, off+length) lies inside the export.
+func (cn *conn) inBounds(r request) bool {
+	size := uint64(cn.cur.size)
+	return r.off <= size && uint64(r.length) <= size-r.off
+}
+
+// request validates one request and answers it or hands it to a worker.
+func (cn *conn) request(r request) error {
+	switch r.typ {
+	case cmdDisc:
+		return errDisc
+	case cmdWrite:
+		if r.length > maxPayload {
+			return fmt.Errorf("%w: NBD_CMD_WRITE payload of %d bytes", errHangup, r.length)
+		}
+		if _, err := io.CopyN(io.Discard, cn.r, int64(r.length)); err != nil {
+			return fmt.Errorf("nbd: draining NBD_CMD_WRITE payload: %w", err)
+		}
+		return cn.replyError(r, errPerm, "the export is read-only")
+	case cmdTrim, cmdWriteZeroes:
+		return cn.replyError(r, errPerm, "the export is read-only")
+	case cmdFlush:
+		if r.flags != 0 {
+			return cn.replyError(r, errInval, "unsupported command flags")
+		}
+		return cn.replyOK(r)
+	case cmdCache:
+		if r.flags != 0 {
+			return cn.replyError(r, errInval, "unsupported command flags")
+		}
+		if !cn.inBounds(r) {
+			return cn.replyError(r, errInval, "range beyond the end of the export")
+		}
+		return cn.replyOK(r)
+	case cmdRead:
+		allowed := uint16(0)
+		if cn.structured {
+			allowed = cmdFlagDF
+		}
+		switch {
+		case r.flags&^allowed != 0:
+			return cn.replyError(r, errInval, "unsupported command flags")
+		case !cn.inBounds(r):
+			return cn.replyError(r, errInval, "range beyond the end of the export")
+		case r.length > maxPayload:
+			return cn.replyError(r, errInval, fmt.Sprintf("read of %d bytes exceeds the maximum payload of %d", r.length, maxPayload))
+		}
+		return cn.dispatch(r, int64(r.length)+maxReplyHeaderRoom, cn.serveRead)
+	case cmdBlockStatus:
+		switch {
+		case !cn.blockStatus:
+			return cn.replyError(r, errInval, "no metadata context was negotiated")
+		case r.flags&^cmdFlagReqOne != 0:
+			return cn.replyError(r, errInval, "unsupported command flags")
+		case r.length == 0 || !cn.inBounds(r):
+			return cn.replyError(r, errInval, "empty range or range beyond the end of the export")
+		}
+		return cn.dispatch(r, blockStatusCost, cn.serveBlockStatus)
+	default:
+		return cn.replyError(r, errInval, fmt.Sprintf("unknown command %d", r.typ))
+	}
+}
+
+// dispatch runs serve(r) on a worker once the limiter grants cost bytes.
+func (cn *conn) dispatch(r request, cost int64, serve func(request)) error {
+	if !cn.lim.acquire(cost) {
+		return errStopped
+	}
+	cn.work.Add(1)
+	go func() {
+		defer cn.work.Done()
+		defer cn.lim.release(cost)
+		defer func() {
+			if v := recover(); v != nil {
+				cn.log.Error("nbd: panic serving a request", "panic", v, "stack", string(debug.Stack()))
+				cn.replyError(r, errIO, "internal server error")
+			}
+		}()
+		serve(r)
+	}()
+	return nil
+}
+
+// write sends one reply (one or more slices) under the write lock, with a
+// single write or writev. A failed write closes the connection.
+func (cn *conn) write(bufs ...[]byte) error {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if cn.werr != nil {
+		return cn.werr
+	}
+	cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	var err error
+	if len(bufs) == 1 {
+		_, err = cn.c.Write(bufs[0])
+	} else {
+		nb := net.Buffers(bufs)
+		_, err = nb.WriteTo(cn.c)
+	}
+	if err != nil {
+		cn.werr = fmt.Errorf("nbd: writing reply: %w", err)
+		cn.c.Close()
+	}
+	return cn.werr
+}
+
+func putSimpleHeader(b []byte, errno uint32, cookie uint64) {
+	be.PutUint32(b[0:], magicSimpleReply)
+	be.PutUint32(b[4:], errno)
+	be.PutUint64(b[8:], cookie)
+}
+
+func putChunkHeader(b []byte, flags, typ uint16, cookie uint64, length uint32) {
+	be.PutUint32(b[0:], magicStructuredReply)
+	be.PutUint16(b[4:], flags)
+	be.PutUint16(b[6:], typ)
+	be.PutUint64(b[8:], cookie)
+	be.PutUint32(b[16:], length)
+}
+
+// replyOK answers a request without payload with success.
+func (cn *conn) replyOK(r request) error {
+	if cn.structured && r.typ == cmdRead {
+		var b [chunkHeaderLen]byte
+		putChunkHeader(b[:], replyFlagDone, replyTypeNone, r.cookie, 0)
+		return cn.write(b[:])
+	}
+	var b [simpleReplyHeaderLen]byte
+	putSimpleHeader(b[:], 0, r.cookie)
+	return cn.write(b[:])
+}
+
+// replyError answers with an error: an error chunk carrying msg when
+// structured replies are on, a simple reply otherwise.
+func (cn *conn) replyError(r request, errno uint32, msg string) error {
+	if !cn.structured {
+		var b [simpleReplyHeaderLen]byte
+		putSimpleHeader(b[:], errno, r.cookie)
+		return cn.write(b[:])
+	}
+	msg = truncateString(msg, maxStringLen)
+	b := make([]byte, chunkHeaderLen+errorPayloadLen+len(msg))
+	putChunkHeader(b, replyFlagDone, replyTypeError, r.cookie, uint32(errorPayloadLen+len(msg)))
+	be.PutUint32(b[chunkHeaderLen:], errno)
+	be.PutUint16(b[chunkHeaderLen+4:], uint16(len(msg)))
+	copy(b[chunkHeaderLen+errorPayloadLen:], msg)
+	return cn.write(b)
+}
+
+// readFull fills p from the image; a short read is an error.
+func readFull(img Image, p []byte, off int64) error {
+	n, err := img.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("reading %d bytes at %d: got %d: %w", len(p), off, n, err)
+}
+
+func (cn *conn) readFailed(r request, err error) {
+	cn.log.Error("nbd: read failed", "export", cn.cur.name, "description", cn.cur.exp.Description,
+		"offset", r.off, "length", r.length, "err", err)
+	cn.replyError(r, errIO, err.Error())
+}
+
+// serveRead answers a validated read. Data is read whole before the reply
+// starts, so a failure is a clean NBD_EIO.
+func (cn *conn) serveRead(r request) {
+	if r.length == 0 {
+		cn.replyOK(r)
+		return
+	}
+	if cn.structured && r.flags&cmdFlagDF == 0 {
+		if ei, ok := cn.cur.exp.Image.(extentImage); ok && cn.serveSparseRead(r, ei) {
+			return
+		}
+	}
+	n := int(r.length)
+	bp := getBuf(n)
+	defer putBuf(bp)
+	data := (*bp)[maxReplyHeaderRoom : maxReplyHeaderRoom+n]
+	if err := readFull(cn.cur.exp.Image, data, int64(r.off)); err != nil {
+		cn.readFailed(r, err)
+		return
+	}
+	var out []byte
+	if cn.structured {
+		out = (*bp)[maxReplyHeaderRoom-chunkHeaderLen-offsetLen : maxReplyHeaderRoom+n]
+		putChunkHeader(out, replyFlagDone, replyTypeOffsetData, r.cookie, uint32(offsetLen+n))
+		be.PutUint64(out[chunkHeaderLen:], r.off)
+	} else {
+		out = (*bp)[maxReplyHeaderRoom-simpleReplyHeaderLen : maxReplyHeaderRoom+n]
+		putSimpleHeader(out, 0, r.cookie)
+	}
+	if cn.write(out) == nil {
+		cn.bytes.Add(int64(n))
+	}
+}
+
+// segment is a run of a read: data, or zeros sent as a hole chunk.
+type segment struct {
+	off  int64
+	n    int
+	zero bool
+}
+
+// serveSparseRead answers a structured read whose range holds zero runs
+// of at least minHoleChunk bytes with OFFSET_DATA and OFFSET_HOLE chunks.
+// It returns false (having sent nothing) when the range has no such run.
+func (cn *conn) serveSparseRead(r request, ei extentImage) bool {
+	off, end := int64(r.off), int64(r.off)+int64(r.length)
+	var segs []segment
+	holes, dataLen := false, 0
+	for pos := off; pos < end; {
+		n, zero := ei.ExtentAt(pos)
+		if n <= 0 || n > end-pos {
+			if n <= 0 {
+				zero = false // the image does not know: send data
+			}
+			n = end - pos
+		}
+		if zero && n < minHoleChunk {
+			zero = false
+		}
+		if zero {
+			holes = true
+		} else {
+			dataLen += int(n)
+		}
+		if k := len(segs) - 1; k >= 0 && segs[k].zero == zero {
+			segs[k].n += int(n)
+		} else {
+			segs = append(segs, segment{off: pos, n: int(n), zero: zero})
+		}
+		pos += n
+	}
+	if !holes {
+		return false
+	}
+	bp := getBuf(dataLen)
+	defer putBuf(bp)
+	buf := (*bp)[:dataLen]
+	const hdrLen = chunkHeaderLen + holePayloadLen
+	hdrs := make([]byte, len(segs)*hdrLen)
+	bufs := make([][]byte, 0, 2*len(segs))
+	at := 0
+	for i, s := range segs {
+		flags := uint16(0)
+		if i == len(segs)-1 {
+			flags = replyFlagDone
+		}
+		h := hdrs[i*hdrLen : (i+1)*hdrLen]
+		if s.zero {
+			putChunkHeader(h, flags, replyTypeOffsetHole, r.cookie, holePayloadLen)
+			be.PutUint64(h[chunkHeaderLen:], uint64(s.off))
+			be.PutUint32(h[chunkHeaderLen+offsetLen:], uint32(s.n))
+			bufs = append(bufs, h)
+			continue
+		}
+		d := buf[at : at+s.n]
+		at += s.n
+		if err := readFull(cn.cur.exp.Image, d, s.off); err != nil {
+			cn.readFailed(r, err)
+			return true
+		}
+		putChunkHeader(h, flags, replyTypeOffsetData, r.cookie, uint32(offsetLen+s.n))
+		be.PutUint64(h[chunkHeaderLen:], uint64(s.off))
+		bufs = append(bufs, h[:chunkHeaderLen+offsetLen], d)
+	}
+	if cn.write(bufs...) == nil {
+		cn.bytes.Add(int64(r.length))
+	}
+	return true
+}
+
+// serveBlockStatus answers base:allocation for a validated range: zero runs
+// are HOLE|ZERO, the rest allocated. Images without ExtentAt are all data.
+func (cn *conn) serveBlockStatus(r request) {
+	off, end := int64(r.off), int64(r.off)+int64(r.length)
+	b := make([]byte, chunkHeaderLen+metaContextIDLen, chunkHeaderLen+metaContextIDLen+8*blockDescriptorLen)
+	var lastFlags uint32
+	count := 0
+	ei, sparse := cn.cur.exp.Image.(extentImage)
+	for pos := off; pos < end && count < maxStatusExtents; {
+		n, zero := end-pos, false
+		if sparse {
+			n, zero = ei.ExtentAt(pos)
+			if n <= 0 || n > end-pos {
+				if n <= 0 {
+					zero = false
+				}
+				n = end - pos
+			}
+		}
+		flags := uint32(0)
+		if zero {
+			flags = stateHole | stateZero
+		}
+		if count > 0 && flags == lastFlags {
+			last := b[len(b)-blockDescriptorLen:]
+			be.PutUint32(last, be.Uint32(last)+uint32(n))
+		} else {
+			b = be.AppendUint32(b, uint32(n))
+			b = be.AppendUint32(b, flags)
+			count++
+			lastFlags = flags
+		}
+		pos += n
+		if r.flags&cmdFlagReqOne != 0 {
+			break
+		}
+	}
+	putChunkHeader(b, replyFlagDone, replyTypeBlockStatus, r.cookie, uint32(len(b)-chunkHeaderLen))
+	be.PutUint32(b[chunkHeaderLen:], allocationContextID)
+	cn.write(b)
+}
+
+// Read buffers come from pools by power-of-two size class, from 4 KiB to
+// the maximum payload, each with maxReplyHeaderRoom bytes in front for the
+// reply header, so a reply is one contiguous write.
+const (
+	minBufShift = 12
+	maxBufShift = 25 // maxPayload
+)
+
+var bufPools [maxBufShift - minBufShift + 1]sync.Pool
+
+func bufClass(n int) int {
+	c := 0
+	for (1 << (minBufShift + c)) < n {
+		c++
+	}
+	return c
+}
+
+// getBuf returns a buffer of at least maxReplyHeaderRoom+n bytes.
+func getBuf(n int) *[]byte {
+	c := bufClass(n)
+	if c >= len(bufPools) {
+		b := make([]byte, maxReplyHeaderRoom+n)
+		return &b
+	}
+	if v := bufPools[c].Get(); v != nil {
+		return v.(*[]byte)
+	}
+	b := make([]byte, maxReplyHeaderRoom+(1<<(minBufShift+c)))
+	return &b
+}
+
+func putBuf(bp *[]byte) {
+	n := len(*bp) - maxReplyHeaderRoom
+	c := bufClass(n)
+	if c < len(bufPools) && 1<<(minBufShift+c) == n {
+		bufPools[c].Put(bp)
+	}
+}
