@@ -20,9 +20,9 @@ type request struct {
 
 // Reads and block status answers are shaped by these.
 const (
-	minHoleChunk       = 4096    // shorter zero runs in a read are sent as data
-	maxStatusExtents   = 1 << 14 // descriptors per block status reply (the spec allows 2^20)
-	blockStatusCost    = chunkHeaderLen + metaContextIDLen + maxStatusExtents*blockDescriptorLen
+	minHoleChunk     = 4096    // shorter zero runs in a read are sent as data
+	maxStatusExtents = 1 << 14 // descriptors per block status reply (the spec allows 2^20)
+	blockStatusCost  = chunkHeaderLen + metaContextIDLen + maxStatusExtents*blockDescriptorLen
 )
 
 // transmit reads requests until DISC, a hard disconnect, or a stop. Reads
