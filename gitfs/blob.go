@@ -1,0 +1,274 @@
+package gitfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/gitblk/gitblk/imager"
+)
+
+// ReadBlob reads len(p) bytes of blob id at offset off, as
+// io.ReaderAt.ReadAt: fewer bytes only at the end of the blob, with
+// io.EOF. It is safe for many concurrent callers. A missing or corrupt
+// blob is an error naming it (wrapping ErrMissingObject or
+// ErrCorruptObject); a blob shorter than its header says is an error,
+// never short data.
+func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("gitfs: blob %s: negative offset %d", id, off)
+	}
+	c := r.blobs
+	if c.closed.Load() {
+		return 0, ErrClosed
+	}
+	if data, ok := c.getMem(id); ok {
+		return copyAt(data, p, off)
+	}
+	if s := c.getSpill(id); s != nil {
+		defer c.unref(s)
+		return s.readAt(c, p, off)
+	}
+	// First read of this blob: look it up.
+	h := plumbing.Hash(id)
+	var (
+		data []byte
+		rc   io.ReadCloser
+		size int64
+	)
+	err := r.withStore(func(st *slot) error {
+		o, err := st.st.EncodedObject(plumbing.AnyObject, h)
+		if err != nil {
+			return err
+		}
+		if o.Type() != plumbing.BlobObject {
+			return fmt.Errorf("is a %s, not a blob", o.Type())
+		}
+		size = o.Size()
+		if size <= c.smallMax {
+			data, err = readAllObject(o)
+			return err
+		}
+		rc, err = o.Reader()
+		return err
+	})
+	if err != nil {
+		return 0, objectErr("blob", "", h, err)
+	}
+	if data != nil || size == 0 {
+		c.putMem(id, data)
+		return copyAt(data, p, off)
+	}
+	s := c.addSpill(&spill{id: id, size: size})
+	defer c.unref(s)
+	s.mu.Lock()
+	if s.rc == nil && s.pos == 0 && s.filled.Load() == 0 {
+		s.rc = rc // hand our fresh stream to the new spill
+		s.mu.Unlock()
+		c.streamOpened(s)
+	} else {
+		s.mu.Unlock()
+		_ = rc.Close()
+	}
+	return s.readAt(c, p, off)
+}
+
+// copyAt copies data[off:] into p with io.ReaderAt semantics.
+func copyAt(data, p []byte, off int64) (int, error) {
+	if off >= int64(len(data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// spill is a big blob being read: its inflate stream and, when the disk
+// bound allowed, the file its inflated bytes are written to.
+type spill struct {
+	id   imager.BlobID
+	size int64
+	f    *os.File // nil: stream only
+
+	filled atomic.Int64 // bytes of f written (f != nil)
+	refs   int          // guarded by blobCache.mu
+
+	mu  sync.Mutex    // guards rc, pos and growing f
+	rc  io.ReadCloser // open inflate stream, or nil
+	pos int64         // position of rc in the blob
+}
+
+// readAt serves a read from the spill, growing it as needed.
+func (s *spill) readAt(c *blobCache, p []byte, off int64) (int, error) {
+	if off >= s.size {
+		return 0, io.EOF
+	}
+	want := p
+	if rem := s.size - off; int64(len(want)) > rem {
+		want = want[:rem]
+	}
+	if s.f != nil {
+		end := off + int64(len(want))
+		if s.filled.Load() < end {
+			if err := s.grow(c, min(s.size, end+readAhead)); err != nil {
+				return 0, err
+			}
+		}
+		n, err := s.f.ReadAt(want, off)
+		if n < len(want) {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, fmt.Errorf("gitfs: blob %s: reading the spill file: %w", s.id, err)
+		}
+	} else if err := s.streamRead(c, want, off); err != nil {
+		return 0, err
+	}
+	if len(want) < len(p) {
+		return len(want), io.EOF
+	}
+	return len(want), nil
+}
+
+// grow inflates the blob into the spill file until at least end bytes
+// are there.
+func (s *spill) grow(c *blobCache, end int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bufp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bufp)
+	buf := *bufp
+	for {
+		filled := s.filled.Load()
+		if filled >= end {
+			return nil
+		}
+		if c.closed.Load() {
+			return ErrClosed
+		}
+		k := min(int64(len(buf)), s.size-filled)
+		if err := s.readStream(c, buf[:k], filled); err != nil {
+			return err
+		}
+		if _, err := s.f.WriteAt(buf[:k], filled); err != nil {
+			return fmt.Errorf("gitfs: blob %s: writing the spill file: %w", s.id, err)
+		}
+		s.filled.Store(filled + k)
+		if filled+k == s.size && s.rc != nil {
+			// Complete: the stream is no longer needed.
+			_ = s.rc.Close()
+			s.rc = nil
+			c.streamClosed()
+		}
+	}
+}
+
+// streamRead reads p at off from the stream alone (no spill file).
+func (s *spill) streamRead(c *blobCache, p []byte, off int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readStream(c, p, off)
+}
+
+// readStream fills p with the blob's bytes at off from the inflate
+// stream, opening or restarting it as needed; s.mu is held. A failed
+// stream is reopened once (objects may have moved under us).
+func (s *spill) readStream(c *blobCache, p []byte, off int64) error {
+	err := s.readStreamOnce(c, p, off)
+	if err == nil || errors.Is(err, ErrCorruptObject) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	s.closeStream(c)
+	return s.readStreamOnce(c, p, off)
+}
+
+func (s *spill) readStreamOnce(c *blobCache, p []byte, off int64) error {
+	if s.rc != nil && s.pos > off {
+		s.closeStream(c) // behind us: only a restart goes back
+	}
+	if s.rc == nil {
+		if err := s.openStream(c); err != nil {
+			return err
+		}
+	}
+	if skip := off - s.pos; skip > 0 {
+		n, err := io.CopyN(io.Discard, s.rc, skip)
+		s.pos += n
+		if err != nil {
+			return s.streamErr(err)
+		}
+	}
+	n, err := io.ReadFull(s.rc, p)
+	s.pos += int64(n)
+	if err != nil {
+		return s.streamErr(err)
+	}
+	return nil
+}
+
+// streamErr classifies a stream read error: the stream ending early
+// means the object is shorter than its header: corrupt.
+func (s *spill) streamErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: blob %s: content ends at %d, before its %d-byte header size", ErrCorruptObject, s.id, s.pos, s.size)
+	}
+	return fmt.Errorf("gitfs: blob %s: inflating at %d: %w", s.id, s.pos, err)
+}
+
+// openStream opens the blob's inflate stream at position 0; s.mu is held.
+func (s *spill) openStream(c *blobCache) error {
+	h := plumbing.Hash(s.id)
+	var rc io.ReadCloser
+	err := c.r.withStore(func(st *slot) error {
+		o, err := st.st.EncodedObject(plumbing.AnyObject, h)
+		if err != nil {
+			return err
+		}
+		if o.Type() != plumbing.BlobObject || o.Size() != s.size {
+			return fmt.Errorf("%w: now a %s of %d bytes, was a blob of %d", ErrCorruptObject, o.Type(), o.Size(), s.size)
+		}
+		rc, err = o.Reader()
+		return err
+	})
+	if err != nil {
+		return objectErr("blob", "", h, err)
+	}
+	s.rc, s.pos = rc, 0
+	c.streamOpened(s)
+	return nil
+}
+
+// closeStream closes the open stream, if any; s.mu is held.
+func (s *spill) closeStream(c *blobCache) {
+	if s.rc != nil {
+		_ = s.rc.Close()
+		s.rc = nil
+		s.pos = 0
+		c.streamClosed()
+	}
+}
+
+// dropLocked releases an evicted spill; blobCache.mu is held and no reader
+// holds a reference.
+func (s *spill) dropLocked(c *blobCache) {
+	if s.rc != nil {
+		_ = s.rc.Close()
+		s.rc = nil
+		c.streams--
+	}
+	if s.f != nil {
+		_ = s.f.Close()
+	}
+}
+
+var chunkPool = sync.Pool{New: func() any {
+	b := make([]byte, spillChunk)
+	return &b
+}}

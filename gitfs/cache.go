@@ -1,0 +1,279 @@
+package gitfs
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gitblk/gitblk/imager"
+)
+
+// Cache shape. Blobs up to smallBlobMax bytes are held whole, inflated, in
+// an in-memory LRU bounded by Options.CacheSize. Bigger blobs are spilled:
+// inflated once, front to back, into an unlinked file under
+// Options.CacheDir, and every read is a pread of the part already
+// inflated. The one inflate stream of a spilling blob stays open between
+// reads, so sequential reads continue it, and a random read far ahead
+// inflates up to that point once; after that any read costs one pread
+// (served by the kernel's page cache, which is not our RSS). The spill
+// total is bounded by Options.DiskCacheSize (least recently used spills
+// are dropped); a blob that cannot be spilled (over the bound, or the
+// directory unwritable) is only streamed: forward reads continue the
+// stream, a read behind it restarts it. We chose spilling over inflate
+// checkpoints because go-git hands out plain io.Readers (zlib and delta
+// state cannot be saved and resumed through it), and because a spill makes
+// a backward scan of a 512 MiB blob cost one inflate instead of O(n^2).
+const (
+	// smallBlobMax is the biggest blob held whole in memory (capped to
+	// an eighth of the memory cache).
+	smallBlobMax = largeObjectThreshold
+	// maxOpenStreams bounds open inflate streams (each holds zlib state
+	// and, for deltas, a goroutine).
+	maxOpenStreams = 8
+	// maxSpills bounds the number of spill entries, streaming-only ones
+	// included.
+	maxSpills = 4096
+	// spillChunk is how much a spill inflates and writes per step.
+	spillChunk = 256 << 10
+	// readAhead is how far past a request a spill inflates, so that
+	// small sequential reads do not each take the stream lock.
+	readAhead = 1 << 20
+)
+
+// blobCache holds inflated blob data: small blobs in memory, big ones
+// spilled to disk.
+type blobCache struct {
+	r        *Repo
+	memMax   int64
+	smallMax int64
+	diskMax  int64
+	dir      string
+	ownDir   bool
+	closed   atomic.Bool
+
+	mu       sync.Mutex
+	mem      map[imager.BlobID]*list.Element // of *memBlob
+	memLRU   list.List
+	memBytes int64
+	spills   map[imager.BlobID]*list.Element // of *spill
+	spillLRU list.List
+	diskUsed int64
+	streams  int // spills with an open stream
+}
+
+// memBlob is a small blob held whole.
+type memBlob struct {
+	id   imager.BlobID
+	data []byte
+}
+
+func newBlobCache(r *Repo, opts Options) (*blobCache, error) {
+	c := &blobCache{
+		r:       r,
+		memMax:  opts.CacheSize,
+		diskMax: opts.DiskCacheSize,
+		dir:     opts.CacheDir,
+		mem:     map[imager.BlobID]*list.Element{},
+		spills:  map[imager.BlobID]*list.Element{},
+	}
+	if c.memMax <= 0 {
+		c.memMax = DefaultCacheSize
+	}
+	c.smallMax = min(int64(smallBlobMax), c.memMax/8)
+	if c.diskMax == 0 {
+		c.diskMax = DefaultDiskCacheSize
+	}
+	if c.diskMax > 0 {
+		if c.dir == "" {
+			d, err := os.MkdirTemp("", "gitblk-spill-")
+			if err != nil {
+				return nil, fmt.Errorf("creating a spill directory: %w", err)
+			}
+			c.dir, c.ownDir = d, true
+		} else if err := os.MkdirAll(c.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating the spill directory: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// getMem returns a small blob held in memory.
+func (c *blobCache) getMem(id imager.BlobID) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.mem[id]; ok {
+		c.memLRU.MoveToFront(e)
+		return e.Value.(*memBlob).data, true
+	}
+	return nil, false
+}
+
+// putMem holds a small blob, dropping least recently used ones to stay
+// within the bound.
+func (c *blobCache) putMem(id imager.BlobID, data []byte) {
+	if int64(len(data)) > c.memMax || c.closed.Load() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.mem[id]; ok {
+		return
+	}
+	for c.memBytes+int64(len(data)) > c.memMax {
+		back := c.memLRU.Back()
+		if back == nil {
+			break
+		}
+		b := c.memLRU.Remove(back).(*memBlob)
+		delete(c.mem, b.id)
+		c.memBytes -= int64(len(b.data))
+	}
+	c.mem[id] = c.memLRU.PushFront(&memBlob{id: id, data: data})
+	c.memBytes += int64(len(data))
+}
+
+// getSpill returns the spill of id with a reference held (release it with
+// unref), or nil.
+func (c *blobCache) getSpill(id imager.BlobID) *spill {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.spills[id]; ok {
+		c.spillLRU.MoveToFront(e)
+		s := e.Value.(*spill)
+		s.refs++
+		return s
+	}
+	return nil
+}
+
+// addSpill registers a new spill for a big blob of size bytes, backed by
+// a file when the disk bound allows, with a reference held. If another
+// reader registered one first, that one is returned and s is discarded.
+func (c *blobCache) addSpill(s *spill) *spill {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.spills[s.id]; ok {
+		c.spillLRU.MoveToFront(e)
+		old := e.Value.(*spill)
+		old.refs++
+		return old
+	}
+	if c.diskMax > 0 && s.size <= c.diskMax {
+		for c.diskUsed+s.size > c.diskMax && c.evictSpillLocked(true) {
+		}
+		if c.diskUsed+s.size <= c.diskMax {
+			if f, err := c.createSpillFile(); err == nil {
+				s.f = f
+				c.diskUsed += s.size
+			}
+		}
+	}
+	for len(c.spills) >= maxSpills && c.evictSpillLocked(false) {
+	}
+	s.refs = 1
+	c.spills[s.id] = c.spillLRU.PushFront(s)
+	return s
+}
+
+// createSpillFile makes an anonymous file in the spill directory: it is
+// unlinked at once, so nothing is left behind even after a crash.
+func (c *blobCache) createSpillFile() (*os.File, error) {
+	f, err := os.CreateTemp(c.dir, "blob-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// evictSpillLocked drops the least recently used unreferenced spill (one
+// with a file when withFile). It reports whether one was dropped.
+func (c *blobCache) evictSpillLocked(withFile bool) bool {
+	for e := c.spillLRU.Back(); e != nil; e = e.Prev() {
+		s := e.Value.(*spill)
+		if s.refs > 0 || (withFile && s.f == nil) {
+			continue
+		}
+		c.spillLRU.Remove(e)
+		delete(c.spills, s.id)
+		if s.f != nil {
+			c.diskUsed -= s.size
+		}
+		s.dropLocked(c)
+		return true
+	}
+	return false
+}
+
+// unref releases a reference taken by getSpill or addSpill.
+func (c *blobCache) unref(s *spill) {
+	c.mu.Lock()
+	s.refs--
+	c.mu.Unlock()
+}
+
+// streamOpened counts a newly opened stream and closes the least recently
+// used idle one when there are too many. Called without c.mu held.
+func (c *blobCache) streamOpened(self *spill) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.streams++
+	for e := c.spillLRU.Back(); e != nil && c.streams > maxOpenStreams; e = e.Prev() {
+		s := e.Value.(*spill)
+		if s == self || !s.mu.TryLock() {
+			continue // busy: it is being read
+		}
+		if s.rc != nil {
+			_ = s.rc.Close()
+			s.rc = nil
+			c.streams--
+		}
+		s.mu.Unlock()
+	}
+}
+
+// streamClosed counts a stream closed by its own spill.
+func (c *blobCache) streamClosed() {
+	c.mu.Lock()
+	c.streams--
+	c.mu.Unlock()
+}
+
+// close drops everything and removes a private spill directory.
+func (c *blobCache) close() error {
+	c.closed.Store(true)
+	c.mu.Lock()
+	spills := make([]*spill, 0, len(c.spills))
+	for _, e := range c.spills {
+		spills = append(spills, e.Value.(*spill))
+	}
+	c.spills = map[imager.BlobID]*list.Element{}
+	c.spillLRU.Init()
+	c.mem = map[imager.BlobID]*list.Element{}
+	c.memLRU.Init()
+	c.memBytes, c.diskUsed = 0, 0
+	c.mu.Unlock()
+	for _, s := range spills {
+		s.mu.Lock() // waits for a reader inside; it stops at the next chunk
+		if s.rc != nil {
+			_ = s.rc.Close()
+			s.rc = nil
+		}
+		if s.f != nil {
+			_ = s.f.Close()
+		}
+		s.mu.Unlock()
+	}
+	if c.ownDir {
+		if err := os.RemoveAll(c.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("gitfs: removing %s: %w", c.dir, err)
+		}
+	}
+	return nil
+}

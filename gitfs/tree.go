@@ -1,0 +1,375 @@
+package gitfs
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/gitblk/gitblk/imager"
+)
+
+// Git tree entry modes (octal, as written in tree objects).
+const (
+	modeTypeMask  = 0o170000
+	modeDir       = 0o040000
+	modeRegular   = 0o100000
+	modeSymlink   = 0o120000
+	modeGitlink   = 0o160000
+	modeUserExec  = 0o100
+	hashLen       = 20
+	maxTreeBytes  = 256 << 20 // a tree object larger than this is refused as corrupt
+	maxLinkTarget = 64 << 10  // a symlink target larger than this is refused
+	attrFileName  = ".gitattributes"
+	maxAttrBytes  = 1 << 20 // a .gitattributes larger than this is refused
+)
+
+// treeEntry is one parsed entry of a tree object.
+type treeEntry struct {
+	mode uint32
+	name string
+	id   plumbing.Hash
+}
+
+// Tree lists the tree of commit c in git's order: depth first, each
+// directory before its contents, siblings as git sorts them. Sizes come
+// from object headers (no blob is inflated for them); symlink targets are
+// read. A missing or corrupt object is an error naming it and its path.
+// With exportIgnore, paths with the export-ignore attribute are left out
+// as `git archive` does: attributes come from the .gitattributes files of
+// the tree itself and from $GIT_DIR/info/attributes, and an ignored
+// directory is left out whole.
+func (r *Repo) Tree(c *Commit, exportIgnore bool) (*imager.Tree, error) {
+	if c == nil {
+		return nil, errors.New("gitfs: Tree: nil commit")
+	}
+	root, err := parseHash(c.Tree)
+	if err != nil {
+		return nil, fmt.Errorf("gitfs: commit %s: tree id %q: %w", c.ID, c.Tree, err)
+	}
+	w := &treeWalker{r: r}
+	if exportIgnore {
+		w.attrs = &attrStack{}
+		b, err := readInfoAttributes(r.gitDir)
+		if err != nil {
+			return nil, err
+		}
+		w.attrs.info = parseAttrFile("", b, true)
+	}
+	if err := w.walk("", root, 0); err != nil {
+		return nil, err
+	}
+	if err := r.fillSizes(w.entries); err != nil {
+		return nil, err
+	}
+	return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: w.entries}, nil
+}
+
+// treeWalker walks trees depth first, collecting entries.
+type treeWalker struct {
+	r       *Repo
+	attrs   *attrStack // nil: no export-ignore
+	entries []imager.Entry
+}
+
+func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) error {
+	ents, err := w.r.readTree(dir, id)
+	if err != nil {
+		return err
+	}
+	if w.attrs != nil {
+		pushed := false
+		for _, e := range ents {
+			if e.name == attrFileName && e.mode&modeTypeMask == modeRegular {
+				b, err := w.r.readSmall(e.id, joinPath(dir, e.name), maxAttrBytes)
+				if err != nil {
+					return err
+				}
+				w.attrs.push(parseAttrFile(dir, b, dir == ""))
+				pushed = true
+				break
+			}
+		}
+		if pushed {
+			defer w.attrs.pop()
+		}
+	}
+	for _, e := range ents {
+		p := joinPath(dir, e.name)
+		typ := e.mode & modeTypeMask
+		if w.attrs != nil && w.attrs.exportIgnored(p, typ == modeDir || typ == modeGitlink) {
+			continue
+		}
+		var blob imager.BlobID
+		copy(blob[:], e.id[:])
+		switch typ {
+		case modeDir:
+			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindDir})
+			if err := w.walk(p, e.id, depth+1); err != nil {
+				return err
+			}
+		case modeRegular:
+			k := imager.KindFile
+			if e.mode&modeUserExec != 0 {
+				k = imager.KindExecutable
+			}
+			w.entries = append(w.entries, imager.Entry{Path: p, Kind: k, Blob: blob, Size: -1})
+		case modeSymlink:
+			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindSymlink, Blob: blob, Size: -1})
+		case modeGitlink:
+			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindSubmodule, Blob: blob})
+		default:
+			return fmt.Errorf("%w: tree %s at %q: entry %q has mode %o", ErrCorruptObject, id, dir, e.name, e.mode)
+		}
+	}
+	return nil
+}
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// readTree reads and parses tree object id (at path dir).
+func (r *Repo) readTree(dir string, id plumbing.Hash) ([]treeEntry, error) {
+	var data []byte
+	err := r.withStore(func(s *slot) error {
+		o, err := s.st.EncodedObject(plumbing.AnyObject, id)
+		if err != nil {
+			return err
+		}
+		if o.Type() != plumbing.TreeObject {
+			return fmt.Errorf("is a %s, not a tree", o.Type())
+		}
+		if o.Size() > maxTreeBytes {
+			return fmt.Errorf("tree of %d bytes is over the %d-byte limit", o.Size(), maxTreeBytes)
+		}
+		data, err = readAllObject(o)
+		return err
+	})
+	if err != nil {
+		return nil, objectErr("tree", displayDir(dir), id, err)
+	}
+	ents, err := parseTree(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tree %s at %q: %v", ErrCorruptObject, id, displayDir(dir), err)
+	}
+	return ents, nil
+}
+
+func displayDir(dir string) string {
+	if dir == "" {
+		return "/"
+	}
+	return dir
+}
+
+// readAllObject reads a whole (small) object and checks its length.
+func readAllObject(o plumbing.EncodedObject) ([]byte, error) {
+	rc, err := o.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data := make([]byte, o.Size())
+	if _, err := io.ReadFull(rc, data); err != nil {
+		return nil, fmt.Errorf("content shorter than its %d-byte header: %w", o.Size(), err)
+	}
+	return data, nil
+}
+
+// parseTree parses a tree object: entries of "<octal mode> <name>\0<20-byte id>".
+func parseTree(b []byte) ([]treeEntry, error) {
+	var ents []treeEntry
+	for len(b) > 0 {
+		sp := bytes.IndexByte(b, ' ')
+		if sp <= 0 {
+			return nil, errors.New("malformed entry mode")
+		}
+		mode, err := strconv.ParseUint(string(b[:sp]), 8, 32)
+		if err != nil {
+			return nil, fmt.Errorf("malformed entry mode %q", b[:sp])
+		}
+		b = b[sp+1:]
+		nul := bytes.IndexByte(b, 0)
+		if nul <= 0 {
+			return nil, errors.New("malformed entry name")
+		}
+		name := string(b[:nul])
+		b = b[nul+1:]
+		if len(b) < hashLen {
+			return nil, fmt.Errorf("entry %q: truncated object id", name)
+		}
+		if name == "." || name == ".." || bytes.IndexByte([]byte(name), '/') >= 0 {
+			return nil, fmt.Errorf("entry name %q is not allowed", name)
+		}
+		var id plumbing.Hash
+		copy(id[:], b[:hashLen])
+		b = b[hashLen:]
+		ents = append(ents, treeEntry{mode: canonMode(uint32(mode)), name: name, id: id})
+	}
+	return ents, nil
+}
+
+// canonMode normalizes a mode as git does when it reads a tree (old
+// repositories hold 100664 and the like).
+func canonMode(m uint32) uint32 {
+	switch m & modeTypeMask {
+	case modeRegular:
+		if m&modeUserExec != 0 {
+			return modeRegular | 0o755
+		}
+		return modeRegular | 0o644
+	case modeSymlink:
+		return modeSymlink
+	case modeDir:
+		return modeDir
+	case modeGitlink:
+		return modeGitlink
+	}
+	return m
+}
+
+// readSmall reads a whole blob of at most max bytes.
+func (r *Repo) readSmall(id plumbing.Hash, path string, max int64) ([]byte, error) {
+	var data []byte
+	err := r.withStore(func(s *slot) error {
+		o, err := s.st.EncodedObject(plumbing.AnyObject, id)
+		if err != nil {
+			return err
+		}
+		if o.Type() != plumbing.BlobObject {
+			return fmt.Errorf("is a %s, not a blob", o.Type())
+		}
+		if o.Size() > max {
+			return fmt.Errorf("blob of %d bytes is over the %d-byte limit here", o.Size(), max)
+		}
+		data, err = readAllObject(o)
+		return err
+	})
+	if err != nil {
+		return nil, objectErr("blob", path, id, err)
+	}
+	return data, nil
+}
+
+// fillSizes sets the Size of every file and symlink entry (Size -1) from
+// object headers, and reads symlink targets, in parallel over the pool.
+func (r *Repo) fillSizes(ents []imager.Entry) error {
+	var todo []int
+	for i := range ents {
+		if ents[i].Size < 0 {
+			todo = append(todo, i)
+		}
+	}
+	workers := len(r.slots)
+	if workers > len(todo)/64+1 {
+		workers = len(todo)/64 + 1
+	}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	per := (len(todo) + workers - 1) / workers
+	for w := 0; w < workers; w++ {
+		lo, hi := w*per, min((w+1)*per, len(todo))
+		if lo >= hi {
+			break
+		}
+		wg.Add(1)
+		go func(part []int) {
+			defer wg.Done()
+			if err := r.fillPart(ents, part); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}(todo[lo:hi])
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// fillPart sizes the entries ents[i] for i in part with one storage.
+func (r *Repo) fillPart(ents []imager.Entry, part []int) error {
+	s, err := r.acquire()
+	if err != nil {
+		return err
+	}
+	defer r.release(s)
+	for _, i := range part {
+		e := &ents[i]
+		h := plumbing.Hash(e.Blob)
+		size, err := s.st.EncodedObjectSize(h)
+		if err != nil {
+			// Objects move (gc, repack) and arrive (fetch): reload, retry once.
+			if lerr := s.load(); lerr != nil {
+				return objectErr("blob", e.Path, h, lerr)
+			}
+			if size, err = s.st.EncodedObjectSize(h); err != nil {
+				return objectErr("blob", e.Path, h, err)
+			}
+		}
+		if size < 0 {
+			return fmt.Errorf("%w: blob %s at %q: negative size %d", ErrCorruptObject, h, e.Path, size)
+		}
+		e.Size = size
+		if e.Kind == imager.KindSymlink {
+			if size > maxLinkTarget {
+				return fmt.Errorf("%w: symlink %q: target of %d bytes is over the %d-byte limit", ErrCorruptObject, e.Path, size, maxLinkTarget)
+			}
+			t, err := r.readSmallWith(s, h, e.Path, size)
+			if err != nil {
+				return err
+			}
+			e.Target = string(t)
+		}
+	}
+	return nil
+}
+
+// readSmallWith reads a small blob with a slot already held.
+func (r *Repo) readSmallWith(s *slot, id plumbing.Hash, path string, size int64) ([]byte, error) {
+	read := func() ([]byte, error) {
+		o, err := s.st.EncodedObject(plumbing.BlobObject, id)
+		if err != nil {
+			return nil, err
+		}
+		if o.Size() != size {
+			return nil, fmt.Errorf("size %d, header said %d", o.Size(), size)
+		}
+		return readAllObject(o)
+	}
+	b, err := read()
+	if err != nil {
+		if lerr := s.load(); lerr != nil {
+			return nil, objectErr("blob", path, id, lerr)
+		}
+		if b, err = read(); err != nil {
+			return nil, objectErr("blob", path, id, err)
+		}
+	}
+	return b, nil
+}
+
+// parseHash parses a full hex object id.
+func parseHash(s string) (plumbing.Hash, error) {
+	var h plumbing.Hash
+	if len(s) != 2*hashLen {
+		return h, fmt.Errorf("want %d hex digits", 2*hashLen)
+	}
+	if _, err := hex.Decode(h[:], []byte(s)); err != nil {
+		return h, err
+	}
+	return h, nil
+}
