@@ -1,8 +1,894 @@
 package imager
 
-import "errors"
+// FAT images.
+//
+// BuildFAT lays out a FAT16 or FAT32 file system holding a tree, without a
+// partition table, as an extent table: generated boot sectors, FATs and
+// directories, file contents as blob ranges, free space as zeros. It writes
+// what MirageOS's FAT reader (ocaml-fat) needs and what Linux, dosfstools
+// and mtools accept.
+//
+// Limits, honestly:
+//   - Read-only by design: no free-space slack beyond what the FAT type's
+//     minimum cluster count imposes; a writer mounting the image gets an
+//     almost full volume.
+//   - FAT16 is chosen whenever the tree fits (Mirage reads FAT16 only): at
+//     most 65524 clusters of at most 32 KiB (about 2 GiB), files under
+//     2 GiB (Mirage's sizes are int32), a fixed root area of at most 65535
+//     entries rounded down to whole sectors. Otherwise FAT32: files under
+//     4 GiB, at most 0x0FFFFFF5 clusters of 32 KiB, and at most 2^32-1
+//     sectors (2 TiB at 512-byte sectors, 16 TiB at 4096).
+//   - No FAT12, no partition table, no boot code (a stub that asks the BIOS
+//     for the next boot device), no volume label (Mirage would list a
+//     volume-label entry as a file; the boot sector says "NO NAME").
+//   - Names: every entry gets a long name (UTF-16, at most 255 units) and a
+//     deterministic 8.3 alias (the upper-cased name when it is a valid 8.3
+//     name, else a basis name with ~N, the lowest N free in its directory,
+//     in tree order). Names FAT cannot hold are refused, never mangled:
+//     equal but for case, with "*/:<>?\| or control characters, ending in
+//     a dot or a space (readers drop those), not valid UTF-8.
+//   - At most 65536 32-byte entries per directory (long-name entries count).
+//   - Every timestamp is the commit time, clamped to 1980..2107, in UTC;
+//     the volume serial number is derived from the commit id.
+//   - Symlinks are followed by default (FAT has none), or skipped; submodules
+//     are empty directories; executables are plain files.
+//   - Files are contiguous; directories come first in the data area, then
+//     files, both in git's tree order.
 
-// BuildFAT lays out the FAT image of tree (placeholder, being written).
+import (
+	"crypto/sha1"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Boot sector (BPB) field offsets, common to FAT16 and FAT32.
+const (
+	bsJmpBoot    = 0  // 3: jump over the BPB
+	bsOEMName    = 3  // 8: who formatted the volume
+	bpbBytsPerSe = 11 // u16: bytes per sector
+	bpbSecPerClu = 13 // u8: sectors per cluster
+	bpbRsvdSecCn = 14 // u16: reserved sectors (boot sector onwards)
+	bpbNumFATs   = 16 // u8: number of FATs
+	bpbRootEntCn = 17 // u16: FAT16 fixed root entries; 0 on FAT32
+	bpbTotSec16  = 19 // u16: total sectors when < 65536, else 0
+	bpbMedia     = 21 // u8: media descriptor, 0xF8 fixed disk
+	bpbFATSz16   = 22 // u16: sectors per FAT on FAT16; 0 on FAT32
+	bpbSecPerTrk = 24 // u16: geometry hint (CHS), unused by LBA readers
+	bpbNumHeads  = 26 // u16: geometry hint
+	bpbHiddSec   = 28 // u32: sectors before the volume: 0, no partition table
+	bpbTotSec32  = 32 // u32: total sectors when >= 65536 (always on FAT32)
+)
+
+// FAT16 extended boot sector fields.
+const (
+	bs16DrvNum   = 36 // u8: BIOS drive number, 0x80
+	bs16BootSig  = 38 // u8: 0x29: the next three fields are present
+	bs16VolID    = 39 // u32: volume serial number
+	bs16VolLab   = 43 // 11: volume label
+	bs16FilSysTy = 54 // 8: "FAT16   " (informative only)
+	bs16BootCode = 62 // boot code
+)
+
+// FAT32 extended boot sector fields.
+const (
+	bpb32FATSz32  = 36 // u32: sectors per FAT
+	bpb32ExtFlags = 40 // u16: 0: FATs mirrored
+	bpb32FSVer    = 42 // u16: version 0.0
+	bpb32RootClus = 44 // u32: first cluster of the root directory
+	bpb32FSInfo   = 48 // u16: sector of the FSInfo structure
+	bpb32BkBootSe = 50 // u16: sector of the backup boot sector
+	bs32DrvNum    = 64 // u8
+	bs32BootSig   = 66 // u8: 0x29
+	bs32VolID     = 67 // u32
+	bs32VolLab    = 71 // 11
+	bs32FilSysTy  = 82 // 8: "FAT32   "
+	bs32BootCode  = 90 // boot code
+)
+
+// Signature and FSInfo fields.
+const (
+	bsSignature      = 510 // u16: 0xAA55 (bytes 0x55, 0xAA)
+	fsiLeadSig       = 0   // u32: 0x41615252
+	fsiStrucSig      = 484 // u32: 0x61417272
+	fsiFreeCount     = 488 // u32: free clusters
+	fsiNxtFree       = 492 // u32: hint: first free cluster
+	fsiTrailSig      = 508 // u32: 0xAA550000
+	fat32FSInfoSec   = 1
+	fat32BackupBoot  = 6
+	fat32Reserved    = 32 // reserved sectors on FAT32, as mkfs.fat and Windows use
+	fat16Reserved    = 1
+	fatMedia         = 0xF8
+	fatSecPerTrack   = 32 // mkfs.fat's geometry for an image file
+	fatHeads         = 64
+	fatDriveNumber   = 0x80
+	fatExtBootSig    = 0x29
+	fatNumFATs       = 2
+	fatMaxClusterLen = 32 << 10
+)
+
+// Directory entry fields (32 bytes).
+const (
+	dirEntrySize   = 32
+	dirName        = 0  // 11: 8.3 name, space padded
+	dirAttr        = 11 // u8
+	dirNTRes       = 12 // u8: 0
+	dirCrtTimeTent = 13 // u8: tenths of a second (0..199)
+	dirCrtTime     = 14 // u16
+	dirCrtDate     = 16 // u16
+	dirLstAccDate  = 18 // u16
+	dirFstClusHI   = 20 // u16: high half of the first cluster (FAT32)
+	dirWrtTime     = 22 // u16
+	dirWrtDate     = 24 // u16
+	dirFstClusLO   = 26 // u16
+	dirFileSize    = 28 // u32
+
+	attrDirectory = 0x10
+	attrArchive   = 0x20
+	attrLongName  = 0x0F
+
+	// Long-name (LFN) entry fields.
+	lfnOrd       = 0  // u8: sequence number, lfnLast on the first stored
+	lfnName1     = 1  // 5 UTF-16 units
+	lfnAttr      = 11 // u8: attrLongName
+	lfnChksum    = 13 // u8: checksum of the 8.3 name
+	lfnName2     = 14 // 6 units
+	lfnName3     = 28 // 2 units
+	lfnLast      = 0x40
+	lfnUnits     = 13
+	maxNameUnits = 255
+
+	// maxDirEntries is the most 32-byte entries a directory may hold
+	// (Linux's FAT_MAX_DIR_SIZE is 2 MiB).
+	maxDirEntries = 65536
+)
+
+// Cluster counts that decide the FAT type (Microsoft's FAT spec, Linux,
+// dosfstools and ocaml-fat agree on them).
+const (
+	fat16MinClusters = 4085
+	fat16MaxClusters = 65524
+	fat32MinClusters = 65525
+	fat32MaxClusters = 0x0FFFFFF5
+	fat16EOC         = 0xFFFF
+	fat32EOC         = 0x0FFFFFFF
+	fat16MaxFile     = math.MaxInt32  // Mirage reads sizes as int32
+	fat32MaxFile     = math.MaxUint32 // the directory entry's size field
+	fat16MinRootEnts = 512
+	fatSmallTable    = 64 << 10 // FAT prefixes up to this size are kept as data
+)
+
+// ErrFATUnrepresentable is wrapped by the error BuildFAT returns for a tree
+// FAT cannot hold.
+var ErrFATUnrepresentable = errors.New("imager: tree cannot be represented as FAT")
+
+// FATRefusal lists every path FAT cannot represent and why.
+type FATRefusal struct {
+	FATType  int // the type tried: 16 or 32
+	Problems []Warning
+}
+
+func (r *FATRefusal) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v (FAT%d), %d problem(s):", ErrFATUnrepresentable, r.FATType, len(r.Problems))
+	for _, p := range r.Problems {
+		b.WriteString("\n  ")
+		if p.Path == "" {
+			b.WriteString("/")
+		} else {
+			b.WriteString(p.Path)
+		}
+		b.WriteString(": ")
+		b.WriteString(p.Msg)
+	}
+	return b.String()
+}
+
+func (r *FATRefusal) Unwrap() error { return ErrFATUnrepresentable }
+
+// fatNode is a file or directory of the image.
+type fatNode struct {
+	path     string
+	name     string
+	dir      bool
+	size     int64
+	blob     BlobID
+	short    [11]byte
+	parent   *fatNode
+	children []*fatNode
+	entries  int    // directories: 32-byte entries, dots and LFNs included
+	cluster  uint32 // first cluster, 0 for empty files and the FAT16 root
+	clusters int64
+}
+
+// BuildFAT lays out the FAT image of tree. See the limits above.
 func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, error) {
-	return nil, nil, errors.New("imager: fat not implemented yet")
+	bps := int64(opts.SectorSize)
+	switch bps {
+	case 0:
+		bps = 512
+	case 512, 4096:
+	default:
+		return nil, nil, fmt.Errorf("imager: fat: sector size %d not supported (want 512 or 4096)", opts.SectorSize)
+	}
+	var warns []Warning
+	switch opts.Symlinks {
+	case SymlinksDefault, SymlinksFollow:
+		tree, warns = FollowSymlinks(tree)
+	case SymlinksSkip:
+		tree, warns = SkipSymlinks(tree)
+	case SymlinksKeep:
+		return nil, nil, errors.New("imager: fat: symlinks cannot be kept: FAT has no symlinks (use follow or skip)")
+	default:
+		return nil, nil, fmt.Errorf("imager: fat: unknown symlink mode %q", opts.Symlinks)
+	}
+	root, all, problems := fatTree(tree)
+	if len(problems) > 0 {
+		return nil, warns, &FATRefusal{FATType: opts.FATType, Problems: problems}
+	}
+	var g *fatGeometry
+	switch opts.FATType {
+	case 0:
+		if g, _ = planFAT(root, all, 16, bps); g == nil {
+			var p32 []Warning
+			if g, p32 = planFAT(root, all, 32, bps); g == nil {
+				return nil, warns, &FATRefusal{FATType: 32, Problems: p32}
+			}
+		}
+	case 16, 32:
+		var p []Warning
+		if g, p = planFAT(root, all, opts.FATType, bps); g == nil {
+			return nil, warns, &FATRefusal{FATType: opts.FATType, Problems: p}
+		}
+	default:
+		return nil, nil, fmt.Errorf("imager: fat: FAT type %d not supported (want 16 or 32)", opts.FATType)
+	}
+	return g.layout(root, all, tree, blobs), warns, nil
+}
+
+// fatTree builds the node tree, checks names and sizes FAT cannot hold
+// whatever its type, and assigns 8.3 aliases. all lists the nodes in tree
+// order, the root first.
+func fatTree(tree *Tree) (root *fatNode, all []*fatNode, problems []Warning) {
+	root = &fatNode{dir: true}
+	root.parent = root
+	all = []*fatNode{root}
+	dirs := map[string]*fatNode{"": root}
+	for _, e := range tree.Entries {
+		i := strings.LastIndexByte(e.Path, '/')
+		parent := dirs[e.Path[:max(i, 0)]]
+		if parent == nil {
+			// FollowSymlinks and SkipSymlinks list parents first.
+			problems = append(problems, Warning{Path: e.Path, Msg: "listed without its parent directory"})
+			continue
+		}
+		n := &fatNode{path: e.Path, name: e.Path[i+1:], parent: parent}
+		switch e.Kind {
+		case KindDir, KindSubmodule:
+			n.dir = true
+			dirs[e.Path] = n
+		default:
+			n.size, n.blob = e.Size, e.Blob
+			if e.Size < 0 {
+				problems = append(problems, Warning{Path: e.Path, Msg: fmt.Sprintf("negative size %d", e.Size)})
+			} else if e.Size > fat32MaxFile {
+				problems = append(problems, Warning{Path: e.Path, Msg: fmt.Sprintf("is %d bytes: a FAT file holds at most 4 GiB - 1 (%d bytes)", e.Size, int64(fat32MaxFile))})
+			}
+		}
+		if why := badFATName(n.name); why != "" {
+			problems = append(problems, Warning{Path: e.Path, Msg: why})
+		}
+		parent.children = append(parent.children, n)
+		all = append(all, n)
+	}
+	for _, d := range all {
+		if !d.dir {
+			continue
+		}
+		seen := make(map[string]string, len(d.children))
+		d.entries = 2 // "." and ".."
+		if d == root {
+			d.entries = 0
+		}
+		for _, c := range d.children {
+			key := strings.ToUpper(c.name)
+			if first, ok := seen[key]; ok {
+				problems = append(problems, Warning{Path: c.path, Msg: fmt.Sprintf("same name as %q but for case: FAT names are case-insensitive", first)})
+			} else {
+				seen[key] = c.name
+			}
+			d.entries += 1 + lfnEntries(c.name)
+		}
+		if d.entries > maxDirEntries {
+			problems = append(problems, Warning{Path: d.path, Msg: fmt.Sprintf("directory needs %d 32-byte entries (long names included): FAT allows %d", d.entries, maxDirEntries)})
+		}
+		assignShortNames(d)
+	}
+	return root, all, problems
+}
+
+// badFATName says why a long name cannot be stored, or "".
+func badFATName(name string) string {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Sprintf("name %q is not a file name", name)
+	case !utf8.ValidString(name):
+		return "name is not valid UTF-8: FAT long names are UTF-16"
+	case strings.HasSuffix(name, ".") || strings.HasSuffix(name, " "):
+		return "name ends with a dot or a space: FAT readers drop them, so the name would not round-trip"
+	case len(utf16.Encode([]rune(name))) > maxNameUnits:
+		return fmt.Sprintf("name is longer than FAT's %d UTF-16 units", maxNameUnits)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7F {
+			return fmt.Sprintf("name has control character %U, which FAT forbids", r)
+		}
+		if strings.ContainsRune(`"*/:<>?\|`, r) {
+			return fmt.Sprintf("name has %q, which FAT forbids", r)
+		}
+	}
+	return ""
+}
+
+// lfnEntries is the number of long-name entries for name: its UTF-16 units
+// plus the NUL unit that is always written (Mirage matches on it).
+func lfnEntries(name string) int {
+	units := len(utf16.Encode([]rune(name))) + 1
+	return (units + lfnUnits - 1) / lfnUnits
+}
+
+// shortChars are the characters an 8.3 name may hold besides A-Z and 0-9.
+const shortChars = "!#$%&'()-@^_`{}~"
+
+func validShortChar(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(shortChars, c) >= 0
+}
+
+// exactShortName returns the 8.3 form of name when the upper-cased name is
+// a valid 8.3 name as is.
+func exactShortName(name string) ([11]byte, bool) {
+	var s [11]byte
+	up := strings.ToUpper(name)
+	if len(up) != len(name) { // a non-ASCII rune changed size
+		return s, false
+	}
+	base, ext := up, ""
+	if i := strings.IndexByte(up, '.'); i >= 0 {
+		base, ext = up[:i], up[i+1:]
+	}
+	if len(base) < 1 || len(base) > 8 || len(ext) > 3 || strings.IndexByte(ext, '.') >= 0 || (ext == "" && strings.HasSuffix(up, ".")) {
+		return s, false
+	}
+	for i := 0; i < len(up); i++ {
+		if up[i] != '.' && !validShortChar(up[i]) {
+			return s, false
+		}
+	}
+	copy(s[:], "           ")
+	copy(s[:8], base)
+	copy(s[8:], ext)
+	return s, true
+}
+
+// shortBasis is the basis name of a long name (Microsoft's algorithm,
+// which Linux follows): upper case, invalid characters as "_", spaces and
+// leading dots removed, base up to 8 and extension (after the last dot)
+// up to 3 characters.
+func shortBasis(name string) (base, ext string) {
+	clean := func(s string, n int) string {
+		var b strings.Builder
+		for _, r := range strings.ToUpper(s) {
+			if b.Len() == n {
+				break
+			}
+			switch {
+			case r == ' ' || r == '.':
+			case r < utf8.RuneSelf && validShortChar(byte(r)):
+				b.WriteRune(r)
+			default:
+				b.WriteByte('_')
+			}
+		}
+		return b.String()
+	}
+	trimmed := strings.TrimLeft(name, ".")
+	if i := strings.LastIndexByte(trimmed, '.'); i >= 0 {
+		base, ext = clean(trimmed[:i], 8), clean(trimmed[i+1:], 3)
+	} else {
+		base = clean(trimmed, 8)
+	}
+	if base == "" {
+		base = "_"
+	}
+	return base, ext
+}
+
+// assignShortNames gives every child of d a unique 8.3 name: names that
+// are valid 8.3 names once upper-cased keep them; the others get
+// BASIS~N.EXT with the lowest N free, in tree order.
+func assignShortNames(d *fatNode) {
+	used := make(map[[11]byte]bool, len(d.children))
+	exact := make([]bool, len(d.children))
+	for i, c := range d.children {
+		if s, ok := exactShortName(c.name); ok && !used[s] {
+			c.short, exact[i] = s, true
+			used[s] = true
+		}
+	}
+	next := map[string]int{} // basis -> next N to try, so many similar names stay linear
+	for i, c := range d.children {
+		if exact[i] {
+			continue
+		}
+		base, ext := shortBasis(c.name)
+		key := base + "." + ext
+		for n := max(next[key], 1); ; n++ {
+			tail := fmt.Sprintf("~%d", n)
+			b := base
+			if len(b)+len(tail) > 8 {
+				b = b[:8-len(tail)]
+			}
+			var s [11]byte
+			copy(s[:], "           ")
+			copy(s[:8], b+tail)
+			copy(s[8:], ext)
+			if !used[s] {
+				used[s] = true
+				c.short = s
+				next[key] = n + 1
+				break
+			}
+		}
+	}
+}
+
+// fatGeometry is a planned volume.
+type fatGeometry struct {
+	fat32       bool
+	bps         int64 // bytes per sector
+	spc         int64 // sectors per cluster
+	reserved    int64 // reserved sectors
+	fatSectors  int64 // sectors per FAT
+	rootEntries int64 // FAT16 fixed root entries
+	rootSectors int64
+	clusters    int64 // data clusters
+	used        int64 // clusters holding data
+	totalSecs   int64
+}
+
+func (g *fatGeometry) clusterBytes() int64 { return g.bps * g.spc }
+func (g *fatGeometry) dataStart() int64 {
+	return g.reserved + fatNumFATs*g.fatSectors + g.rootSectors
+}
+
+// planFAT chooses the geometry of a FAT16 or FAT32 volume for the tree, or
+// returns why it does not fit.
+func planFAT(root *fatNode, all []*fatNode, fatType int, bps int64) (*fatGeometry, []Warning) {
+	g := &fatGeometry{fat32: fatType == 32, bps: bps}
+	var problems []Warning
+	minC, maxC := int64(fat16MinClusters), int64(fat16MaxClusters)
+	if g.fat32 {
+		minC, maxC = fat32MinClusters, fat32MaxClusters
+		g.reserved = fat32Reserved
+	} else {
+		g.reserved = fat16Reserved
+		for _, n := range all {
+			if !n.dir && n.size > fat16MaxFile {
+				problems = append(problems, Warning{Path: n.path, Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", n.size)})
+			}
+		}
+		perSector := bps / dirEntrySize
+		maxRoot := (math.MaxUint16 / perSector) * perSector
+		need := (max(int64(root.entries), fat16MinRootEnts) + perSector - 1) / perSector * perSector
+		if need > maxRoot {
+			problems = append(problems, Warning{Path: "", Msg: fmt.Sprintf("root directory needs %d 32-byte entries: FAT16's fixed root holds at most %d (FAT32 has no fixed root)", root.entries, maxRoot)})
+		}
+		g.rootEntries = need
+		g.rootSectors = need / perSector
+	}
+	var need int64 = -1
+	for g.spc = 1; g.bps*g.spc <= fatMaxClusterLen; g.spc *= 2 {
+		need = clustersNeeded(root, all, g.clusterBytes(), g.fat32)
+		if need <= maxC {
+			break
+		}
+	}
+	if need > maxC {
+		g.spc /= 2
+		var data int64
+		for _, n := range all {
+			data += n.size
+		}
+		problems = append(problems, Warning{Path: "", Msg: fmt.Sprintf("tree needs %d clusters of %d bytes (%d bytes of file data): FAT%d holds at most %d", need, g.clusterBytes(), data, fatType, maxC)})
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	g.used = need
+	g.clusters = max(need, minC)
+	entryBytes := int64(2)
+	if g.fat32 {
+		entryBytes = 4
+	}
+	g.fatSectors = ((g.clusters+2)*entryBytes + bps - 1) / bps
+	g.totalSecs = g.dataStart() + g.clusters*g.spc
+	if g.totalSecs > math.MaxUint32 {
+		return nil, []Warning{{Path: "", Msg: fmt.Sprintf("volume needs %d sectors of %d bytes: FAT counts at most 2^32-1 (try 4096-byte sectors)", g.totalSecs, bps)}}
+	}
+	return g, nil
+}
+
+// clustersNeeded counts the data clusters of files and directories (the
+// FAT16 root lives outside the data area).
+func clustersNeeded(root *fatNode, all []*fatNode, cb int64, fat32 bool) int64 {
+	var n int64
+	for _, f := range all {
+		switch {
+		case f.dir && (f != root || fat32):
+			n += (int64(f.entries)*dirEntrySize + cb - 1) / cb
+			if f.entries == 0 {
+				n++ // an empty FAT32 root still has a cluster
+			}
+		case !f.dir:
+			n += (f.size + cb - 1) / cb
+		}
+	}
+	return n
+}
+
+// fatRun is a contiguous chain of clusters.
+type fatRun struct {
+	start, n uint32
+}
+
+// layout allocates clusters (directories, then files, in tree order) and
+// writes the extent table.
+func (g *fatGeometry) layout(root *fatNode, all []*fatNode, tree *Tree, blobs BlobReader) *Layout {
+	cb := g.clusterBytes()
+	next := uint32(2)
+	var runs []fatRun
+	alloc := func(n *fatNode, bytes int64) {
+		c := (bytes + cb - 1) / cb
+		if c == 0 {
+			return
+		}
+		n.cluster, n.clusters = next, c
+		runs = append(runs, fatRun{start: next, n: uint32(c)})
+		next += uint32(c)
+	}
+	for _, n := range all {
+		if n.dir && (n != root || g.fat32) {
+			alloc(n, max(int64(n.entries)*dirEntrySize, 1))
+		}
+	}
+	for _, n := range all {
+		if !n.dir {
+			alloc(n, n.size)
+		}
+	}
+
+	ts := fatTimestamp(tree.Time)
+	serial := volumeSerial(tree.CommitID)
+	var b Builder
+	bps := g.bps
+	boot := g.bootSector(serial)
+	b.Data("fat boot sector", boot)
+	if g.fat32 {
+		fsinfo := g.fsInfo(uint32(next))
+		b.Data("fat fsinfo", fsinfo)
+		b.Zeros("fat reserved sectors", (fat32BackupBoot-fat32FSInfoSec-1)*bps)
+		b.Data("fat backup boot sector", boot)
+		b.Data("fat backup fsinfo", fsinfo)
+		b.Zeros("fat reserved sectors", (g.reserved-fat32BackupBoot-2)*bps)
+	}
+
+	gen := &fatGen{runs: runs, fat32: g.fat32}
+	usedBytes := int64(next) * gen.entrySize()
+	var table []byte
+	if usedBytes <= fatSmallTable {
+		table = make([]byte, usedBytes)
+		gen.ReadAt(table, 0)
+	}
+	for i := 1; i <= fatNumFATs; i++ {
+		desc := fmt.Sprintf("fat #%d", i)
+		if table != nil {
+			b.Data(desc, table)
+		} else {
+			b.Gen(desc, gen, usedBytes)
+		}
+		b.Zeros(desc+" (free clusters)", g.fatSectors*bps-usedBytes)
+	}
+	if !g.fat32 {
+		d := g.dirBytes(root, root, ts)
+		b.Data("dir /", d)
+		b.Zeros("dir / (unused entries)", g.rootSectors*bps-int64(len(d)))
+	}
+	for _, n := range all {
+		if n.dir && n.cluster != 0 {
+			d := g.dirBytes(n, n.parent, ts)
+			name := "dir " + n.path
+			if n == root {
+				name = "dir /"
+			}
+			b.Data(name, d)
+			b.Zeros(name+" (slack)", n.clusters*cb-int64(len(d)))
+		}
+	}
+	for _, n := range all {
+		if !n.dir && n.size > 0 {
+			b.Blob(n.path, n.blob, 0, n.size)
+			b.Zeros(n.path+" (slack)", n.clusters*cb-n.size)
+		}
+	}
+	b.Zeros("fat free clusters", g.totalSecs*bps-b.Pos())
+	return b.Layout(blobs)
+}
+
+// bootSector writes the boot sector (BPB) of the volume.
+func (g *fatGeometry) bootSector(serial uint32) []byte {
+	s := make([]byte, g.bps)
+	le := binary.LittleEndian
+	copy(s[bsOEMName:], "GITBLK  ")
+	le.PutUint16(s[bpbBytsPerSe:], uint16(g.bps))
+	s[bpbSecPerClu] = byte(g.spc)
+	le.PutUint16(s[bpbRsvdSecCn:], uint16(g.reserved))
+	s[bpbNumFATs] = fatNumFATs
+	s[bpbMedia] = fatMedia
+	le.PutUint16(s[bpbSecPerTrk:], fatSecPerTrack)
+	le.PutUint16(s[bpbNumHeads:], fatHeads)
+	le.PutUint32(s[bpbHiddSec:], 0)
+	if !g.fat32 && g.totalSecs < 1<<16 {
+		le.PutUint16(s[bpbTotSec16:], uint16(g.totalSecs))
+	} else {
+		le.PutUint32(s[bpbTotSec32:], uint32(g.totalSecs))
+	}
+	// Boot code: INT 18h (no bootable disk: BIOS tries the next device),
+	// then halt forever.
+	bootCode := []byte{0xCD, 0x18, 0xF4, 0xEB, 0xFD}
+	if g.fat32 {
+		copy(s[bsJmpBoot:], []byte{0xEB, bs32BootCode - 2, 0x90})
+		le.PutUint32(s[bpb32FATSz32:], uint32(g.fatSectors))
+		le.PutUint16(s[bpb32ExtFlags:], 0)
+		le.PutUint16(s[bpb32FSVer:], 0)
+		le.PutUint32(s[bpb32RootClus:], 2)
+		le.PutUint16(s[bpb32FSInfo:], fat32FSInfoSec)
+		le.PutUint16(s[bpb32BkBootSe:], fat32BackupBoot)
+		s[bs32DrvNum] = fatDriveNumber
+		s[bs32BootSig] = fatExtBootSig
+		le.PutUint32(s[bs32VolID:], serial)
+		copy(s[bs32VolLab:], "NO NAME    ")
+		copy(s[bs32FilSysTy:], "FAT32   ")
+		copy(s[bs32BootCode:], bootCode)
+	} else {
+		copy(s[bsJmpBoot:], []byte{0xEB, bs16BootCode - 2, 0x90})
+		le.PutUint16(s[bpbRootEntCn:], uint16(g.rootEntries))
+		le.PutUint16(s[bpbFATSz16:], uint16(g.fatSectors))
+		s[bs16DrvNum] = fatDriveNumber
+		s[bs16BootSig] = fatExtBootSig
+		le.PutUint32(s[bs16VolID:], serial)
+		copy(s[bs16VolLab:], "NO NAME    ")
+		copy(s[bs16FilSysTy:], "FAT16   ")
+		copy(s[bs16BootCode:], bootCode)
+	}
+	s[bsSignature], s[bsSignature+1] = 0x55, 0xAA
+	return s
+}
+
+// fsInfo writes the FAT32 FSInfo sector: exact free count, next free hint.
+func (g *fatGeometry) fsInfo(firstFree uint32) []byte {
+	s := make([]byte, g.bps)
+	le := binary.LittleEndian
+	le.PutUint32(s[fsiLeadSig:], 0x41615252)
+	le.PutUint32(s[fsiStrucSig:], 0x61417272)
+	free := uint32(g.clusters+2) - firstFree
+	le.PutUint32(s[fsiFreeCount:], free)
+	if free == 0 {
+		firstFree = 0xFFFFFFFF
+	}
+	le.PutUint32(s[fsiNxtFree:], firstFree)
+	le.PutUint32(s[fsiTrailSig:], 0xAA550000)
+	return s
+}
+
+// fatStamp is a FAT date and time.
+type fatStamp struct {
+	date, time uint16
+	tenths     uint8
+}
+
+// fatTimestamp converts t (in UTC) to FAT's format, clamped to the years
+// FAT can hold, 1980..2107.
+func fatTimestamp(t time.Time) fatStamp {
+	t = t.UTC()
+	lo := time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+	hi := time.Date(2107, 12, 31, 23, 59, 59, 0, time.UTC)
+	if t.Before(lo) {
+		t = lo
+	}
+	if t.After(hi) {
+		t = hi
+	}
+	return fatStamp{
+		date:   uint16(t.Year()-1980)<<9 | uint16(t.Month())<<5 | uint16(t.Day()),
+		time:   uint16(t.Hour())<<11 | uint16(t.Minute())<<5 | uint16(t.Second()/2),
+		tenths: uint8(t.Second()%2*100 + t.Nanosecond()/10_000_000),
+	}
+}
+
+// volumeSerial derives the volume serial number from the commit id.
+func volumeSerial(commit string) uint32 {
+	h := sha1.Sum([]byte("gitblk fat serial " + commit))
+	return binary.LittleEndian.Uint32(h[:4])
+}
+
+// dirBytes writes directory d's entries: "." and ".." (not in the root),
+// then each child's long name and 8.3 entry.
+func (g *fatGeometry) dirBytes(d, parent *fatNode, ts fatStamp) []byte {
+	out := make([]byte, 0, d.entries*dirEntrySize)
+	if d != parent { // not the root
+		var dot, dotdot [11]byte
+		copy(dot[:], ".          ")
+		copy(dotdot[:], "..         ")
+		out = appendDirEntry(out, dot, attrDirectory, d.cluster, 0, ts)
+		pc := parent.cluster
+		if parent.path == "" {
+			pc = 0 // ".." of a root child is cluster 0, even on FAT32
+		}
+		out = appendDirEntry(out, dotdot, attrDirectory, pc, 0, ts)
+	}
+	for _, c := range d.children {
+		out = appendLFN(out, c.name, lfnChecksum(c.short))
+		attr := byte(attrArchive)
+		if c.dir {
+			attr = attrDirectory
+		}
+		out = appendDirEntry(out, c.short, attr, c.cluster, uint32(c.size), ts)
+	}
+	return out
+}
+
+func appendDirEntry(out []byte, name [11]byte, attr byte, cluster, size uint32, ts fatStamp) []byte {
+	var e [dirEntrySize]byte
+	le := binary.LittleEndian
+	copy(e[dirName:], name[:])
+	e[dirAttr] = attr
+	e[dirNTRes] = 0
+	e[dirCrtTimeTent] = ts.tenths
+	le.PutUint16(e[dirCrtTime:], ts.time)
+	le.PutUint16(e[dirCrtDate:], ts.date)
+	le.PutUint16(e[dirLstAccDate:], ts.date)
+	le.PutUint16(e[dirFstClusHI:], uint16(cluster>>16))
+	le.PutUint16(e[dirWrtTime:], ts.time)
+	le.PutUint16(e[dirWrtDate:], ts.date)
+	le.PutUint16(e[dirFstClusLO:], uint16(cluster))
+	le.PutUint32(e[dirFileSize:], size)
+	return append(out, e[:]...)
+}
+
+// appendLFN appends the long-name entries of name, last part first: UTF-16
+// units, always a NUL unit, then 0xFFFF padding.
+func appendLFN(out []byte, name string, sum byte) []byte {
+	units := append(utf16.Encode([]rune(name)), 0)
+	n := (len(units) + lfnUnits - 1) / lfnUnits
+	for len(units) < n*lfnUnits {
+		units = append(units, 0xFFFF)
+	}
+	le := binary.LittleEndian
+	for seq := n; seq >= 1; seq-- {
+		var e [dirEntrySize]byte
+		e[lfnOrd] = byte(seq)
+		if seq == n {
+			e[lfnOrd] |= lfnLast
+		}
+		e[lfnAttr] = attrLongName
+		e[lfnChksum] = sum
+		part := units[(seq-1)*lfnUnits : seq*lfnUnits]
+		for i, u := range part {
+			var off int
+			switch {
+			case i < 5:
+				off = lfnName1 + 2*i
+			case i < 11:
+				off = lfnName2 + 2*(i-5)
+			default:
+				off = lfnName3 + 2*(i-11)
+			}
+			le.PutUint16(e[off:], u)
+		}
+		out = append(out, e[:]...)
+	}
+	return out
+}
+
+// lfnChecksum is the checksum of an 8.3 name that ties long-name entries
+// to their short entry.
+func lfnChecksum(name [11]byte) byte {
+	var sum byte
+	for _, c := range name {
+		sum = (sum>>1 | sum<<7) + c
+	}
+	return sum
+}
+
+// fatGen generates a FAT from its cluster runs: entries 0 and 1 hold the
+// media byte and the end-of-chain mark, each run is a chain of consecutive
+// clusters ending with the end-of-chain mark, the rest is free (0).
+// Memory is one run per file or directory, whatever the volume's size.
+type fatGen struct {
+	runs  []fatRun // sorted by start, disjoint
+	fat32 bool
+}
+
+var _ Generator = (*fatGen)(nil)
+
+func (f *fatGen) entrySize() int64 {
+	if f.fat32 {
+		return 4
+	}
+	return 2
+}
+
+// entry is the FAT entry of cluster c.
+func (f *fatGen) entry(c uint32, i int) uint32 {
+	eoc, media := uint32(fat16EOC), uint32(0xFF00|fatMedia)
+	if f.fat32 {
+		eoc, media = fat32EOC, 0x0FFFFF00|fatMedia
+	}
+	switch c {
+	case 0:
+		return media
+	case 1:
+		return eoc
+	}
+	if i < len(f.runs) {
+		r := f.runs[i]
+		if c >= r.start && c < r.start+r.n {
+			if c == r.start+r.n-1 {
+				return eoc
+			}
+			return c + 1
+		}
+	}
+	return 0
+}
+
+// ReadAt fills p with the FAT's bytes from off.
+func (f *fatGen) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, ErrNegative
+	}
+	es := f.entrySize()
+	c := off / es
+	// The run holding or following cluster c.
+	i := sort.Search(len(f.runs), func(i int) bool {
+		r := f.runs[i]
+		return int64(r.start)+int64(r.n) > c
+	})
+	var buf [4]byte
+	n := 0
+	for n < len(p) {
+		if c > math.MaxUint32 {
+			clear(p[n:])
+			return len(p), nil
+		}
+		for i < len(f.runs) && int64(f.runs[i].start)+int64(f.runs[i].n) <= c {
+			i++
+		}
+		v := f.entry(uint32(c), i)
+		if f.fat32 {
+			binary.LittleEndian.PutUint32(buf[:], v)
+		} else {
+			binary.LittleEndian.PutUint16(buf[:], uint16(v))
+		}
+		skip := (off + int64(n)) - c*es
+		n += copy(p[n:], buf[skip:es])
+		c++
+	}
+	return n, nil
 }
