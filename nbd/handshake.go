@@ -205,13 +205,11 @@ func (cn *conn) optInfoGo(ctx context.Context, opt uint32, data []byte) (bool, e
 	if !validString(nameB) {
 		return false, cn.optError(opt, repErrInvalid, "export name is not a valid string of at most 4096 bytes")
 	}
-	var wantName, wantDesc bool
+	var wantName bool
 	for i := 0; i < len(reqs); i += 2 {
 		switch be.Uint16(reqs[i:]) {
 		case infoName:
 			wantName = true
-		case infoDescription:
-			wantDesc = true
 		}
 	}
 	name := string(nameB)
@@ -232,7 +230,7 @@ func (cn *conn) optInfoGo(ctx context.Context, opt uint32, data []byte) (bool, e
 			return false, err
 		}
 	}
-	if desc := p.exp.Description; wantDesc && desc != "" {
+	if desc := p.exp.Description; desc != "" { // sent unasked too: harmless, and libnbd keeps it
 		if err := cn.optReply(opt, repInfo, infoString(infoDescription, truncateString(desc, maxStringLen))); err != nil {
 			return false, err
 		}
