@@ -13,7 +13,7 @@ import (
 
 	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/osfs"
-	git "github.com/go-git/go-git/v5"
+	gogit "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -95,7 +95,7 @@ var _ imager.BlobReader = (*Repo)(nil)
 type slot struct {
 	r  *Repo
 	st *filesystem.Storage
-	gr *git.Repository
+	gr *gogit.Repository
 }
 
 // Open opens the repository at path: a bare repository, a .git directory,
@@ -146,28 +146,44 @@ func findGitDir(path string) (string, error) {
 	if isGitDir(abs) {
 		return abs, nil
 	}
-	dot := filepath.Join(abs, ".git")
-	fi, err := os.Stat(dot)
-	if err == nil && fi.IsDir() && isGitDir(dot) {
-		return dot, nil
-	}
-	if err == nil && fi.Mode().IsRegular() {
-		// A .git file: "gitdir: <path>" (linked work trees, submodules).
-		b, err := os.ReadFile(dot)
-		if err == nil {
-			line := strings.TrimSpace(string(b))
-			if rest, ok := strings.CutPrefix(line, "gitdir:"); ok {
-				d := strings.TrimSpace(rest)
-				if !filepath.IsAbs(d) {
-					d = filepath.Join(abs, d)
-				}
-				if isGitDir(d) {
-					return d, nil
-				}
-			}
+	// A work tree: its .git, searched upwards from path as git does.
+	for d := abs; ; {
+		if g, ok := dotGit(d); ok {
+			return g, nil
 		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			break
+		}
+		d = parent
 	}
 	return "", fmt.Errorf("%w: %s", ErrNotRepository, path)
+}
+
+// dotGit returns the git directory of work tree dir: its .git directory,
+// or the one a .git file ("gitdir: <path>") names.
+func dotGit(dir string) (string, bool) {
+	dot := filepath.Join(dir, ".git")
+	fi, err := os.Stat(dot)
+	if err != nil {
+		return "", false
+	}
+	if fi.IsDir() {
+		return dot, isGitDir(dot)
+	}
+	b, err := os.ReadFile(dot)
+	if err != nil {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "gitdir:")
+	if !ok {
+		return "", false
+	}
+	d := strings.TrimSpace(rest)
+	if !filepath.IsAbs(d) {
+		d = filepath.Join(dir, d)
+	}
+	return d, isGitDir(d)
 }
 
 // isGitDir reports whether dir looks like a git directory: HEAD and an
@@ -207,10 +223,10 @@ func (s *slot) load() error {
 		KeepDescriptors:      true,
 		LargeObjectThreshold: largeObjectThreshold,
 	})
-	gr, err := git.Open(st, nil)
+	gr, err := gogit.Open(st, nil)
 	if err != nil {
 		_ = st.Close()
-		if errors.Is(err, git.ErrRepositoryNotExists) {
+		if errors.Is(err, gogit.ErrRepositoryNotExists) {
 			return fmt.Errorf("%w: %s", ErrNotRepository, s.r.gitDir)
 		}
 		return err

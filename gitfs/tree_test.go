@@ -1,0 +1,240 @@
+package gitfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gitblk/gitblk/imager"
+)
+
+// kindMode is the git mode of each entry kind.
+var kindMode = map[imager.Kind]string{
+	imager.KindFile:       "100644",
+	imager.KindExecutable: "100755",
+	imager.KindSymlink:    "120000",
+	imager.KindSubmodule:  "160000",
+	imager.KindDir:        "040000",
+}
+
+// richRepo makes a repository with long and non-ASCII names, a deep
+// tree, empty files, executables, symlinks, a submodule and names that
+// test git's tree order.
+func richRepo(t *testing.T) (dir, commit string) {
+	dir = newRepo(t)
+	long := strings.Repeat("l", 120)
+	files := map[string]string{
+		"README":                          "hello\n",
+		"empty":                           "",
+		"dir/empty":                       "",
+		"dir/a.b":                         "x",
+		"dir/a-b":                         "y",
+		"dir/a0":                          "z",
+		"dir/a/inner":                     "inner\n",
+		"dir with space/file name":        "space\n",
+		"ünïcødé/日本語.txt":                 "utf8\n",
+		long + "/" + long + "/" + long:    "long\n",
+		strings.Repeat("n", 255):          "max name\n",
+		"big/random.bin":                  string(bytes.Repeat([]byte("0123456789abcdef"), 40000)),
+		"a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p": "deep\n",
+	}
+	for name, data := range files {
+		writeFile(t, dir, name, []byte(data), 0o644)
+	}
+	writeFile(t, dir, "bin/run.sh", []byte("#!/bin/sh\necho hi\n"), 0o755)
+	if err := os.Symlink("README", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../dir/a/inner", filepath.Join(dir, "bin/rel")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/nowhere/at/all", filepath.Join(dir, "dangling")); err != nil {
+		t.Fatal(err)
+	}
+	git(t, dir, "add", "-A")
+	// A submodule: a gitlink entry naming some commit.
+	git(t, dir, "update-index", "--add", "--cacheinfo", "160000,1234567890abcdef1234567890abcdef12345678,sub")
+	git(t, dir, "commit", "-q", "-m", "rich")
+	return dir, git(t, dir, "rev-parse", "HEAD")
+}
+
+// lsTree is `git ls-tree -r -t -l` of commit as "mode id size path" lines.
+func lsTree(t *testing.T, dir, commit string) []string {
+	out := gitBytes(t, dir, "ls-tree", "-r", "-t", "-l", "-z", commit)
+	var lines []string
+	for _, rec := range bytes.Split(bytes.TrimSuffix(out, []byte{0}), []byte{0}) {
+		meta, path, ok := bytes.Cut(rec, []byte{'\t'})
+		if !ok {
+			t.Fatalf("ls-tree record %q", rec)
+		}
+		f := strings.Fields(string(meta)) // mode type id size
+		size := f[3]
+		if size == "-" {
+			size = "0"
+		}
+		lines = append(lines, fmt.Sprintf("%s %s %s %s", f[0], f[2], size, path))
+	}
+	return lines
+}
+
+func treeLines(t *testing.T, tr *imager.Tree) []string {
+	var lines []string
+	for _, e := range tr.Entries {
+		id := e.Blob.String()
+		if e.Kind == imager.KindDir {
+			id = "" // trees carry no id in imager.Entry
+		}
+		lines = append(lines, fmt.Sprintf("%s %s %d %s", kindMode[e.Kind], id, e.Size, e.Path))
+	}
+	return lines
+}
+
+// compareListing checks Tree against git ls-tree, entry by entry.
+func compareListing(t *testing.T, r *Repo, dir, commit string) *imager.Tree {
+	t.Helper()
+	c, err := r.Resolve(commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := r.Tree(c, false)
+	if err != nil {
+		t.Fatalf("Tree: %v", err)
+	}
+	if tr.CommitID != commit || !tr.Time.Equal(c.Time) {
+		t.Errorf("Tree commit %s %v, want %s %v", tr.CommitID, tr.Time, commit, c.Time)
+	}
+	want := lsTree(t, dir, commit)
+	got := treeLines(t, tr)
+	if len(got) != len(want) {
+		t.Errorf("Tree has %d entries, git ls-tree %d", len(got), len(want))
+	}
+	for i := 0; i < len(got) && i < len(want); i++ {
+		w := want[i]
+		if strings.HasPrefix(w, "040000 ") {
+			// Blank the tree id: imager.Entry has none for directories.
+			f := strings.SplitN(w, " ", 4)
+			w = f[0] + "  " + f[2] + " " + f[3]
+		}
+		if got[i] != w {
+			t.Errorf("entry %d:\n got  %q\n want %q", i, got[i], w)
+		}
+	}
+	for _, e := range tr.Entries {
+		if e.Kind == imager.KindSymlink {
+			want := string(gitBytes(t, dir, "cat-file", "blob", e.Blob.String()))
+			if e.Target != want {
+				t.Errorf("symlink %s target %q, want %q", e.Path, e.Target, want)
+			}
+		} else if e.Target != "" {
+			t.Errorf("%s %s has a target %q", e.Kind, e.Path, e.Target)
+		}
+	}
+	return tr
+}
+
+func TestTreeMatchesLsTree(t *testing.T) {
+	dir, commit := richRepo(t)
+	r := openRepo(t, dir, Options{})
+	tr := compareListing(t, r, dir, commit)
+	kinds := map[imager.Kind]int{}
+	for _, e := range tr.Entries {
+		kinds[e.Kind]++
+	}
+	for k := imager.KindFile; k <= imager.KindDir; k++ {
+		if kinds[k] == 0 {
+			t.Errorf("the test tree has no %s", k)
+		}
+	}
+	// Packed, with deltas (sizes then come from pack headers and delta
+	// headers): the same listing, through the same open Repo.
+	writeFile(t, dir, "big/random2.bin", append(bytes.Repeat([]byte("0123456789abcdef"), 40000), "tail"...), 0o644)
+	commit2 := commitAll(t, dir, "similar")
+	git(t, dir, "gc", "-q", "--aggressive", "--prune=now")
+	if !strings.Contains(git(t, dir, "verify-pack", "-v", packIdx(t, dir)), "chain length") {
+		t.Fatal("expected deltified objects after gc --aggressive")
+	}
+	compareListing(t, r, dir, commit2)
+	compareListing(t, r, dir, commit)
+}
+
+// packIdx returns the path of the repository's one pack index.
+func packIdx(t *testing.T, dir string) string {
+	m, err := filepath.Glob(filepath.Join(dir, ".git/objects/pack/*.idx"))
+	if err != nil || len(m) != 1 {
+		t.Fatalf("pack indexes: %v %v", m, err)
+	}
+	return m[0]
+}
+
+// loosePath is the file of a loose object.
+func loosePath(dir, id string) string {
+	return filepath.Join(dir, ".git", "objects", id[:2], id[2:])
+}
+
+func TestTreeMissingObjects(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, kind string
+	}{
+		{"subtree", "dir/a", "tree"},
+		{"root tree", "", "tree"},
+		{"blob", "dir/a/inner", "blob"},
+		{"symlink blob", "link", "blob"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, commit := richRepo(t)
+			r := openRepo(t, dir, Options{})
+			c, err := r.Resolve(commit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := git(t, dir, "rev-parse", commit+":"+tc.path)
+			if err := os.Remove(loosePath(dir, id)); err != nil {
+				t.Fatal(err)
+			}
+			_, err = r.Tree(c, false)
+			if !errors.Is(err, ErrMissingObject) {
+				t.Fatalf("Tree = %v, want ErrMissingObject", err)
+			}
+			where := tc.path
+			if where == "" {
+				where = "/"
+			}
+			for _, s := range []string{id, strconv.Quote(where), tc.kind} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not name %s", err, s)
+				}
+			}
+		})
+	}
+}
+
+func TestTreeCorruptObject(t *testing.T) {
+	dir, commit := richRepo(t)
+	r := openRepo(t, dir, Options{})
+	c, err := r.Resolve(commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := git(t, dir, "rev-parse", commit+":dir")
+	p := loosePath(dir, id)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut the zlib stream short: the tree is shorter than its header says.
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data[:len(data)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Tree(c, false)
+	if !errors.Is(err, ErrCorruptObject) || !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), `"dir"`) {
+		t.Fatalf("Tree = %v, want ErrCorruptObject naming %s at dir", err, id)
+	}
+}
