@@ -1,0 +1,269 @@
+package imager
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand"
+	"strings"
+	"sync"
+	"testing"
+	"testing/iotest"
+)
+
+// genBytes is a Generator whose byte at off is a function of off.
+type genBytes struct{ seed byte }
+
+func (g genBytes) at(off int64) byte { return byte(off*7) ^ g.seed }
+
+func (g genBytes) ReadAt(p []byte, off int64) (int, error) {
+	for i := range p {
+		p[i] = g.at(off + int64(i))
+	}
+	return len(p), nil
+}
+
+// mixedLayout builds a Layout of every extent kind, with extents of sizes
+// 1 to a few thousand bytes, and the image bytes computed independently of
+// Layout.ReadAt.
+func mixedLayout(t *testing.T, seed int64) (*Layout, []byte) {
+	t.Helper()
+	rng := rand.New(rand.NewSource(seed))
+	blobs := memBlobs{}
+	var b Builder
+	var want []byte
+	sizes := []int{1, 2, 511, 512, 513, 4095, 4096, 4097, 3000}
+	for i := 0; i < 60; i++ {
+		n := sizes[rng.Intn(len(sizes))]
+		switch rng.Intn(4) {
+		case 0:
+			p := make([]byte, n)
+			rng.Read(p)
+			b.Data("data", p)
+			want = append(want, p...)
+		case 1:
+			p := make([]byte, n+100)
+			rng.Read(p)
+			id := gitObjectID("blob", p)
+			blobs[id] = p
+			off := rng.Intn(100)
+			b.Blob("blob", id, int64(off), int64(n))
+			want = append(want, p[off:off+n]...)
+		case 2:
+			b.Zeros("zeros", int64(n))
+			want = append(want, make([]byte, n)...)
+		case 3:
+			g := genBytes{seed: byte(i)}
+			b.Gen("gen", g, int64(n))
+			for j := 0; j < n; j++ {
+				want = append(want, g.at(int64(j)))
+			}
+		}
+	}
+	l := b.Layout(blobs)
+	if pad := int(l.Size()) - len(want); pad < 0 || pad >= SectorAlign {
+		t.Fatalf("size %d for %d bytes of extents", l.Size(), len(want))
+	}
+	want = append(want, make([]byte, int(l.Size())-len(want))...)
+	return l, want
+}
+
+func TestLayoutReadAtAcrossBoundaries(t *testing.T) {
+	l, want := mixedLayout(t, 1)
+	if l.Size()%SectorAlign != 0 {
+		t.Fatalf("size %d is not a multiple of %d", l.Size(), SectorAlign)
+	}
+	check := func(off int64, n int) {
+		t.Helper()
+		p := make([]byte, n)
+		got, err := l.ReadAt(p, off)
+		wantN := int(max(0, min(int64(n), l.Size()-off)))
+		if got != wantN || !bytes.Equal(p[:got], want[off:off+int64(got)]) {
+			t.Fatalf("ReadAt(%d bytes at %d) = %d, %v: wrong bytes or count (want %d)", n, off, got, err, wantN)
+		}
+		if (wantN < n) != (err == io.EOF) || (err != nil && err != io.EOF) {
+			t.Fatalf("ReadAt(%d bytes at %d) = %d, %v", n, off, got, err)
+		}
+	}
+	// Every extent boundary, approached from both sides, with lengths
+	// that stay inside, reach and cross it and its neighbours.
+	for _, e := range l.Extents() {
+		for _, d := range []int64{-3, -1, 0, 1, 2} {
+			off := e.Off + d
+			if off < 0 || off >= l.Size() {
+				continue
+			}
+			for _, n := range []int{1, 2, 3, 512, 4097, 10000} {
+				check(off, n)
+			}
+		}
+	}
+	rng := rand.New(rand.NewSource(2))
+	for i := 0; i < 2000; i++ {
+		check(rng.Int63n(l.Size()), 1+rng.Intn(20000))
+	}
+	// The whole image in one read, and reads at and past the end.
+	check(0, int(l.Size()))
+	check(l.Size()-1, 2)
+	if n, err := l.ReadAt(make([]byte, 1), l.Size()); n != 0 || err != io.EOF {
+		t.Errorf("ReadAt at the end = %d, %v; want 0, EOF", n, err)
+	}
+	if n, err := l.ReadAt(nil, l.Size()); n != 0 || err != nil {
+		t.Errorf("empty ReadAt at the end = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := l.ReadAt(make([]byte, 1), -1); !errors.Is(err, ErrNegative) {
+		t.Errorf("ReadAt(-1) = %v, want ErrNegative", err)
+	}
+}
+
+func TestLayoutIOTest(t *testing.T) {
+	l, want := mixedLayout(t, 3)
+	if err := iotest.TestReader(io.NewSectionReader(l, 0, l.Size()), want); err != nil {
+		t.Fatal(err)
+	}
+	// And a real tar image through the same reader checks.
+	files := randomFiles(rand.New(rand.NewSource(4)), 50)
+	tree, blobs := memTree(t, files, "0123456789abcdef0123456789abcdef01234567", testTime)
+	tl, _, err := BuildTar(tree, blobs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := readImage(t, tl)
+	if err := iotest.TestReader(io.NewSectionReader(tl, 0, tl.Size()), img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLayoutConcurrentReads(t *testing.T) {
+	l, want := mixedLayout(t, 5)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(seed int64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(seed))
+			p := make([]byte, 8192)
+			for i := 0; i < 300; i++ {
+				off := rng.Int63n(l.Size())
+				n, _ := l.ReadAt(p[:1+rng.Intn(len(p))], off)
+				if !bytes.Equal(p[:n], want[off:off+int64(n)]) {
+					errs <- "concurrent ReadAt returned wrong bytes"
+					return
+				}
+			}
+		}(int64(g))
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+}
+
+func TestLayoutExtentAt(t *testing.T) {
+	id := gitObjectID("blob", []byte("0123456789"))
+	blobs := memBlobs{id: []byte("0123456789")}
+	var b Builder
+	b.Zeros("z1", 100)
+	b.Zeros("z2", 50) // merged with z1
+	b.Data("d", []byte("abc"))
+	b.Blob("b", id, 2, 5) // data and blob: one non-zero run
+	b.Gen("g", genBytes{}, 7)
+	b.Zeros("z3", 10)
+	b.Data("d2", []byte("x"))
+	l := b.Layout(blobs) // zeros to 4096, after d2
+	if n := len(l.Extents()); n != 7 {
+		t.Errorf("%d extents, want 7 (z1+z2 merged, padding separate)", n)
+	}
+	cases := []struct {
+		off  int64
+		n    int64
+		zero bool
+	}{
+		{0, 150, true},
+		{149, 1, true},
+		{150, 15, false}, // abc, 5 blob bytes, 7 generated
+		{160, 5, false},
+		{165, 10, true},
+		{175, 1, false},
+		{176, 4096 - 176, true},
+		{4095, 1, true},
+		{4096, 0, false}, // past the end
+		{-1, 0, false},
+	}
+	for _, c := range cases {
+		if n, zero := l.ExtentAt(c.off); n != c.n || zero != c.zero {
+			t.Errorf("ExtentAt(%d) = %d, %v; want %d, %v", c.off, n, zero, c.n, c.zero)
+		}
+	}
+	// The runs tile the image.
+	for off := int64(0); off < l.Size(); {
+		n, _ := l.ExtentAt(off)
+		if n <= 0 {
+			t.Fatalf("ExtentAt(%d) = %d", off, n)
+		}
+		off += n
+	}
+}
+
+// errBlobs fails every read with errDisk.
+type errBlobs struct{}
+
+var errDisk = errors.New("disk on fire")
+
+func (errBlobs) ReadBlob(BlobID, []byte, int64) (int, error) { return 0, errDisk }
+
+func TestLayoutBlobErrors(t *testing.T) {
+	content := []byte(strings.Repeat("z", 1000))
+	tree, blobs := memTree(t, []memFile{{Path: "dir/file.bin", Kind: KindFile, Data: content}}, "", testTime)
+	id := tree.Entries[1].Blob
+	l, _, err := BuildTar(tree, errBlobs{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, l.Size())
+	n, err := l.ReadAt(p, 0)
+	if !errors.Is(err, errDisk) || !strings.Contains(err.Error(), "dir/file.bin") || !strings.Contains(err.Error(), id.String()) {
+		t.Errorf("ReadAt = %d, %v; want the reader's error naming dir/file.bin and %s", n, err, id)
+	}
+	if n != 2*tarBlockSize { // the two headers before the content
+		t.Errorf("ReadAt returned %d bytes before the error, want %d", n, 2*tarBlockSize)
+	}
+
+	// A blob shorter than its listed size: ErrShortBlob, at every
+	// truncation point.
+	for _, keep := range []int{0, 1, 511, 512, 999} {
+		short := memBlobs{id: blobs[id][:keep]}
+		l, _, err := BuildTar(tree, short, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = l.ReadAt(make([]byte, l.Size()), 0)
+		if !errors.Is(err, ErrShortBlob) || !strings.Contains(err.Error(), "dir/file.bin") {
+			t.Errorf("blob cut to %d bytes: %v; want ErrShortBlob naming the path", keep, err)
+		}
+		// Bytes before the missing part still read.
+		if keep > 0 {
+			p := make([]byte, keep)
+			if _, err := l.ReadAt(p, 2*tarBlockSize); err != nil || !bytes.Equal(p, content[:keep]) {
+				t.Errorf("blob cut to %d bytes: reading the part that exists: %v", keep, err)
+			}
+		}
+	}
+}
+
+func TestLayoutSizeMultipleOf4096(t *testing.T) {
+	for n := int64(0); n < 3*SectorAlign; n += 511 {
+		var b Builder
+		b.Data("d", make([]byte, n%700+1))
+		b.Zeros("z", n)
+		l := b.Layout(memBlobs{})
+		if l.Size()%SectorAlign != 0 || l.Size() < n || l.Size()-(n+n%700+1) >= SectorAlign {
+			t.Errorf("%d bytes: image size %d", n+n%700+1, l.Size())
+		}
+	}
+	if l := (&Builder{}).Layout(memBlobs{}); l.Size() != 0 {
+		t.Errorf("empty layout has size %d", l.Size())
+	}
+}
