@@ -338,14 +338,14 @@ func TestDeployRepackWhileServing(t *testing.T) {
 // connections, still work, and the server exits cleanly.
 func TestDeployMissingObject(t *testing.T) {
 	requireTool(t, "nbdcopy", "libnbd-bin")
-	const chunk = 256 << 10
+	const chunk = 64 << 10
 	// The victim is above gitfs's large-object threshold (1 MiB), so the
 	// server reads it from disk only when a client asks for its bytes.
 	victim := randomContent(7, 2<<20+333)
 	repo := newRepo(t, map[string]string{
-		"a-first.txt":  strings.Repeat("first\n", 20000),
+		"a-first.txt":  strings.Repeat("first\n", 100000),
 		"m-victim.bin": victim,
-		"z-last.txt":   strings.Repeat("last\n", 30000),
+		"z-last.txt":   strings.Repeat("last\n", 120000),
 	})
 	want := buildImage(t, "tar", repo, "main")
 	start := bytes.Index(want, []byte(victim))
@@ -389,6 +389,22 @@ func TestDeployMissingObject(t *testing.T) {
 	// The same connection still serves the rest after the errors.
 	if r := c.do("read 0 4096"); !strings.HasPrefix(r, "ok ") {
 		t.Errorf("read of the first block after the errors: %q", r)
+	}
+
+	// A new connection to the same commit, with another client (QEMU's block
+	// layer): the blob's bytes are an I/O error, the rest reads.
+	requireTool(t, "qemu-io", "qemu-utils")
+	qemuRead := func(off, n int) (string, error) {
+		out, err := exec.Command("qemu-io", "-r", "-f", "raw", "-c",
+			fmt.Sprintf("read %d %d", off, n), uri).CombinedOutput()
+		return string(out), err
+	}
+	out, _ := qemuRead(start&^(chunk-1), chunk)
+	if !strings.Contains(out, "Input/output error") {
+		t.Errorf("qemu-io read of the deleted blob on a new connection: want an Input/output error, got:\n%s", out)
+	}
+	if out, err := qemuRead(0, chunk); err != nil || strings.Contains(out, "error") {
+		t.Errorf("qemu-io read of the first chunk on a new connection: %v\n%s", err, out)
 	}
 
 	// A new commit without the blob deploys normally.
