@@ -225,6 +225,10 @@ func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	// One backing array for all entry headers: one allocation, not one per
 	// entry.
 	headers := make([]byte, len(tree.Entries)*tarBlockSize)
+	// A file's padding is appended before the next header, so that the
+	// last one can be described together with the end blocks (zero
+	// extents merge, keeping the first description).
+	var pad int64
 	for i := range tree.Entries {
 		e := &tree.Entries[i]
 		hdr := headers[i*tarBlockSize : (i+1)*tarBlockSize : (i+1)*tarBlockSize]
@@ -232,6 +236,8 @@ func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 		if err != nil {
 			return nil, nil, err
 		}
+		b.Zeros("tar padding", pad)
+		pad = 0
 		if len(ext) > 0 {
 			if len(ext) > mirageMaxExtHeader {
 				warns = append(warns, Warning{Path: e.Path, Msg: fmt.Sprintf(
@@ -243,10 +249,17 @@ func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 		b.Data("tar header "+e.Path, hdr)
 		if e.Kind == KindFile || e.Kind == KindExecutable {
 			b.Blob(e.Path, e.Blob, 0, e.Size)
-			b.Zeros("tar padding", tarBlockPadding(e.Size))
+			pad = tarBlockPadding(e.Size)
 		}
 	}
-	b.Zeros("tar end blocks", tarEndBlocks)
+	desc := "tar end blocks"
+	if pad > 0 {
+		desc = "tar padding and end blocks"
+	}
+	if (b.Pos()+pad+tarEndBlocks)%SectorAlign != 0 {
+		desc += ", zeros to 4 KiB"
+	}
+	b.Zeros(desc, pad+tarEndBlocks)
 	return b.Layout(blobs), warns, nil
 }
 

@@ -191,18 +191,26 @@ func TestTarMatchesGitArchive(t *testing.T) {
 	cases := []struct {
 		name  string
 		files []memFile
+		when  time.Time
 	}{
-		{"basic", basic},
-		{"long-names", longNameFiles()},
-		{"deep", deep},
-		{"empty-tree", nil},
-		{"random", randomFiles(rand.New(rand.NewSource(7)), 300)},
+		{"basic", basic, testTime},
+		{"long-names", longNameFiles(), testTime},
+		{"deep", deep, testTime},
+		{"empty-tree", nil, testTime},
+		{"random", randomFiles(rand.New(rand.NewSource(7)), 300), testTime},
+		// Past 11 octal digits (year 2242): a pax mtime in the global header.
+		{"far-future", basic[:3], time.Unix(tarMaxOctal11+12345, 0)},
+		{"epoch", basic[:3], time.Unix(0, 0)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := newGitRepo(t)
+			r.When = c.when
 			commit := r.commitFiles(c.files)
 			tree, _, img := checkAgainstGit(t, r, commit)
+			if !tree.Time.Equal(c.when) {
+				t.Fatalf("git recorded commit time %v, want %v", tree.Time, c.when)
+			}
 			checkBsdtar(t, r, tree, img)
 		})
 	}
@@ -586,5 +594,40 @@ func TestPaxRecordLength(t *testing.T) {
 		if got, err := strconv.Atoi(num); err != nil || !ok || got != len(rec) {
 			t.Fatalf("value of %d bytes: record %q... says %s, is %d bytes", n, rec[:8], num, len(rec))
 		}
+	}
+}
+
+func TestTarExtentTable(t *testing.T) {
+	files := []memFile{
+		{Path: "a/long-" + strings.Repeat("x", 120), Kind: KindFile, Data: []byte("x")},
+		{Path: "b", Kind: KindFile, Data: make([]byte, 512)},
+		{Path: "c", Kind: KindFile, Data: []byte("yz")},
+	}
+	l, _, _ := tarOf(t, files, "0123456789abcdef0123456789abcdef01234567", Options{})
+	long := files[0].Path
+	type ext struct {
+		kind ExtentKind
+		desc string
+		n    int64
+	}
+	want := []ext{
+		{ExtentData, "tar pax global header", 1024},
+		{ExtentData, "tar header a", 512},
+		{ExtentData, "tar pax header " + long, 1024},
+		{ExtentData, "tar header " + long, 512},
+		{ExtentBlob, long, 1},
+		{ExtentZero, "tar padding", 511},
+		{ExtentData, "tar header b", 512},
+		{ExtentBlob, "b", 512},
+		{ExtentData, "tar header c", 512},
+		{ExtentBlob, "c", 2},
+		{ExtentZero, "tar padding and end blocks, zeros to 4 KiB", 510 + 1024 + 1536}, // 6656 -> 8192
+	}
+	var got []ext
+	for _, e := range l.Extents() {
+		got = append(got, ext{e.Kind, e.Desc, e.Len})
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("extent table:\n got %v\nwant %v", got, want)
 	}
 }

@@ -345,12 +345,19 @@ func diffBytes(t testing.TB, l *Layout, got, want []byte) bool {
 		if from >= len(b) {
 			return "(ends before)\n"
 		}
-		end := min(from+192, len(b))
 		var sb strings.Builder
-		d := hex.Dumper(&sb)
-		// Dump at the real offsets: prefix lines are relative to from.
-		d.Write(b[from:end])
-		d.Close()
+		for row := from; row < min(from+192, len(b)); row += 16 {
+			line := b[row:min(row+16, len(b))]
+			fmt.Fprintf(&sb, "%08x  % x", row, line)
+			sb.WriteString(strings.Repeat("   ", 16-len(line)) + "  |")
+			for _, c := range line {
+				if c < 0x20 || c > 0x7e {
+					c = '.'
+				}
+				sb.WriteByte(c)
+			}
+			sb.WriteString("|\n")
+		}
 		return sb.String()
 	}
 	where := ""
@@ -361,8 +368,8 @@ func diffBytes(t testing.TB, l *Layout, got, want []byte) bool {
 			}
 		}
 	}
-	t.Errorf("bytes differ at offset %d (0x%x)%s; got %d bytes, want %d\ndump offsets are relative to 0x%x\n--- got\n%s--- want\n%s",
-		i, i, where, len(got), len(want), from, dump(got), dump(want))
+	t.Errorf("bytes differ at offset %d (0x%x)%s; got %d bytes, want %d\n--- got\n%s--- want\n%s",
+		i, i, where, len(got), len(want), dump(got), dump(want))
 	return false
 }
 
@@ -381,9 +388,10 @@ func requireTool(t testing.TB, name, debianPkg string) string {
 // CLI with a fixed environment: no user or system config, fixed identities
 // and dates.
 type gitRepo struct {
-	t   testing.TB
-	Dir string
-	env []string
+	t    testing.TB
+	Dir  string
+	env  []string
+	When time.Time // commit time of commitFiles; testTime unless a test sets it
 }
 
 // newGitRepo makes an empty repository (branch main) in t.TempDir().
@@ -392,7 +400,7 @@ func newGitRepo(t testing.TB) *gitRepo {
 	requireTool(t, "git", "git")
 	dir := t.TempDir()
 	date := strconv.FormatInt(testTime.Unix(), 10) + " +0000"
-	r := &gitRepo{t: t, Dir: dir, env: append(os.Environ(),
+	r := &gitRepo{t: t, Dir: dir, When: testTime, env: append(os.Environ(),
 		"GIT_CONFIG_GLOBAL=/dev/null",
 		"GIT_CONFIG_NOSYSTEM=1",
 		"HOME="+dir,
@@ -462,7 +470,7 @@ func (r *gitRepo) commitFiles(files []memFile) string {
 		s.WriteByte('\n')
 	}
 	fmt.Fprintf(&s, "commit refs/heads/main\ncommitter gitblk test <test@gitblk.invalid> %d +0000\ndata 5\ntest\n",
-		testTime.Unix())
+		r.When.Unix())
 	for i, f := range files {
 		switch f.Kind {
 		case KindFile:
