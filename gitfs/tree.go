@@ -61,7 +61,7 @@ func (r *Repo) Tree(c *Commit, exportIgnore bool) (*imager.Tree, error) {
 		}
 		w.attrs.info = parseAttrFile("", b, true)
 	}
-	if err := w.walk("", root, 0); err != nil {
+	if _, err := w.walk("", root); err != nil {
 		return nil, err
 	}
 	if err := r.fillSizes(w.entries); err != nil {
@@ -77,10 +77,16 @@ type treeWalker struct {
 	entries []imager.Entry
 }
 
-func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) error {
+// walk appends the entries below directory dir (tree id). It reports
+// whether the subtree holds a non-directory entry, ignored or not: git
+// archive writes a directory only when it meets one (a directory entry is
+// queued and written before its first file, symlink or submodule, even one
+// then export-ignored), so directories with nothing else below them are
+// left out, as here.
+func (w *treeWalker) walk(dir string, id plumbing.Hash) (bool, error) {
 	ents, err := w.r.readTree(dir, id)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if w.attrs != nil {
 		pushed := false
@@ -88,7 +94,7 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) error {
 			if e.name == attrFileName && e.mode&modeTypeMask == modeRegular {
 				b, err := w.r.readSmall(e.id, joinPath(dir, e.name), maxAttrBytes)
 				if err != nil {
-					return err
+					return false, err
 				}
 				w.attrs.push(parseAttrFile(dir, b, dir == ""))
 				pushed = true
@@ -99,9 +105,13 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) error {
 			defer w.attrs.pop()
 		}
 	}
+	nonDir := false
 	for _, e := range ents {
 		p := joinPath(dir, e.name)
 		typ := e.mode & modeTypeMask
+		if typ != modeDir {
+			nonDir = true
+		}
 		if w.attrs != nil && w.attrs.exportIgnored(p, typ == modeDir || typ == modeGitlink) {
 			continue
 		}
@@ -109,9 +119,16 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) error {
 		copy(blob[:], e.id[:])
 		switch typ {
 		case modeDir:
+			at := len(w.entries)
 			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindDir})
-			if err := w.walk(p, e.id, depth+1); err != nil {
-				return err
+			some, err := w.walk(p, e.id)
+			if err != nil {
+				return false, err
+			}
+			if some {
+				nonDir = true
+			} else {
+				w.entries = w.entries[:at] // nothing but directories below
 			}
 		case modeRegular:
 			k := imager.KindFile
@@ -124,10 +141,10 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) error {
 		case modeGitlink:
 			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindSubmodule, Blob: blob})
 		default:
-			return fmt.Errorf("%w: tree %s at %q: entry %q has mode %o", ErrCorruptObject, id, dir, e.name, e.mode)
+			return false, fmt.Errorf("%w: tree %s at %q: entry %q has mode %o", ErrCorruptObject, id, displayDir(dir), e.name, e.mode)
 		}
 	}
-	return nil
+	return nonDir, nil
 }
 
 func joinPath(dir, name string) string {

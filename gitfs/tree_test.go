@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -237,4 +238,47 @@ func TestTreeCorruptObject(t *testing.T) {
 	if !errors.Is(err, ErrCorruptObject) || !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), `"dir"`) {
 		t.Fatalf("Tree = %v, want ErrCorruptObject naming %s at dir", err, id)
 	}
+}
+
+func TestTreeEmptyDirectoriesAsGitArchive(t *testing.T) {
+	needTool(t, "tar", "tar")
+	dir := newRepo(t)
+	// A tree holding an empty tree, and a directory holding only that:
+	// git archive leaves both out; a submodule alone keeps its directory.
+	empty := git(t, dir, "mktree", "--missing")
+	blob := git(t, dir, "hash-object", "-w", "--stdin")
+	onlyEmpty := mktree(t, dir, "040000 tree "+empty+"\tnothing")
+	withSub := mktree(t, dir, "160000 commit 1234567890abcdef1234567890abcdef12345678\tsub")
+	root := mktree(t, dir,
+		"100644 blob "+blob+"\tfile",
+		"040000 tree "+empty+"\tempty",
+		"040000 tree "+onlyEmpty+"\touter",
+		"040000 tree "+withSub+"\tmod")
+	commit := git(t, dir, "commit-tree", "-m", "empty dirs", root)
+	r := openRepo(t, dir, Options{})
+	c, err := r.Resolve(commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := r.Tree(c, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := entryList(tr), archiveList(t, dir, commit)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("listing differs from git archive:\n%s", listDiff(got, want))
+	}
+}
+
+// mktree writes a tree from ls-tree style lines and returns its id.
+func mktree(t *testing.T, dir string, lines ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", "mktree", "--missing")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git mktree: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
