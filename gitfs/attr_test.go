@@ -44,7 +44,7 @@ func TestExportIgnoreMatchesGitArchive(t *testing.T) {
 		{"nested slash relative", map[string]string{"sub/.gitattributes": "deep/* export-ignore\n/x.txt export-ignore\n"}},
 		{"last line wins", map[string]string{".gitattributes": "*.txt export-ignore\nkeep.txt -export-ignore\nsrc/keep.txt export-ignore\nnotes.txt -export-ignore\n"}},
 		{"info attributes", map[string]string{
-			".gitattributes":        "secret -export-ignore\n*.md export-ignore\n",
+			".gitattributes":       "secret -export-ignore\n*.md export-ignore\n",
 			".git/info/attributes": "secret export-ignore\nREADME.md !export-ignore\n",
 		}},
 		{"macro", map[string]string{".gitattributes": "[attr]noexport export-ignore -diff\n*.bak noexport\n*.x binary\n"}},
