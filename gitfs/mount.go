@@ -429,6 +429,7 @@ type mntFS struct {
 
 // setAttr fills the attributes every node shares: times, size, blocks.
 func (f *mntFS) setAttr(a *fuse.Attr, ino uint64, mode uint32, size int64, nlink uint32) {
+	size = max(size, 0) // a negative size from a broken tree reads as empty
 	a.Ino = ino
 	a.Mode = mode
 	a.Size = uint64(size)

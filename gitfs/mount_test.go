@@ -329,6 +329,9 @@ func TestMountTree(t *testing.T) {
 	dir, _ := mountTest(t, repoConfig(t, r, nil))
 	mtime := r.tree.Time
 
+	if fstype, opts := mountinfoOf(t, dir); fstype != "fuse.gitblk" || !slices.Contains(strings.Split(opts, ","), "ro") {
+		t.Errorf("mounted as %s with options %s, want fuse.gitblk, ro", fstype, opts)
+	}
 	rootNames := readDirNames(t, dir)
 	if want := []string{"COMMIT", "image.fat", "image.tar", "tree"}; !slices.Equal(rootNames, want) {
 		t.Errorf("root lists %q, want %q", rootNames, want)
@@ -523,6 +526,9 @@ func TestMountReadOnly(t *testing.T) {
 			mountTestWritable = writable
 			dir, _ := mountTest(t, repoConfig(t, r, nil))
 			mountTestWritable = false
+			if _, opts := mountinfoOf(t, dir); slices.Contains(strings.Split(opts, ","), "ro") == writable {
+				t.Fatalf("mount options %s: the kernel's read-only check is not what this subtest means", opts)
+			}
 			tree := filepath.Join(dir, "tree")
 			file := filepath.Join(tree, "README.md")
 			before, err := os.ReadFile(file)
@@ -947,4 +953,29 @@ func TestMountLargeImageMemory(t *testing.T) {
 	if after-before > rssGrowthBound {
 		t.Errorf("RSS grew by %d MiB reading %d MiB: reads are not streamed", (after-before)>>20, off>>20)
 	}
+}
+
+// mountinfoOf returns the filesystem type and mount options of the mount
+// on dir, from /proc/self/mountinfo.
+func mountinfoOf(t *testing.T, dir string) (fstype, opts string) {
+	t.Helper()
+	data, err := os.ReadFile(procMountinfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		// ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if sep < 6 || sep+1 >= len(f) || unescapeMountinfo(f[4]) != real {
+			continue
+		}
+		return f[sep+1], f[5]
+	}
+	t.Fatalf("%s is not in %s", real, procMountinfo)
+	return "", ""
 }
