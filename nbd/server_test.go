@@ -1,0 +1,242 @@
+package nbd
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestShutdownFinishesInFlight holds a read inside ReadAt, shuts down,
+// and checks that the read is still answered before the connection closes,
+// and that nothing new is accepted.
+func TestShutdownFinishesInFlight(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, "unix", ts.sock)
+	rc.open("gate", false, false)
+	rc.sendReq(0, cmdRead, 42, 0x5000, 4096, nil)
+	<-ts.gate.entered
+	idle := dialRaw(t, "tcp", ts.tcp) // a connection still in its handshake
+	idle.read(handshakeLen)
+
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	idle.expectClosed()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while a read was in flight", err)
+	default:
+	}
+	close(ts.gate.gate)
+	rc.expectSimple(42, 0)
+	if !bytes.Equal(rc.read(4096), smallImage().data[0x5000:0x6000]) {
+		t.Fatal("in-flight read: wrong data")
+	}
+	rc.expectClosed()
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if c, err := net.Dial("unix", ts.sock); err == nil {
+		c.Close()
+		t.Fatal("a connection was accepted after Shutdown")
+	}
+	if !strings.Contains(ts.log.String(), `export=gate description="test image (commit 0123456789abcdef)" end="server shutdown"`) {
+		t.Errorf("log:\n%s", ts.log.String())
+	}
+}
+
+// TestServeContextCancel checks that cancelling Serve's context stops it
+// with nil after its connections close.
+func TestServeContextCancel(t *testing.T) {
+	srv := &Server{
+		Resolve: func(ctx context.Context, name string) (*Export, error) {
+			return &Export{Image: smallImage()}, nil
+		},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, l) }()
+	rc := dialRaw(t, "tcp", l.Addr().String())
+	rc.open("", true, false)
+	rc.sendReq(0, cmdRead, 1, 0, 16, nil)
+	if data, errno, _ := rc.structuredRead(1, 0, 16); errno != 0 || !bytes.Equal(data, smallImage().data[:16]) {
+		t.Fatalf("read: error %d", errno)
+	}
+	cancel()
+	rc.expectClosed()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestPinning checks that a connection resolves a name once (INFO, SET_META
+// and GO see one image), that a new connection resolves again, that every
+// resolved export is released, and the per-connection log line.
+func TestPinning(t *testing.T) {
+	var resolves, releases atomic.Int64
+	logs := &syncBuffer{}
+	srv := &Server{
+		Resolve: func(ctx context.Context, name string) (*Export, error) {
+			if name != "moving" && name != "other" {
+				return nil, ErrUnknownExport
+			}
+			n := resolves.Add(1)
+			// Every resolution sees a "new commit": another size.
+			return &Export{Name: name, Description: fmt.Sprintf("commit %d", n),
+				Image:   newMemImage(4096*n, uint64(n), nil),
+				Release: func() { releases.Add(1) }}, nil
+		},
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, l) }()
+
+	rc := dialRaw(t, "tcp", l.Addr().String())
+	rc.greet(clientFlagFixedNewstyle)
+	rc.sendOpt(optInfo, infoData("moving"))
+	size1, flags1 := rc.infoReplies(optInfo)
+	rc.sendOpt(optInfo, infoData("other"))
+	rc.infoReplies(optInfo)
+	rc.sendOpt(optStructuredReply, nil)
+	rc.expectOpt(optStructuredReply, repAck)
+	rc.sendOpt(optSetMetaContext, metaData("moving", metaContextBaseAlloc))
+	rc.expectOpt(optSetMetaContext, repMetaContext)
+	rc.expectOpt(optSetMetaContext, repAck)
+	rc.sendOpt(optInfo, infoData("moving"))
+	size2, flags2 := rc.infoReplies(optInfo)
+	rc.sendOpt(optGo, infoData("moving"))
+	size3, flags3 := rc.infoReplies(optGo)
+	if size1 != 4096 || size2 != size1 || size3 != size1 || flags2 != flags3 || flags1|tflagSendDF != flags2 {
+		t.Fatalf("sizes %d %d %d flags %#x %#x %#x", size1, size2, size3, flags1, flags2, flags3)
+	}
+	rc.sendReq(0, cmdRead, 1, 0, 4096, nil)
+	rc.structuredRead(1, 0, 4096)
+	rc.sendReq(0, cmdBlockStatus, 2, 0, 4096, nil)
+	if c := rc.readChunk(); c.typ != replyTypeBlockStatus {
+		t.Fatalf("block status after pinned SET_META_CONTEXT: %+v", c)
+	}
+	if got := releases.Load(); got != 1 {
+		t.Errorf("%d exports released after GO, want 1 (the unused \"other\")", got)
+	}
+
+	rc2 := dialRaw(t, "tcp", l.Addr().String())
+	if size, _ := rc2.open("moving", false, false); size != 3*4096 {
+		t.Errorf("new connection: size %d, want %d", size, 3*4096)
+	}
+	rc.sendReq(0, cmdDisc, 3, 0, 0, nil)
+	rc.expectClosed()
+	rc2.sendReq(0, cmdDisc, 3, 0, 0, nil)
+	rc2.expectClosed()
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if resolves.Load() != 3 || releases.Load() != 3 {
+		t.Errorf("%d resolves, %d releases, want 3 and 3", resolves.Load(), releases.Load())
+	}
+	line := regexp.MustCompile(`level=INFO msg="nbd connection closed" peer=tcp:127\.0\.0\.1:\d+ requests=3 bytes=4096 duration=\S+ export=moving description="commit 1" end="client disconnect"`)
+	if !line.MatchString(logs.String()) {
+		t.Errorf("no connection log line matching %s in:\n%s", line, logs.String())
+	}
+}
+
+// fuzzSeeds are valid client byte streams.
+func fuzzSeeds() [][]byte {
+	flags := be.AppendUint32(nil, clientFlagFixedNewstyle|clientFlagNoZeroes)
+	opt := func(b []byte, o uint32, data []byte) []byte {
+		b = be.AppendUint64(b, magicIHAVEOPT)
+		b = be.AppendUint32(b, o)
+		b = be.AppendUint32(b, uint32(len(data)))
+		return append(b, data...)
+	}
+	req := func(b []byte, fl, typ uint16, cookie, off uint64, n uint32) []byte {
+		b = be.AppendUint32(b, magicRequest)
+		b = be.AppendUint16(b, fl)
+		b = be.AppendUint16(b, typ)
+		b = be.AppendUint64(b, cookie)
+		b = be.AppendUint64(b, off)
+		return be.AppendUint32(b, n)
+	}
+	simple := opt(bytes.Clone(flags), optGo, infoData("", infoName, infoDescription, infoBlockSize))
+	simple = req(simple, 0, cmdRead, 1, 0x5000, 4096)
+	simple = req(simple, 0, cmdRead, 2, 0x10000, 0x40000)
+	simple = req(simple, 0, cmdDisc, 3, 0, 0)
+
+	structured := opt(bytes.Clone(flags), optStructuredReply, nil)
+	structured = opt(structured, optListMetaContext, metaData("", "base:"))
+	structured = opt(structured, optSetMetaContext, metaData("", metaContextBaseAlloc))
+	structured = opt(structured, optInfo, infoData(""))
+	structured = opt(structured, optGo, infoData(""))
+	structured = req(structured, 0, cmdBlockStatus, 1, 0, smallSize)
+	structured = req(structured, 0, cmdRead, 2, 0x8000, 0x40000)
+	structured = req(structured, cmdFlagDF, cmdRead, 3, 0x8000, 0x40000)
+	structured = req(structured, 0, cmdWrite, 4, 0, 4)
+	structured = append(structured, "abcd"...)
+	structured = req(structured, 0, cmdFlush, 5, 0, 0)
+	structured = req(structured, 0, cmdDisc, 6, 0, 0)
+
+	exportName := opt(be.AppendUint32(nil, 0), optExportName, []byte("small"))
+	exportName = req(exportName, 0, cmdRead, 1, 0, 512)
+
+	list := opt(bytes.Clone(flags), optList, nil)
+	list = opt(list, optStartTLS, nil)
+	list = opt(list, 99, []byte("xyz"))
+	list = opt(list, optAbort, nil)
+	return [][]byte{simple, structured, exportName, list}
+}
+
+// FuzzServer feeds arbitrary client bytes to ServeConn over net.Pipe: it
+// must neither panic nor hang, whatever the bytes.
+func FuzzServer(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add(s)
+	}
+	srv := &Server{
+		Resolve: func(ctx context.Context, name string) (*Export, error) {
+			switch name {
+			case "", "small":
+				return &Export{Name: name, Image: smallImage()}, nil
+			case "bad":
+				return &Export{Image: &failImage{memImage: smallImage(), from: failFrom, to: failTo}}, nil
+			}
+			return nil, ErrUnknownExport
+		},
+		List:             func() []string { return []string{"", "small", "bad"} },
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		HandshakeTimeout: time.Second,
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		sc, cc := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			srv.ServeConn(context.Background(), sc)
+			close(done)
+		}()
+		cc.SetDeadline(time.Now().Add(10 * time.Second))
+		go io.Copy(io.Discard, cc)
+		cc.Write(in) // fails if the server hangs up first
+		cc.Close()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("ServeConn did not return for input %x", in)
+		}
+	})
+}
