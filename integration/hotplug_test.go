@@ -292,3 +292,38 @@ func TestHotplugRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestSystemdUnit checks contrib/systemd/gitblk@.service with systemd's own
+// tools: `systemd-analyze verify` accepts it without a warning (with the
+// binary path pointed at the test build), and `systemd-analyze security`
+// rates its exposure at most maxExposure.
+func TestSystemdUnit(t *testing.T) {
+	// maxExposure is systemd-analyze's threshold: exposure level times ten.
+	const maxExposure = "20"
+	analyze := requireTool(t, "systemd-analyze", "systemd")
+	unit, err := os.ReadFile("../contrib/systemd/gitblk@.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const installedBin = "/usr/local/bin/gitblk"
+	if !strings.Contains(string(unit), "ExecStart="+installedBin+" serve ") {
+		t.Fatalf("the unit's ExecStart does not run %s serve", installedBin)
+	}
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "gitblk@.service"), strings.ReplaceAll(string(unit), installedBin, gitblkBin))
+
+	cmd := exec.Command(analyze, "verify", "--man=no", "./gitblk@site.service")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	cmd = exec.Command(analyze, "security", "--offline=yes", "--threshold="+maxExposure, "./gitblk@site.service")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze security: %v (exposure above %s/10?)\n%s", err, maxExposure, out)
+	}
+	if i := strings.Index(string(out), "Overall exposure level"); i >= 0 {
+		t.Logf("%s", strings.TrimSpace(string(out[i:])))
+	}
+}
