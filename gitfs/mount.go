@@ -248,7 +248,8 @@ func checkMountPoint(dir string) error {
 		return err
 	}
 	if mounted {
-		return fmt.Errorf("%w: %s", ErrMountPointMounted, dir)
+		return fmt.Errorf("%w: %s (if it is a gitblk mount whose process died, run fusermount3 -u %s)",
+			ErrMountPointMounted, dir, dir)
 	}
 	f, err := os.Open(dir)
 	if err != nil {

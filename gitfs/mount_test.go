@@ -979,3 +979,73 @@ func mountinfoOf(t *testing.T, dir string) (fstype, opts string) {
 	t.Fatalf("%s is not in %s", real, procMountinfo)
 	return "", ""
 }
+
+// deadMountEnv names the directory a helper process mounts and then
+// abandons by exiting, leaving a dead FUSE mount behind.
+const deadMountEnv = "GITFS_TEST_DEAD_MOUNT"
+
+// TestMountHelperDeadMount is not a test: run by TestMountPointDead in a
+// child process, it mounts and exits without unmounting.
+func TestMountHelperDeadMount(t *testing.T) {
+	dir := os.Getenv(deadMountEnv)
+	if dir == "" {
+		return // only meaningful as TestMountPointDead's child process
+	}
+	if _, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mapBlobs{}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// TestMountPointDead checks that a mount point left behind by a server
+// that died is refused with advice, not mistaken for a missing directory.
+func TestMountPointDead(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMountHelperDeadMount$")
+	cmd.Env = append(os.Environ(), deadMountEnv+"="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper process: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput(); err != nil {
+			t.Errorf("fusermount3 -u on the dead mount: %v\n%s", err, out)
+		}
+		if isMounted(t, dir) {
+			t.Errorf("%s still mounted", dir)
+		}
+	})
+	if !isMounted(t, dir) {
+		t.Fatalf("%s not mounted after the helper process exited", dir)
+	}
+	if _, err := os.ReadDir(dir); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("listing a dead mount: %v, want ENOTCONN (is the mount dead?)", err)
+	}
+	_, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mapBlobs{}})
+	if !errors.Is(err, ErrMountPointMounted) || !strings.Contains(err.Error(), "fusermount3 -u") {
+		t.Errorf("Mount on a dead mount: %v, want ErrMountPointMounted advising fusermount3 -u", err)
+	}
+}
+
+// TestMountUnmountBusy checks that Unmount fails while a file is open,
+// leaves the mount working, and succeeds once the file is closed.
+func TestMountUnmountBusy(t *testing.T) {
+	r := newTestRepo(t)
+	dir, m := mountTest(t, repoConfig(t, r, nil))
+	f, err := os.Open(filepath.Join(dir, "tree", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unmount(); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("Unmount with a file open: %v, want an error naming %s", err, dir)
+	}
+	got, err := io.ReadAll(f)
+	f.Close()
+	if err != nil || string(got) != "# test\n" {
+		t.Errorf("reading after a failed Unmount: %q, %v", got, err)
+	}
+	if err := m.Unmount(); err != nil {
+		t.Errorf("Unmount after closing: %v", err)
+	}
+}
