@@ -129,11 +129,9 @@ func (h *tarHeader) marshal(b []byte) {
 	octal(b[tarDevminorOff:tarDevminorOff+tarDevminorLen], 0)
 	copy(b[tarPrefixOff:tarPrefixOff+tarPrefixLen], h.prefix)
 	// The checksum counts its own field as spaces.
+	copy(b[tarChksumOff:tarChksumOff+tarChksumLen], "        ")
 	sum := int64(0)
-	for i, c := range b[:tarBlockSize] {
-		if i >= tarChksumOff && i < tarChksumOff+tarChksumLen {
-			c = ' '
-		}
+	for _, c := range b[:tarBlockSize] {
 		sum += int64(c)
 	}
 	octal(b[tarChksumOff:tarChksumOff+tarChksumLen], sum)
@@ -142,7 +140,8 @@ func (h *tarHeader) marshal(b []byte) {
 // octal writes v as len(field)-1 zero-padded octal digits and a NUL.
 // Callers keep v in range (sizes and times are clamped before).
 func octal(field []byte, v int64) {
-	s := strconv.FormatInt(v, 8)
+	var buf [24]byte
+	s := strconv.AppendInt(buf[:0], v, 8)
 	digits := len(field) - 1
 	for i := 0; i < digits-len(s); i++ {
 		field[i] = '0'
