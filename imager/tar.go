@@ -19,19 +19,20 @@ package imager
 //     prefix and the name where git splits them, else a pax "path" record and
 //     the name "<object id>.data"; symlink targets over 100 bytes in a pax
 //     "linkpath" record with the link name "see <object id>.paxheader";
-//     files over 8 GiB - 1 with a pax "size" record and size 0 in the header.
-//     A pax extended header is named "<object id>.paxheader"; for a directory
+//     files over 8 GiB - 1 with a pax "size" record and size 0 in the header
+//     (as git's source does; not run against git in the tests, which would
+//     need an 8 GiB blob). A pax extended header is named "<object id>.paxheader"; for a directory
 //     the object id is its tree id, so Entry.Blob of directories must hold it;
 //   - contents padded to 512 bytes, then two zero blocks.
 //
 // Not reproduced:
 //   - git's padding of the archive to a 10240-byte record: the image ends
 //     with zeros up to the next 4 KiB boundary instead (MirageOS's blkfront
-//     cannot read a partial 4 KiB sector), so the image is a prefix of git's
-//     output or git's output is a prefix of the image, depending on the size;
+//     cannot read a partial 4 KiB sector). Both are zeros after the end
+//     blocks: only their lengths differ;
 //   - the export-subst attribute: files are served as stored in git, the
 //     $Format:...$ placeholders are not expanded, so such a file differs from
-//     git archive's (content and size). Likewise any conversion git archive
+//     git archive's (content and size; TestTarExportSubstNotExpanded). Likewise any conversion git archive
 //     applies from .gitattributes (eol/text, ident, filter drivers): blobs are
 //     served raw, as with no attributes;
 //   - tar.umask and other git configuration: the default umask 002 is used;
@@ -42,7 +43,7 @@ package imager
 //
 // MirageOS's tar reader asserts that an extended header's data is at most
 // 512 bytes: such entries (paths over about 500 bytes that cannot be split,
-// long symlink targets) are kept, so the image stays identical to git's, and
+// symlink targets over about 500 bytes) are kept, so the image stays identical to git's, and
 // reported as Warnings naming the path.
 
 import (

@@ -631,3 +631,28 @@ func TestTarExtentTable(t *testing.T) {
 		t.Errorf("extent table:\n got %v\nwant %v", got, want)
 	}
 }
+
+// TestTarExportSubstNotExpanded pins the documented difference from git
+// archive: a file marked export-subst is served as stored in git, with its
+// $Format:...$ placeholder, where git archive expands it.
+func TestTarExportSubstNotExpanded(t *testing.T) {
+	r := newGitRepo(t)
+	raw := "commit $Format:%H$\n"
+	commit := r.commitFiles([]memFile{
+		{Path: ".gitattributes", Kind: KindFile, Data: []byte("version.txt export-subst\n")},
+		{Path: "version.txt", Kind: KindFile, Data: []byte(raw)},
+	})
+	tree, blobs := r.tree(commit)
+	l, _, err := BuildTar(tree, blobs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ours := tarEntries(t, readImage(t, l))
+	_, gits := tarEntries(t, r.archive(commit))
+	if string(ours["version.txt"]) != raw {
+		t.Errorf("image: version.txt = %q, want the blob as stored, %q", ours["version.txt"], raw)
+	}
+	if want := "commit " + commit + "\n"; string(gits["version.txt"]) != want {
+		t.Errorf("git archive: version.txt = %q, want %q (git expands export-subst)", gits["version.txt"], want)
+	}
+}
