@@ -172,7 +172,7 @@ func parseGuestSums(console string) (map[string]string, error) {
 }
 
 // TestGuestReadsExport boots a Linux guest under QEMU with gitblk serve as its
-// virtio disk, once per format, and checks the guest reads every file of the
+// virtio disk, once per format (and FAT with 4 KiB sectors), and checks the guest reads every file of the
 // commit with git's exact content and no extra file.
 func TestGuestReadsExport(t *testing.T) {
 	qemu := requireTool(t, "qemu-system-x86_64", "qemu-system-x86")
@@ -180,10 +180,18 @@ func TestGuestReadsExport(t *testing.T) {
 	repo := newRepo(t, guestFiles())
 	want := gitFileHashes(t, repo, "main")
 
-	for _, format := range []string{"tar", "fat"} {
-		t.Run(format, func(t *testing.T) {
-			sock, _ := startServe(t, repo, "main")
-			console := bootGuest(t, qemu, kernel, initrd, sock, format, format)
+	for _, tc := range []struct {
+		name, export string
+		serveArgs    []string
+	}{
+		{"tar", "tar", nil},
+		{"fat", "fat", nil},
+		// 4 KiB FAT sectors are the option meant for Mirage on Xen.
+		{"fat-4k-sectors", "fat", []string{"--sector-size", "4096"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock, _ := startServe(t, append(tc.serveArgs, repo, "main")...)
+			console := bootGuest(t, qemu, kernel, initrd, sock, tc.export, tc.export)
 			got, err := parseGuestSums(console)
 			if err != nil {
 				t.Fatalf("%v\nconsole:\n%s", err, console)
