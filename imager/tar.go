@@ -288,7 +288,7 @@ func tarEntryHeader(e *Entry, mtime int64, hdr []byte) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("imager: tar: %s: unsupported entry kind %v", e.Path, e.Kind)
 	}
-	if e.Size < 0 {
+	if h.size < 0 {
 		return nil, fmt.Errorf("imager: tar: %s: negative size %d", e.Path, e.Size)
 	}
 	var ext []byte
