@@ -203,6 +203,8 @@ type fatNode struct {
 	parent   *fatNode
 	children []*fatNode
 	entries  int    // directories: 32-byte entries, dots and LFNs included
+	mirage   string // why MirageOS's reader cannot look this name up, or ""
+	mirageOK bool   // stored as the 8.3 name Mirage looks it up by
 	cluster  uint32 // first cluster, 0 for empty files and the FAT16 root
 	clusters int64
 }
@@ -249,7 +251,27 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	default:
 		return nil, nil, fmt.Errorf("imager: fat: FAT type %d not supported (want 16 or 32)", opts.FATType)
 	}
+	if !g.fat32 {
+		// The image is for Mirage: say which names it cannot look up.
+		for _, n := range all[1:] {
+			switch {
+			case n.mirage != "":
+				warns = append(warns, Warning{Path: n.path, Msg: n.mirage})
+			case !isASCII(n.name) && !n.mirageOK:
+				warns = append(warns, Warning{Path: n.path, Msg: "non-ASCII name: MirageOS's FAT reader converts looked-up names to UTF-16 byte by byte and will not find it (Linux and mtools will)"})
+			}
+		}
+	}
 	return g.layout(root, all, tree, blobs), warns, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // fatTree builds the node tree, checks names and sizes FAT cannot hold
@@ -409,21 +431,85 @@ func shortBasis(name string) (base, ext string) {
 	return base, ext
 }
 
-// assignShortNames gives every child of d a unique 8.3 name: names that
-// are valid 8.3 names once upper-cased keep them; the others get
-// BASIS~N.EXT with the lowest N free, in tree order.
+// mirageShortName returns the 8.3 name MirageOS's FAT reader (ocaml-fat)
+// compares a looked-up name with, when it takes the name for a DOS name:
+// every byte in A-Z, 0-9, space, !#$%&'()-@^_`{}~ or >= 0x80, one or two
+// non-empty dot-separated parts of at most 8 and 3 bytes. Mirage then
+// matches that name against the 8.3 entry only, never the long name, so
+// such a name must be stored as its own 8.3 name. ok is false when the name
+// is not such a DOS name, or when its 8.3 form is not storable (a part
+// starting or ending with a space).
+func mirageShortName(name string) (s [11]byte, dosName, ok bool) {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c != '.' && c != ' ' && c < 0x80 && !validShortChar(c) {
+			return s, false, false
+		}
+	}
+	var parts []string
+	for _, p := range strings.Split(name, ".") {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	switch {
+	case len(parts) == 1 && len(parts[0]) <= 8:
+		parts = append(parts, "")
+	case len(parts) == 2 && len(parts[0]) <= 8 && len(parts[1]) <= 3:
+	default:
+		return s, false, false
+	}
+	for _, p := range parts {
+		if strings.HasPrefix(p, " ") || strings.HasSuffix(p, " ") {
+			return s, true, false
+		}
+	}
+	copy(s[:], "           ")
+	copy(s[:8], parts[0])
+	copy(s[8:], parts[1])
+	if s[0] == 0xE5 {
+		s[0] = 0x05 // 0xE5 marks a deleted entry; readers map 0x05 back
+	}
+	return s, true, true
+}
+
+// assignShortNames gives every child of d a unique 8.3 name, in three
+// passes so that the names that need a particular 8.3 name get it:
+//  1. names MirageOS looks up by their 8.3 name only (see mirageShortName)
+//     get exactly that name; a second such name mapping to the same 8.3
+//     name cannot be told apart by Mirage (noted in mirage);
+//  2. names that are valid 8.3 names once upper-cased ("readme.txt") get
+//     the upper-cased name, as Windows and Linux would;
+//  3. the others get BASIS~N.EXT with the lowest N free, in tree order
+//     (deterministic; Windows switches to hashed aliases after ~4, Linux to
+//     random ones after ~9: neither is reproducible).
 func assignShortNames(d *fatNode) {
 	used := make(map[[11]byte]bool, len(d.children))
-	exact := make([]bool, len(d.children))
+	done := make([]bool, len(d.children))
 	for i, c := range d.children {
+		s, dosName, ok := mirageShortName(c.name)
+		switch {
+		case ok && !used[s]:
+			c.short, done[i], c.mirageOK = s, true, true
+			used[s] = true
+		case ok:
+			c.mirage = "MirageOS's FAT reader looks this name up by its 8.3 name, which another entry of the directory already has: it would find that entry"
+		case dosName:
+			c.mirage = "MirageOS's FAT reader looks this name up by its 8.3 name, which FAT cannot store (a part starts or ends with a space): it will not find it"
+		}
+	}
+	for i, c := range d.children {
+		if done[i] {
+			continue
+		}
 		if s, ok := exactShortName(c.name); ok && !used[s] {
-			c.short, exact[i] = s, true
+			c.short, done[i] = s, true
 			used[s] = true
 		}
 	}
 	next := map[string]int{} // basis -> next N to try, so many similar names stay linear
 	for i, c := range d.children {
-		if exact[i] {
+		if done[i] {
 			continue
 		}
 		base, ext := shortBasis(c.name)

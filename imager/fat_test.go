@@ -731,3 +731,63 @@ func FuzzFAT(f *testing.F) {
 		}
 	})
 }
+
+// TestFATMirageNames: names MirageOS looks up by their 8.3 name only are
+// stored as exactly that 8.3 name (ocaml-fat's fat_name.ml name_match);
+// names it cannot find are reported.
+func TestFATMirageNames(t *testing.T) {
+	m := newFmem().
+		file("MY FILE.TXT", "space inside").
+		file(".PROFILE", "leading dot").
+		file("PROFILE", "clashes with .PROFILE's 8.3 name").
+		file("CAFÉ.TXT", "bytes >= 0x80 are DOS characters for Mirage").
+		file("naïve.txt", "non-ASCII long name").
+		file("A..B", "empty parts dropped").
+		file("lower.txt", "long name lookup")
+	tr := m.tree()
+	img, _, _, items := buildFATFile(t, tr, m.blobs, Options{}, 0)
+	short := map[string]string{}
+	for _, it := range items {
+		short[it.path] = it.short
+	}
+	for name, want := range map[string]string{
+		"MY FILE.TXT": "MY FILE.TXT",
+		".PROFILE":    "PROFILE",
+		"CAFÉ.TXT":    "CAFÉ.TXT",
+		"A..B":        "A.B",
+		"lower.txt":   "LOWER.TXT",
+	} {
+		if short[name] != want {
+			t.Errorf("8.3 name of %q = %q, want %q", name, short[name], want)
+		}
+	}
+	if short["PROFILE"] == "PROFILE" {
+		t.Error("PROFILE shares its 8.3 name")
+	}
+	runFsck(t, img)
+	files, dirs := expected(t, tr, m.blobs)
+	mcopyAll(t, img, files, dirs)
+	_, warns, err := BuildFAT(tr, m.blobs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 2 || !warned(warns, "PROFILE", "another entry") || !warned(warns, "naïve.txt", "non-ASCII") {
+		t.Errorf("warnings: %v", warns)
+	}
+	// FAT32 images are not for Mirage: no such warnings.
+	if _, warns, _ = BuildFAT(tr, m.blobs, Options{FATType: 32}); len(warns) != 0 {
+		t.Errorf("FAT32 warnings: %v", warns)
+	}
+}
+
+// TestFATEmptyTree: a commit with no files still makes a valid volume.
+func TestFATEmptyTree(t *testing.T) {
+	for _, opts := range []Options{{}, {FATType: 32}} {
+		tr := &Tree{CommitID: strings.Repeat("a", 40), Time: testTime}
+		img, _, _, items := buildFATFile(t, tr, fblobs{}, opts, 0)
+		if len(items) != 0 {
+			t.Errorf("items %v", items)
+		}
+		runFsck(t, img)
+	}
+}
