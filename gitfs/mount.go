@@ -38,10 +38,10 @@ const (
 	// mountBlockSize is the st_blksize reported: the page size, what the
 	// kernel reads ahead in.
 	mountBlockSize = 4096
-	// statBlockUnit is the unit of st_blocks, fixed by stat(2).
-	statBlockUnit = 512
-	// nameMax is the longest file name the kernel passes (NAME_MAX).
-	nameMax = 255
+	// mntStatBlock is the unit of st_blocks, fixed by stat(2).
+	mntStatBlock = 512
+	// mntNameMax is the longest file name the kernel passes (NAME_MAX).
+	mntNameMax = 255
 	// devFUSE is the FUSE device every mount needs.
 	devFUSE = "/dev/fuse"
 	// procMountinfo lists this process's mounts.
@@ -108,7 +108,7 @@ func Mount(dir string, cfg MountConfig) (*Mounted, error) {
 	}
 	names := make([]string, 0, len(cfg.Images))
 	for name, img := range cfg.Images {
-		if !validName(name) || name == mountTreeName || name == mountCommitName {
+		if !mntValidName(name) || name == mountTreeName || name == mountCommitName {
 			return nil, fmt.Errorf("%w: image name %q", ErrMountConfig, name)
 		}
 		if img == nil || img.Size() < 0 {
@@ -295,7 +295,7 @@ func unescapeMountinfo(s string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+		if s[i] == '\\' && i+3 < len(s) && mntIsOctal(s[i+1]) && mntIsOctal(s[i+2]) && mntIsOctal(s[i+3]) {
 			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
 			i += 3
 			continue
@@ -305,11 +305,11 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+func mntIsOctal(c byte) bool { return c >= '0' && c <= '7' }
 
-// validName reports whether name can be a file name in a directory.
-func validName(name string) bool {
-	return name != "" && name != "." && name != ".." && len(name) <= nameMax &&
+// mntValidName reports whether name can be a file name in a directory.
+func mntValidName(name string) bool {
+	return name != "" && name != "." && name != ".." && len(name) <= mntNameMax &&
 		!strings.ContainsAny(name, "/\x00")
 }
 
@@ -336,8 +336,8 @@ func newMountIndex(entries []imager.Entry, inoBase uint64) *mntIndex {
 	dirOf := map[string]int{"": -1} // directory path -> entry index; only while building
 	for i := range entries {
 		e := &entries[i]
-		parent, base := splitPath(e.Path)
-		if !validName(base) {
+		parent, base := mntSplitPath(e.Path)
+		if !mntValidName(base) {
 			idx.warn(e.Path, "not a valid file name")
 			continue
 		}
@@ -365,7 +365,7 @@ func newMountIndex(entries []imager.Entry, inoBase uint64) *mntIndex {
 				idx.warn(entries[c].Path, "listed twice")
 				continue
 			}
-			if isDirKind(entries[c].Kind) {
+			if mntIsDir(entries[c].Kind) {
 				subdirs++
 			}
 			out = append(out, c)
@@ -381,7 +381,7 @@ func (idx *mntIndex) warn(path, msg string) {
 
 // name is the base name of entry i.
 func (idx *mntIndex) name(i int32) string {
-	_, base := splitPath(idx.entries[i].Path)
+	_, base := mntSplitPath(idx.entries[i].Path)
 	return base
 }
 
@@ -397,17 +397,17 @@ func (idx *mntIndex) lookup(d int, name string) (int32, bool) {
 
 func (idx *mntIndex) ino(i int32) uint64 { return idx.inoBase + uint64(i) }
 
-func splitPath(p string) (parent, base string) {
+func mntSplitPath(p string) (parent, base string) {
 	if i := strings.LastIndexByte(p, '/'); i >= 0 {
 		return p[:i], p[i+1:]
 	}
 	return "", p
 }
 
-func isDirKind(k imager.Kind) bool { return k == imager.KindDir || k == imager.KindSubmodule }
+func mntIsDir(k imager.Kind) bool { return k == imager.KindDir || k == imager.KindSubmodule }
 
-// fileMode is the st_mode of an entry.
-func fileMode(k imager.Kind) uint32 {
+// mntMode is the st_mode of an entry.
+func mntMode(k imager.Kind) uint32 {
 	switch k {
 	case imager.KindDir, imager.KindSubmodule:
 		return syscall.S_IFDIR | 0o755
@@ -434,7 +434,7 @@ func (f *mntFS) setAttr(a *fuse.Attr, ino uint64, mode uint32, size int64, nlink
 	a.Ino = ino
 	a.Mode = mode
 	a.Size = uint64(size)
-	a.Blocks = (uint64(size) + statBlockUnit - 1) / statBlockUnit
+	a.Blocks = (uint64(size) + mntStatBlock - 1) / mntStatBlock
 	a.Blksize = mountBlockSize
 	a.Nlink = nlink
 	t := f.time
@@ -474,9 +474,9 @@ func (f *mntFS) read(what string, size int64, readAt func([]byte, int64) (int, e
 	return fuse.ReadResultData(want), 0
 }
 
-// openReadOnly refuses opening for writing; content may stay in the page
+// mntOpen refuses opening for writing; content may stay in the page
 // cache across opens since it never changes.
-func openReadOnly(flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func mntOpen(flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
@@ -670,7 +670,7 @@ func (d *mntDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 func (f *mntFS) child(ctx context.Context, parent *fs.Inode, i int32, out *fuse.EntryOut) *fs.Inode {
 	e := &f.idx.entries[i]
 	ino := f.idx.ino(i)
-	mode := fileMode(e.Kind)
+	mode := mntMode(e.Kind)
 	var node fs.InodeEmbedder
 	switch e.Kind {
 	case imager.KindDir, imager.KindSubmodule:
@@ -719,7 +719,7 @@ func (s *mntDirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.
 	s.next++
 	return &fuse.DirEntry{
 		Name: idx.name(i),
-		Mode: fileMode(idx.entries[i].Kind) & syscall.S_IFMT,
+		Mode: mntMode(idx.entries[i].Kind) & syscall.S_IFMT,
 		Ino:  idx.ino(i),
 		Off:  uint64(s.next),
 	}, 0
@@ -763,13 +763,13 @@ var (
 // Getattr reports the file's mode and size.
 func (n *mntFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	e := &n.fs.idx.entries[n.idx]
-	n.fs.setAttr(&out.Attr, n.fs.idx.ino(n.idx), fileMode(e.Kind), e.Size, 1)
+	n.fs.setAttr(&out.Attr, n.fs.idx.ino(n.idx), mntMode(e.Kind), e.Size, 1)
 	return 0
 }
 
 // Open allows reading only; the page cache is kept across opens.
 func (n *mntFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return openReadOnly(flags)
+	return mntOpen(flags)
 }
 
 // Read reads the blob range straight into the kernel's buffer.
@@ -797,7 +797,7 @@ var (
 // Getattr reports the link; its size is the target's length.
 func (n *mntLink) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	e := &n.fs.idx.entries[n.idx]
-	n.fs.setAttr(&out.Attr, n.fs.idx.ino(n.idx), fileMode(e.Kind), int64(len(e.Target)), 1)
+	n.fs.setAttr(&out.Attr, n.fs.idx.ino(n.idx), mntMode(e.Kind), int64(len(e.Target)), 1)
 	return 0
 }
 
@@ -833,7 +833,7 @@ func (n *mntImage) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 
 // Open allows reading only; the page cache is kept across opens.
 func (n *mntImage) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return openReadOnly(flags)
+	return mntOpen(flags)
 }
 
 // Read reads image bytes straight into the kernel's buffer.
@@ -866,7 +866,7 @@ func (n *mntBytes) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 
 // Open allows reading only.
 func (n *mntBytes) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return openReadOnly(flags)
+	return mntOpen(flags)
 }
 
 // Read copies from the held bytes.

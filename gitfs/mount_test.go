@@ -26,13 +26,13 @@ import (
 	"github.com/gitblk/gitblk/imager"
 )
 
-// capSysAdmin is the bit of CAP_SYS_ADMIN in /proc/self/status's CapEff.
-const capSysAdmin = 21
+// mntCapSysAdmin is the bit of CAP_SYS_ADMIN in /proc/self/status's CapEff.
+const mntCapSysAdmin = 21
 
-// requireFUSE skips the test when FUSE cannot be mounted here at all (no
+// mntRequireFUSE skips the test when FUSE cannot be mounted here at all (no
 // /dev/fuse, or no permission to mount), and fails it when a tool that the
 // fuse3 package provides is missing.
-func requireFUSE(t *testing.T) {
+func mntRequireFUSE(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat(devFUSE); err != nil {
 		t.Skipf("no FUSE here: %v (the kernel or container provides no %s)", err, devFUSE)
@@ -42,7 +42,7 @@ func requireFUSE(t *testing.T) {
 		t.Fatalf("fusermount3 not found: install the Debian package fuse3")
 	}
 	if os.Geteuid() == 0 {
-		if !hasCapSysAdmin(t) {
+		if !mntHasCapSysAdmin(t) {
 			t.Skip("mounting is not permitted: root without CAP_SYS_ADMIN")
 		}
 		return
@@ -53,7 +53,7 @@ func requireFUSE(t *testing.T) {
 	}
 }
 
-func hasCapSysAdmin(t *testing.T) bool {
+func mntHasCapSysAdmin(t *testing.T) bool {
 	t.Helper()
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -65,15 +65,15 @@ func hasCapSysAdmin(t *testing.T) bool {
 			if err != nil {
 				t.Fatalf("parsing CapEff %q: %v", v, err)
 			}
-			return caps&(1<<capSysAdmin) != 0
+			return caps&(1<<mntCapSysAdmin) != 0
 		}
 	}
 	t.Fatal("no CapEff line in /proc/self/status")
 	return false
 }
 
-// gitRun runs git in dir and returns its stdout.
-func gitRun(t *testing.T, dir string, args ...string) []byte {
+// mntGit runs git in dir and returns its stdout.
+func mntGit(t *testing.T, dir string, args ...string) []byte {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Fatal("git not found: install the Debian package git")
@@ -94,45 +94,45 @@ func gitRun(t *testing.T, dir string, args ...string) []byte {
 	return out
 }
 
-// testRepo is a git repository made for a test, and its commit as a Tree.
-type testRepo struct {
+// mntRepo is a git repository made for a test, and its commit as a Tree.
+type mntRepo struct {
 	dir    string
 	commit string
 	tree   *imager.Tree
-	blobs  mapBlobs
+	blobs  mntBlobs
 }
 
 // Names that test what a filesystem must carry through.
 var (
-	longName     = strings.Repeat("long-name-", 25) + "12345" // NAME_MAX (255) bytes
-	nonASCIIName = "héllo wörld ✓ 日本.txt"
+	mntLongName     = strings.Repeat("long-name-", 25) + "12345" // NAME_MAX (255) bytes
+	mntNonASCIIName = "héllo wörld ✓ 日本.txt"
 )
 
-// newTestRepo makes a repository with nested directories, long and
+// newMntRepo makes a repository with nested directories, long and
 // non-ASCII names, empty files, an executable, symlinks and a submodule,
 // and reads its HEAD commit back with git ls-tree and git cat-file.
-func newTestRepo(t *testing.T) *testRepo {
+func newMntRepo(t *testing.T) *mntRepo {
 	t.Helper()
 	dir := t.TempDir()
-	gitRun(t, dir, "init", "-q", "-b", "main")
+	mntGit(t, dir, "init", "-q", "-b", "main")
 	rng := rand.New(rand.NewPCG(1, 2))
 	big := make([]byte, 300<<10+123) // spans several FUSE reads
 	for i := range big {
 		big[i] = byte(rng.Uint32())
 	}
 	files := map[string][]byte{
-		"README.md":          []byte("# test\n"),
-		"empty":              nil,
-		"a/b/c/deep.txt":     []byte("deep\n"),
-		"a/b/c/empty-too":    nil,
-		"a/b/sibling.txt":    []byte("sibling\n"),
-		"a/x.txt":            []byte("x\n"),
-		"a.txt":              []byte("a dot txt, sorts before a/ in git\n"),
-		"dir with spaces/f":  []byte("spaces\n"),
-		"big.bin":            big,
-		nonASCIIName:         []byte("non-ascii\n"),
-		"nested/" + longName: []byte("long\n"),
-		"bin/run.sh":         []byte("#!/bin/sh\necho hi\n"),
+		"README.md":             []byte("# test\n"),
+		"empty":                 nil,
+		"a/b/c/deep.txt":        []byte("deep\n"),
+		"a/b/c/empty-too":       nil,
+		"a/b/sibling.txt":       []byte("sibling\n"),
+		"a/x.txt":               []byte("x\n"),
+		"a.txt":                 []byte("a dot txt, sorts before a/ in git\n"),
+		"dir with spaces/f":     []byte("spaces\n"),
+		"big.bin":               big,
+		mntNonASCIIName:         []byte("non-ascii\n"),
+		"nested/" + mntLongName: []byte("long\n"),
+		"bin/run.sh":            []byte("#!/bin/sh\necho hi\n"),
 	}
 	for name, data := range files {
 		p := filepath.Join(dir, name)
@@ -151,25 +151,25 @@ func newTestRepo(t *testing.T) *testRepo {
 			t.Fatal(err)
 		}
 	}
-	gitRun(t, dir, "add", "-A")
-	gitRun(t, dir, "update-index", "--add", "--cacheinfo", "160000,0123456789abcdef0123456789abcdef01234567,sub")
-	gitRun(t, dir, "commit", "-q", "-m", "test")
-	r := &testRepo{dir: dir, commit: strings.TrimSpace(string(gitRun(t, dir, "rev-parse", "HEAD")))}
-	r.tree, r.blobs = readGitTree(t, dir, r.commit)
+	mntGit(t, dir, "add", "-A")
+	mntGit(t, dir, "update-index", "--add", "--cacheinfo", "160000,0123456789abcdef0123456789abcdef01234567,sub")
+	mntGit(t, dir, "commit", "-q", "-m", "test")
+	r := &mntRepo{dir: dir, commit: strings.TrimSpace(string(mntGit(t, dir, "rev-parse", "HEAD")))}
+	r.tree, r.blobs = mntReadGitTree(t, dir, r.commit)
 	return r
 }
 
-// readGitTree lists commit's tree with `git ls-tree -r -t -l -z` and reads
+// mntReadGitTree lists commit's tree with `git ls-tree -r -t -l -z` and reads
 // every blob with `git cat-file`.
-func readGitTree(t *testing.T, dir, commit string) (*imager.Tree, mapBlobs) {
+func mntReadGitTree(t *testing.T, dir, commit string) (*imager.Tree, mntBlobs) {
 	t.Helper()
-	ct, err := strconv.ParseInt(strings.TrimSpace(string(gitRun(t, dir, "show", "-s", "--format=%ct", commit))), 10, 64)
+	ct, err := strconv.ParseInt(strings.TrimSpace(string(mntGit(t, dir, "show", "-s", "--format=%ct", commit))), 10, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tree := &imager.Tree{CommitID: commit, Time: time.Unix(ct, 0)}
-	blobs := mapBlobs{}
-	out := gitRun(t, dir, "ls-tree", "-r", "-t", "-l", "-z", commit)
+	blobs := mntBlobs{}
+	out := mntGit(t, dir, "ls-tree", "-r", "-t", "-l", "-z", commit)
 	for rec := range strings.SplitSeq(strings.TrimSuffix(string(out), "\x00"), "\x00") {
 		meta, path, ok := strings.Cut(rec, "\t")
 		f := strings.Fields(meta)
@@ -187,7 +187,7 @@ func readGitTree(t *testing.T, dir, commit string) (*imager.Tree, mapBlobs) {
 		case "160000":
 			e.Kind = imager.KindSubmodule
 		case "100644", "100755", "120000":
-			data := gitRun(t, dir, "cat-file", "blob", f[2])
+			data := mntGit(t, dir, "cat-file", "blob", f[2])
 			blobs[id] = data
 			e.Size = int64(len(data))
 			e.Kind = map[string]imager.Kind{"100644": imager.KindFile, "100755": imager.KindExecutable, "120000": imager.KindSymlink}[f[0]]
@@ -202,10 +202,10 @@ func readGitTree(t *testing.T, dir, commit string) (*imager.Tree, mapBlobs) {
 	return tree, blobs
 }
 
-// mapBlobs is a BlobReader over blobs held in memory.
-type mapBlobs map[imager.BlobID][]byte
+// mntBlobs is a BlobReader over blobs held in memory.
+type mntBlobs map[imager.BlobID][]byte
 
-func (m mapBlobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
+func (m mntBlobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 	data, ok := m[id]
 	if !ok {
 		return 0, fmt.Errorf("blob %s not found", id)
@@ -213,16 +213,16 @@ func (m mapBlobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 	return bytes.NewReader(data).ReadAt(p, off)
 }
 
-// bytesImage is an Image over bytes in memory.
-type bytesImage []byte
+// mntBytesImage is an Image over bytes in memory.
+type mntBytesImage []byte
 
-func (b bytesImage) Size() int64 { return int64(len(b)) }
-func (b bytesImage) ReadAt(p []byte, off int64) (int, error) {
+func (b mntBytesImage) Size() int64 { return int64(len(b)) }
+func (b mntBytesImage) ReadAt(p []byte, off int64) (int, error) {
 	return bytes.NewReader(b).ReadAt(p, off)
 }
 
-// testLayout makes a Layout of a few MiB from data, zero and blob extents.
-func testLayout(t *testing.T, r *testRepo) *imager.Layout {
+// mntLayout makes a Layout of a few MiB from data, zero and blob extents.
+func mntLayout(t *testing.T, r *mntRepo) *imager.Layout {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(3, 4))
 	var b imager.Builder
@@ -243,8 +243,8 @@ func testLayout(t *testing.T, r *testRepo) *imager.Layout {
 	return b.Layout(r.blobs)
 }
 
-// imageBytes reads a whole Image.
-func imageBytes(t *testing.T, img imager.Image) []byte {
+// mntImageBytes reads a whole Image.
+func mntImageBytes(t *testing.T, img imager.Image) []byte {
 	t.Helper()
 	p := make([]byte, img.Size())
 	if _, err := img.ReadAt(p, 0); err != nil && err != io.EOF {
@@ -253,28 +253,28 @@ func imageBytes(t *testing.T, img imager.Image) []byte {
 	return p
 }
 
-// syncBuffer is a log sink safe for the FUSE server's goroutines.
-type syncBuffer struct {
+// mntLogBuffer is a log sink safe for the FUSE server's goroutines.
+type mntLogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *mntLogBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *mntLogBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
-// mountTest mounts cfg on a fresh directory and unmounts it at the end.
-func mountTest(t *testing.T, cfg MountConfig) (string, *Mounted) {
+// mountForTest mounts cfg on a fresh directory and unmounts it at the end.
+func mountForTest(t *testing.T, cfg MountConfig) (string, *Mounted) {
 	t.Helper()
-	requireFUSE(t)
+	mntRequireFUSE(t)
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -288,14 +288,14 @@ func mountTest(t *testing.T, cfg MountConfig) (string, *Mounted) {
 			t.Errorf("Unmount: %v", err)
 		}
 		m.Wait()
-		if isMounted(t, dir) {
+		if mntIsMounted(t, dir) {
 			t.Errorf("%s still mounted after Unmount", dir)
 		}
 	})
 	return dir, m
 }
 
-func repoConfig(t *testing.T, r *testRepo, log *slog.Logger) MountConfig {
+func mntConfig(t *testing.T, r *mntRepo, log *slog.Logger) MountConfig {
 	return MountConfig{
 		CommitID: r.commit,
 		Ref:      "refs/heads/main",
@@ -303,15 +303,15 @@ func repoConfig(t *testing.T, r *testRepo, log *slog.Logger) MountConfig {
 		Tree:     r.tree,
 		Blobs:    r.blobs,
 		Images: map[string]imager.Image{
-			"image.tar": testLayout(t, r),
-			"image.fat": bytesImage(bytes.Repeat([]byte("gitblk!\x00"), 1<<17)),
+			"image.tar": mntLayout(t, r),
+			"image.fat": mntBytesImage(bytes.Repeat([]byte("gitblk!\x00"), 1<<17)),
 		},
 		Logger: log,
 	}
 }
 
-// isMounted reports whether dir is a mount point, from /proc/self/mountinfo.
-func isMounted(t *testing.T, dir string) bool {
+// mntIsMounted reports whether dir is a mount point, from /proc/self/mountinfo.
+func mntIsMounted(t *testing.T, dir string) bool {
 	t.Helper()
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
@@ -325,14 +325,14 @@ func isMounted(t *testing.T, dir string) bool {
 }
 
 func TestMountTree(t *testing.T) {
-	r := newTestRepo(t)
-	dir, _ := mountTest(t, repoConfig(t, r, nil))
+	r := newMntRepo(t)
+	dir, _ := mountForTest(t, mntConfig(t, r, nil))
 	mtime := r.tree.Time
 
 	if fstype, opts := mountinfoOf(t, dir); fstype != "fuse.gitblk" || !slices.Contains(strings.Split(opts, ","), "ro") {
 		t.Errorf("mounted as %s with options %s, want fuse.gitblk, ro", fstype, opts)
 	}
-	rootNames := readDirNames(t, dir)
+	rootNames := mntDirNames(t, dir)
 	if want := []string{"COMMIT", "image.fat", "image.tar", "tree"}; !slices.Equal(rootNames, want) {
 		t.Errorf("root lists %q, want %q", rootNames, want)
 	}
@@ -389,7 +389,7 @@ func TestMountTree(t *testing.T) {
 				t.Errorf("reading %s: %v", e.Path, err)
 				continue
 			}
-			want := gitRun(t, r.dir, "cat-file", "-p", e.Blob.String())
+			want := mntGit(t, r.dir, "cat-file", "-p", e.Blob.String())
 			if !bytes.Equal(got, want) {
 				t.Errorf("%s: content differs from git cat-file -p (%d bytes, want %d)", e.Path, len(got), len(want))
 			}
@@ -402,14 +402,14 @@ func TestMountTree(t *testing.T) {
 				t.Errorf("readlink %s: %v", e.Path, err)
 				continue
 			}
-			if want := string(gitRun(t, r.dir, "cat-file", "-p", e.Blob.String())); got != want {
+			if want := string(mntGit(t, r.dir, "cat-file", "-p", e.Blob.String())); got != want {
 				t.Errorf("%s: target %q, want %q", e.Path, got, want)
 			}
 			if st.Size() != int64(len(got)) {
 				t.Errorf("%s: size %d, want %d", e.Path, st.Size(), len(got))
 			}
 		case imager.KindSubmodule:
-			if names := readDirNames(t, p); len(names) != 0 {
+			if names := mntDirNames(t, p); len(names) != 0 {
 				t.Errorf("submodule %s lists %q, want nothing", e.Path, names)
 			}
 		case imager.KindDir:
@@ -421,7 +421,7 @@ func TestMountTree(t *testing.T) {
 				}
 			}
 			slices.Sort(want)
-			if got := readDirNames(t, p); !slices.Equal(got, want) {
+			if got := mntDirNames(t, p); !slices.Equal(got, want) {
 				t.Errorf("%s lists %q, want %q", e.Path, got, want)
 			}
 		}
@@ -429,7 +429,7 @@ func TestMountTree(t *testing.T) {
 	for p := range seen {
 		t.Errorf("%s is in the mount but not in the tree", p)
 	}
-	for _, name := range []string{"sub", "a/b/c/deep.txt", "bin/run.sh", "link", nonASCIIName, "nested/" + longName} {
+	for _, name := range []string{"sub", "a/b/c/deep.txt", "bin/run.sh", "link", mntNonASCIIName, "nested/" + mntLongName} {
 		if _, ok := seen[name]; ok || !slices.ContainsFunc(r.tree.Entries, func(e imager.Entry) bool { return e.Path == name }) {
 			t.Errorf("test repository lacks %s: the test proves less than it says", name)
 		}
@@ -442,7 +442,7 @@ func TestMountTree(t *testing.T) {
 	}
 }
 
-func readDirNames(t *testing.T, dir string) []string {
+func mntDirNames(t *testing.T, dir string) []string {
 	t.Helper()
 	des, err := os.ReadDir(dir)
 	if err != nil {
@@ -456,11 +456,11 @@ func readDirNames(t *testing.T, dir string) []string {
 }
 
 func TestMountImages(t *testing.T) {
-	r := newTestRepo(t)
-	cfg := repoConfig(t, r, nil)
-	dir, _ := mountTest(t, cfg)
+	r := newMntRepo(t)
+	cfg := mntConfig(t, r, nil)
+	dir, _ := mountForTest(t, cfg)
 	for name, img := range cfg.Images {
-		want := imageBytes(t, img)
+		want := mntImageBytes(t, img)
 		p := filepath.Join(dir, name)
 		st, err := os.Stat(p)
 		if err != nil {
@@ -522,9 +522,9 @@ func TestMountImages(t *testing.T) {
 func TestMountReadOnly(t *testing.T) {
 	for _, writable := range []bool{false, true} {
 		t.Run(fmt.Sprintf("kernel-rw=%v", writable), func(t *testing.T) {
-			r := newTestRepo(t)
+			r := newMntRepo(t)
 			mountTestWritable = writable
-			dir, _ := mountTest(t, repoConfig(t, r, nil))
+			dir, _ := mountForTest(t, mntConfig(t, r, nil))
 			mountTestWritable = false
 			if _, opts := mountinfoOf(t, dir); slices.Contains(strings.Split(opts, ","), "ro") == writable {
 				t.Fatalf("mount options %s: the kernel's read-only check is not what this subtest means", opts)
@@ -536,38 +536,38 @@ func TestMountReadOnly(t *testing.T) {
 				t.Fatal(err)
 			}
 			ops := map[string]func() error{
-				"create in tree":   func() error { f, err := os.Create(filepath.Join(tree, "new")); closeIf(f); return err },
-				"create at root":   func() error { f, err := os.Create(filepath.Join(dir, "new")); closeIf(f); return err },
-				"create existing":  func() error { f, err := os.Create(file); closeIf(f); return err },
-				"open for writing": func() error { f, err := os.OpenFile(file, os.O_WRONLY, 0); closeIf(f); return err },
+				"create in tree":   func() error { f, err := os.Create(filepath.Join(tree, "new")); mntClose(f); return err },
+				"create at root":   func() error { f, err := os.Create(filepath.Join(dir, "new")); mntClose(f); return err },
+				"create existing":  func() error { f, err := os.Create(file); mntClose(f); return err },
+				"open for writing": func() error { f, err := os.OpenFile(file, os.O_WRONLY, 0); mntClose(f); return err },
 				"open image rw": func() error {
 					f, err := os.OpenFile(filepath.Join(dir, "image.tar"), os.O_RDWR, 0)
-					closeIf(f)
+					mntClose(f)
 					return err
 				},
-				"write file":         func() error { return os.WriteFile(file, []byte("x"), 0o644) },
-				"write COMMIT":       func() error { return os.WriteFile(filepath.Join(dir, "COMMIT"), []byte("x"), 0o644) },
-				"truncate":           func() error { return os.Truncate(file, 0) },
-				"truncate image":     func() error { return os.Truncate(filepath.Join(dir, "image.fat"), 0) },
-				"remove file":        func() error { return os.Remove(file) },
-				"remove image":       func() error { return os.Remove(filepath.Join(dir, "image.tar")) },
-				"remove symlink":     func() error { return os.Remove(filepath.Join(tree, "link")) },
-				"rmdir":              func() error { return syscall.Rmdir(filepath.Join(tree, "a/b/c")) },
-				"rmdir submodule":    func() error { return syscall.Rmdir(filepath.Join(tree, "sub")) },
-				"mkdir":              func() error { return os.Mkdir(filepath.Join(tree, "d"), 0o755) },
-				"mkdir at root":      func() error { return os.Mkdir(filepath.Join(dir, "d"), 0o755) },
-				"rename":             func() error { return os.Rename(file, filepath.Join(tree, "moved")) },
-				"rename dir":         func() error { return os.Rename(filepath.Join(tree, "a"), filepath.Join(tree, "b2")) },
-				"chmod":              func() error { return os.Chmod(file, 0o600) },
-				"chmod dir":          func() error { return os.Chmod(tree, 0o700) },
-				"chown":              func() error { return os.Lchown(file, 1, 1) },
-				"chtimes":            func() error { return os.Chtimes(file, time.Now(), time.Now()) },
-				"symlink":            func() error { return os.Symlink("README.md", filepath.Join(tree, "l2")) },
-				"link":               func() error { return os.Link(file, filepath.Join(tree, "h")) },
-				"mknod fifo":         func() error { return unix.Mkfifo(filepath.Join(tree, "fifo"), 0o644) },
-				"setxattr":           func() error { return unix.Setxattr(file, "user.x", []byte("y"), 0) },
-				"removexattr":        func() error { return unix.Removexattr(file, "user.x") },
-				"fallocate on image": func() error { return fallocate(filepath.Join(dir, "image.fat")) },
+				"write file":            func() error { return os.WriteFile(file, []byte("x"), 0o644) },
+				"write COMMIT":          func() error { return os.WriteFile(filepath.Join(dir, "COMMIT"), []byte("x"), 0o644) },
+				"truncate":              func() error { return os.Truncate(file, 0) },
+				"truncate image":        func() error { return os.Truncate(filepath.Join(dir, "image.fat"), 0) },
+				"remove file":           func() error { return os.Remove(file) },
+				"remove image":          func() error { return os.Remove(filepath.Join(dir, "image.tar")) },
+				"remove symlink":        func() error { return os.Remove(filepath.Join(tree, "link")) },
+				"rmdir":                 func() error { return syscall.Rmdir(filepath.Join(tree, "a/b/c")) },
+				"rmdir submodule":       func() error { return syscall.Rmdir(filepath.Join(tree, "sub")) },
+				"mkdir":                 func() error { return os.Mkdir(filepath.Join(tree, "d"), 0o755) },
+				"mkdir at root":         func() error { return os.Mkdir(filepath.Join(dir, "d"), 0o755) },
+				"rename":                func() error { return os.Rename(file, filepath.Join(tree, "moved")) },
+				"rename dir":            func() error { return os.Rename(filepath.Join(tree, "a"), filepath.Join(tree, "b2")) },
+				"chmod":                 func() error { return os.Chmod(file, 0o600) },
+				"chmod dir":             func() error { return os.Chmod(tree, 0o700) },
+				"chown":                 func() error { return os.Lchown(file, 1, 1) },
+				"chtimes":               func() error { return os.Chtimes(file, time.Now(), time.Now()) },
+				"symlink":               func() error { return os.Symlink("README.md", filepath.Join(tree, "l2")) },
+				"link":                  func() error { return os.Link(file, filepath.Join(tree, "h")) },
+				"mknod fifo":            func() error { return unix.Mkfifo(filepath.Join(tree, "fifo"), 0o644) },
+				"setxattr":              func() error { return unix.Setxattr(file, "user.x", []byte("y"), 0) },
+				"removexattr":           func() error { return unix.Removexattr(file, "user.x") },
+				"mntFallocate on image": func() error { return mntFallocate(filepath.Join(dir, "image.fat")) },
 			}
 			for name, op := range ops {
 				if err := op(); !errors.Is(err, syscall.EROFS) {
@@ -578,7 +578,7 @@ func TestMountReadOnly(t *testing.T) {
 			if err != nil || !bytes.Equal(before, after) {
 				t.Errorf("README.md changed or unreadable after the writes: %q, %v", after, err)
 			}
-			if names := readDirNames(t, tree); slices.ContainsFunc(names, func(n string) bool {
+			if names := mntDirNames(t, tree); slices.ContainsFunc(names, func(n string) bool {
 				return slices.Contains([]string{"new", "d", "moved", "l2", "h", "fifo", "b2"}, n)
 			}) {
 				t.Errorf("a write left a name behind: %q", names)
@@ -587,16 +587,15 @@ func TestMountReadOnly(t *testing.T) {
 	}
 }
 
-func closeIf(f *os.File) {
+func mntClose(f *os.File) {
 	if f != nil {
 		f.Close()
 	}
 }
 
-// fallocate opens name read-only (writing is refused anyway) and tries to
-// allocate; with a read-only descriptor the kernel says EBADF, so it
-// reports EROFS only if the open for writing was what failed.
-func fallocate(name string) error {
+// mntFallocate opens name for writing and allocates space in it: the open
+// is expected to fail with EROFS, and if it did not, fallocate must.
+func mntFallocate(name string) error {
 	f, err := os.OpenFile(name, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -609,9 +608,9 @@ func fallocate(name string) error {
 // device back. (The image here is synthetic: whether a real FAT image
 // passes fsck.fat through the loop device is for the integration tests.)
 func TestMountLoop(t *testing.T) {
-	r := newTestRepo(t)
-	cfg := repoConfig(t, r, nil)
-	dir, _ := mountTest(t, cfg)
+	r := newMntRepo(t)
+	cfg := mntConfig(t, r, nil)
+	dir, _ := mountForTest(t, cfg)
 	if _, err := exec.LookPath("losetup"); err != nil {
 		t.Fatal("losetup not found: install the Debian package mount (util-linux)")
 	}
@@ -631,21 +630,21 @@ func TestMountLoop(t *testing.T) {
 		if rerr != nil {
 			t.Fatalf("reading %s: %v", dev, rerr)
 		}
-		if want := imageBytes(t, cfg.Images[name]); !bytes.Equal(got, want) {
+		if want := mntImageBytes(t, cfg.Images[name]); !bytes.Equal(got, want) {
 			t.Errorf("%s through %s: %d bytes differing from the Image's %d", name, dev, len(got), len(want))
 		}
 	}
 }
 
 func TestMountFusermountUnmount(t *testing.T) {
-	requireFUSE(t)
-	r := newTestRepo(t)
+	mntRequireFUSE(t)
+	r := newMntRepo(t)
 	dir := t.TempDir()
-	m, err := Mount(dir, repoConfig(t, r, nil))
+	m, err := Mount(dir, mntConfig(t, r, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !isMounted(t, dir) {
+	if !mntIsMounted(t, dir) {
 		t.Fatalf("%s not in mountinfo after Mount", dir)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "tree", "README.md")); err != nil {
@@ -655,7 +654,7 @@ func TestMountFusermountUnmount(t *testing.T) {
 		t.Fatalf("fusermount3 -u: %v\n%s", err, out)
 	}
 	m.Wait()
-	if isMounted(t, dir) {
+	if mntIsMounted(t, dir) {
 		t.Errorf("%s still mounted after fusermount3 -u", dir)
 	}
 	if err := m.Unmount(); err != nil {
@@ -664,14 +663,14 @@ func TestMountFusermountUnmount(t *testing.T) {
 }
 
 func TestMountUnmount(t *testing.T) {
-	requireFUSE(t)
-	r := newTestRepo(t)
+	mntRequireFUSE(t)
+	r := newMntRepo(t)
 	dir := t.TempDir()
-	m, err := Mount(dir, repoConfig(t, r, nil))
+	m, err := Mount(dir, mntConfig(t, r, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := readDirNames(t, filepath.Join(dir, "tree", "a")); len(got) == 0 {
+	if got := mntDirNames(t, filepath.Join(dir, "tree", "a")); len(got) == 0 {
 		t.Error("tree/a is empty")
 	}
 	waited := make(chan struct{})
@@ -680,10 +679,10 @@ func TestMountUnmount(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-waited
-	if isMounted(t, dir) {
+	if mntIsMounted(t, dir) {
 		t.Errorf("%s still mounted after Unmount", dir)
 	}
-	if names := readDirNames(t, dir); len(names) != 0 {
+	if names := mntDirNames(t, dir); len(names) != 0 {
 		t.Errorf("mount point lists %q after Unmount, want nothing", names)
 	}
 	if err := m.Unmount(); err != nil {
@@ -692,7 +691,7 @@ func TestMountUnmount(t *testing.T) {
 }
 
 func TestMountPointErrors(t *testing.T) {
-	r := &testRepo{tree: &imager.Tree{}, blobs: mapBlobs{}}
+	r := &mntRepo{tree: &imager.Tree{}, blobs: mntBlobs{}}
 	cfg := MountConfig{Tree: r.tree, Blobs: r.blobs}
 	base := t.TempDir()
 	file := filepath.Join(base, "file")
@@ -722,9 +721,9 @@ func TestMountPointErrors(t *testing.T) {
 	for name, bad := range map[string]MountConfig{
 		"no tree":            {Blobs: r.blobs},
 		"no blobs":           {Tree: r.tree},
-		"image named tree":   {Tree: r.tree, Blobs: r.blobs, Images: map[string]imager.Image{"tree": bytesImage(nil)}},
-		"image with slash":   {Tree: r.tree, Blobs: r.blobs, Images: map[string]imager.Image{"a/b": bytesImage(nil)}},
-		"image named COMMIT": {Tree: r.tree, Blobs: r.blobs, Images: map[string]imager.Image{"COMMIT": bytesImage(nil)}},
+		"image named tree":   {Tree: r.tree, Blobs: r.blobs, Images: map[string]imager.Image{"tree": mntBytesImage(nil)}},
+		"image with slash":   {Tree: r.tree, Blobs: r.blobs, Images: map[string]imager.Image{"a/b": mntBytesImage(nil)}},
+		"image named COMMIT": {Tree: r.tree, Blobs: r.blobs, Images: map[string]imager.Image{"COMMIT": mntBytesImage(nil)}},
 	} {
 		if _, err := Mount(base, bad); !errors.Is(err, ErrMountConfig) {
 			t.Errorf("%s: %v, want ErrMountConfig", name, err)
@@ -733,53 +732,53 @@ func TestMountPointErrors(t *testing.T) {
 }
 
 func TestMountPointAlreadyMounted(t *testing.T) {
-	r := newTestRepo(t)
-	dir, _ := mountTest(t, repoConfig(t, r, nil))
-	_, err := Mount(dir, repoConfig(t, r, nil))
+	r := newMntRepo(t)
+	dir, _ := mountForTest(t, mntConfig(t, r, nil))
+	_, err := Mount(dir, mntConfig(t, r, nil))
 	if !errors.Is(err, ErrMountPointMounted) {
 		t.Errorf("second Mount on %s: %v, want ErrMountPointMounted", dir, err)
 	}
 }
 
-// failingBlobs fails reads of one blob.
-type failingBlobs struct {
-	mapBlobs
+// mntFailingBlobs fails reads of one blob.
+type mntFailingBlobs struct {
+	mntBlobs
 	bad imager.BlobID
 }
 
-var errBlobBroken = errors.New("test: blob is broken")
+var errMntBlobBroken = errors.New("test: blob is broken")
 
-func (f failingBlobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
+func (f mntFailingBlobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 	if id == f.bad {
-		return 0, errBlobBroken
+		return 0, errMntBlobBroken
 	}
-	return f.mapBlobs.ReadBlob(id, p, off)
+	return f.mntBlobs.ReadBlob(id, p, off)
 }
 
-// failingImage fails reads beyond half its size.
-type failingImage struct{ bytesImage }
+// mntFailingImage fails reads beyond half its size.
+type mntFailingImage struct{ mntBytesImage }
 
-var errImageBroken = errors.New("test: image is broken")
+var errMntImageBroken = errors.New("test: image is broken")
 
-func (f failingImage) ReadAt(p []byte, off int64) (int, error) {
+func (f mntFailingImage) ReadAt(p []byte, off int64) (int, error) {
 	if off+int64(len(p)) > f.Size()/2 {
-		return 0, errImageBroken
+		return 0, errMntImageBroken
 	}
-	return f.bytesImage.ReadAt(p, off)
+	return f.mntBytesImage.ReadAt(p, off)
 }
 
 func TestMountReadErrors(t *testing.T) {
-	r := newTestRepo(t)
-	var logs syncBuffer
-	cfg := repoConfig(t, r, slog.New(slog.NewTextHandler(&logs, nil)))
+	r := newMntRepo(t)
+	var logs mntLogBuffer
+	cfg := mntConfig(t, r, slog.New(slog.NewTextHandler(&logs, nil)))
 	var readme imager.Entry
 	for _, e := range r.tree.Entries {
 		if e.Path == "README.md" {
 			readme = e
 		}
 	}
-	cfg.Blobs = failingBlobs{mapBlobs: r.blobs, bad: readme.Blob}
-	cfg.Images["image.bad"] = failingImage{bytesImage(make([]byte, 1<<20))}
+	cfg.Blobs = mntFailingBlobs{mntBlobs: r.blobs, bad: readme.Blob}
+	cfg.Images["image.bad"] = mntFailingImage{mntBytesImage(make([]byte, 1<<20))}
 	// A tree that lists a size larger than the blob: a short read is EIO too.
 	short := *r.tree
 	short.Entries = slices.Clone(r.tree.Entries)
@@ -789,7 +788,7 @@ func TestMountReadErrors(t *testing.T) {
 		}
 	}
 	cfg.Tree = &short
-	dir, _ := mountTest(t, cfg)
+	dir, _ := mountForTest(t, cfg)
 
 	for _, p := range []string{"tree/README.md", "image.bad", "tree/a.txt"} {
 		if _, err := os.ReadFile(filepath.Join(dir, p)); !errors.Is(err, syscall.EIO) {
@@ -800,7 +799,7 @@ func TestMountReadErrors(t *testing.T) {
 		t.Errorf("a good file next to broken ones: %q, %v", got, err)
 	}
 	out := logs.String()
-	for _, want := range []string{errBlobBroken.Error(), errImageBroken.Error(), imager.ErrShortBlob.Error(), "README.md", "image.bad", "a.txt"} {
+	for _, want := range []string{errMntBlobBroken.Error(), errMntImageBroken.Error(), imager.ErrShortBlob.Error(), "README.md", "image.bad", "a.txt"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log does not mention %q:\n%s", want, out)
 		}
@@ -863,8 +862,8 @@ func TestUnescapeMountinfo(t *testing.T) {
 	}
 }
 
-// vmRSS is the process's resident set size in bytes.
-func vmRSS(t *testing.T) int64 {
+// mntRSS is the process's resident set size in bytes.
+func mntRSS(t *testing.T) int64 {
 	t.Helper()
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
@@ -885,10 +884,10 @@ func vmRSS(t *testing.T) int64 {
 	return 0
 }
 
-// patternGen is a deterministic Generator: byte o is a mix of o's bits.
-type patternGen struct{}
+// mntPattern is a deterministic Generator: byte o is a mix of o's bits.
+type mntPattern struct{}
 
-func (patternGen) ReadAt(p []byte, off int64) (int, error) {
+func (mntPattern) ReadAt(p []byte, off int64) (int, error) {
 	for i := range p {
 		o := off + int64(i)
 		p[i] = byte(o*7 + o>>12 + o>>20)
@@ -896,11 +895,11 @@ func (patternGen) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// largeImageSize is the synthetic image read through the mount to check
+// mntLargeImageSize is the synthetic image read through the mount to check
 // that reads are streamed: far more than the bound on memory growth.
 const (
-	largeImageSize = 512 << 20
-	rssGrowthBound = 64 << 20
+	mntLargeImageSize = 512 << 20
+	mntRSSBound       = 64 << 20
 )
 
 // TestMountLargeImageMemory reads a 512 MiB image through the mount and
@@ -908,14 +907,14 @@ const (
 func TestMountLargeImageMemory(t *testing.T) {
 	var b imager.Builder
 	b.Data("header", bytes.Repeat([]byte{0xAB}, 4096))
-	b.Gen("pattern", patternGen{}, largeImageSize-2*4096-1<<20)
+	b.Gen("pattern", mntPattern{}, mntLargeImageSize-2*4096-1<<20)
 	b.Zeros("zeros", 1<<20)
 	b.Data("footer", bytes.Repeat([]byte{0xCD}, 4096))
-	img := b.Layout(mapBlobs{})
-	if img.Size() != largeImageSize {
-		t.Fatalf("layout size %d, want %d", img.Size(), largeImageSize)
+	img := b.Layout(mntBlobs{})
+	if img.Size() != mntLargeImageSize {
+		t.Fatalf("layout size %d, want %d", img.Size(), mntLargeImageSize)
 	}
-	dir, _ := mountTest(t, MountConfig{Tree: &imager.Tree{}, Blobs: mapBlobs{}, Images: map[string]imager.Image{"big.img": img}})
+	dir, _ := mountForTest(t, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}, Images: map[string]imager.Image{"big.img": img}})
 	f, err := os.Open(filepath.Join(dir, "big.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -923,7 +922,7 @@ func TestMountLargeImageMemory(t *testing.T) {
 	defer f.Close()
 	// Drop whatever the kernel may cache so every byte goes through the server.
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-	before := vmRSS(t)
+	before := mntRSS(t)
 	got := make([]byte, 1<<20)
 	want := make([]byte, len(got))
 	var off int64
@@ -945,12 +944,12 @@ func TestMountLargeImageMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	after := vmRSS(t)
-	if off != largeImageSize {
-		t.Errorf("read %d bytes, want %d", off, largeImageSize)
+	after := mntRSS(t)
+	if off != mntLargeImageSize {
+		t.Errorf("read %d bytes, want %d", off, mntLargeImageSize)
 	}
 	t.Logf("RSS before %d MiB, after reading %d MiB: %d MiB", before>>20, off>>20, after>>20)
-	if after-before > rssGrowthBound {
+	if after-before > mntRSSBound {
 		t.Errorf("RSS grew by %d MiB reading %d MiB: reads are not streamed", (after-before)>>20, off>>20)
 	}
 }
@@ -980,18 +979,18 @@ func mountinfoOf(t *testing.T, dir string) (fstype, opts string) {
 	return "", ""
 }
 
-// deadMountEnv names the directory a helper process mounts and then
+// mntDeadMountEnv names the directory a helper process mounts and then
 // abandons by exiting, leaving a dead FUSE mount behind.
-const deadMountEnv = "GITFS_TEST_DEAD_MOUNT"
+const mntDeadMountEnv = "GITFS_TEST_DEAD_MOUNT"
 
 // TestMountHelperDeadMount is not a test: run by TestMountPointDead in a
 // child process, it mounts and exits without unmounting.
 func TestMountHelperDeadMount(t *testing.T) {
-	dir := os.Getenv(deadMountEnv)
+	dir := os.Getenv(mntDeadMountEnv)
 	if dir == "" {
 		return // only meaningful as TestMountPointDead's child process
 	}
-	if _, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mapBlobs{}}); err != nil {
+	if _, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -1001,10 +1000,10 @@ func TestMountHelperDeadMount(t *testing.T) {
 // TestMountPointDead checks that a mount point left behind by a server
 // that died is refused with advice, not mistaken for a missing directory.
 func TestMountPointDead(t *testing.T) {
-	requireFUSE(t)
+	mntRequireFUSE(t)
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMountHelperDeadMount$")
-	cmd.Env = append(os.Environ(), deadMountEnv+"="+dir)
+	cmd.Env = append(os.Environ(), mntDeadMountEnv+"="+dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helper process: %v\n%s", err, out)
 	}
@@ -1012,17 +1011,17 @@ func TestMountPointDead(t *testing.T) {
 		if out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput(); err != nil {
 			t.Errorf("fusermount3 -u on the dead mount: %v\n%s", err, out)
 		}
-		if isMounted(t, dir) {
+		if mntIsMounted(t, dir) {
 			t.Errorf("%s still mounted", dir)
 		}
 	})
-	if !isMounted(t, dir) {
+	if !mntIsMounted(t, dir) {
 		t.Fatalf("%s not mounted after the helper process exited", dir)
 	}
 	if _, err := os.ReadDir(dir); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("listing a dead mount: %v, want ENOTCONN (is the mount dead?)", err)
 	}
-	_, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mapBlobs{}})
+	_, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}})
 	if !errors.Is(err, ErrMountPointMounted) || !strings.Contains(err.Error(), "fusermount3 -u") {
 		t.Errorf("Mount on a dead mount: %v, want ErrMountPointMounted advising fusermount3 -u", err)
 	}
@@ -1031,8 +1030,8 @@ func TestMountPointDead(t *testing.T) {
 // TestMountUnmountBusy checks that Unmount fails while a file is open,
 // leaves the mount working, and succeeds once the file is closed.
 func TestMountUnmountBusy(t *testing.T) {
-	r := newTestRepo(t)
-	dir, m := mountTest(t, repoConfig(t, r, nil))
+	r := newMntRepo(t)
+	dir, m := mountForTest(t, mntConfig(t, r, nil))
 	f, err := os.Open(filepath.Join(dir, "tree", "README.md"))
 	if err != nil {
 		t.Fatal(err)
