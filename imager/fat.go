@@ -170,13 +170,17 @@ var ErrFATUnrepresentable = errors.New("imager: tree cannot be represented as FA
 
 // FATRefusal lists every path FAT cannot represent and why.
 type FATRefusal struct {
-	FATType  int // the type tried: 16 or 32
+	FATType  int // the type tried: 16 or 32, 0 when no type could hold the names
 	Problems []Warning
 }
 
 func (r *FATRefusal) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%v (FAT%d), %d problem(s):", ErrFATUnrepresentable, r.FATType, len(r.Problems))
+	typ := "FAT"
+	if r.FATType != 0 {
+		typ = fmt.Sprintf("FAT%d", r.FATType)
+	}
+	fmt.Fprintf(&b, "%v (%s), %d problem(s):", ErrFATUnrepresentable, typ, len(r.Problems))
 	for _, p := range r.Problems {
 		b.WriteString("\n  ")
 		if p.Path == "" {
@@ -219,6 +223,9 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	default:
 		return nil, nil, fmt.Errorf("imager: fat: sector size %d not supported (want 512 or 4096)", opts.SectorSize)
 	}
+	if opts.FATType != 0 && opts.FATType != 16 && opts.FATType != 32 {
+		return nil, nil, fmt.Errorf("imager: fat: FAT type %d not supported (want 16 or 32)", opts.FATType)
+	}
 	var warns []Warning
 	switch opts.Symlinks {
 	case SymlinksDefault, SymlinksFollow:
@@ -235,21 +242,25 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 		return nil, warns, &FATRefusal{FATType: opts.FATType, Problems: problems}
 	}
 	var g *fatGeometry
-	switch opts.FATType {
-	case 0:
-		if g, _ = planFAT(root, all, 16, bps); g == nil {
+	if opts.FATType == 0 {
+		var p16 []Warning
+		if g, p16 = planFAT(root, all, 16, bps); g == nil {
 			var p32 []Warning
 			if g, p32 = planFAT(root, all, 32, bps); g == nil {
 				return nil, warns, &FATRefusal{FATType: 32, Problems: p32}
 			}
+			w := p16[0]
+			if w.Path == "" {
+				w.Path = "/"
+			}
+			warns = append(warns, Warning{Path: "/", Msg: fmt.Sprintf(
+				"FAT32 chosen, which MirageOS's FAT reader cannot read: the tree does not fit FAT16 (%s: %s; %d reason(s) in all)", w.Path, w.Msg, len(p16))})
 		}
-	case 16, 32:
+	} else {
 		var p []Warning
 		if g, p = planFAT(root, all, opts.FATType, bps); g == nil {
 			return nil, warns, &FATRefusal{FATType: opts.FATType, Problems: p}
 		}
-	default:
-		return nil, nil, fmt.Errorf("imager: fat: FAT type %d not supported (want 16 or 32)", opts.FATType)
 	}
 	if !g.fat32 {
 		// The image is for Mirage: say which names it cannot look up.

@@ -422,6 +422,9 @@ func TestFATTypeChoice(t *testing.T) {
 			}
 		}
 	}
+	if _, warns, _ := BuildFAT(tr, big.blobs, Options{}); !warned(warns, "/", "FAT32 chosen") || !warned(warns, "/", "videos/big.mp4") {
+		t.Errorf("no warning that FAT32 was chosen and why: %v", warns)
+	}
 	_, _, err = BuildFAT(tr, big.blobs, Options{FATType: 16})
 	var ref *FATRefusal
 	if !errors.As(err, &ref) || !errors.Is(err, ErrFATUnrepresentable) || !strings.Contains(err.Error(), "videos/big.mp4") || !strings.Contains(err.Error(), "2 GiB") {
