@@ -61,6 +61,7 @@ type conn struct {
 
 	stopping atomic.Bool
 	lim      *limiter
+	cancel   context.CancelFunc // cancels the resolver's context on stop
 
 	// Handshake state.
 	structured bool            // NBD_OPT_STRUCTURED_REPLY acknowledged
@@ -100,6 +101,9 @@ func (cn *conn) stop() {
 	cn.stopping.Store(true)
 	cn.c.SetReadDeadline(time.Now())
 	cn.lim.close()
+	if cn.cancel != nil {
+		cn.cancel()
+	}
 }
 
 // serve runs both phases, then logs one line and closes the connection.

@@ -11,9 +11,13 @@ import (
 // handshake runs the fixed newstyle negotiation. It returns nil when the
 // client has selected an export (GO acknowledged or EXPORT_NAME answered).
 func (cn *conn) handshake(ctx context.Context) error {
-	if err := cn.c.SetDeadline(time.Now().Add(cn.srv.handshakeTimeout())); err != nil {
+	deadline := time.Now().Add(cn.srv.handshakeTimeout())
+	if err := cn.c.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("nbd: setting handshake deadline: %w", err)
 	}
+	// The resolver works under the same deadline.
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	if cn.stopping.Load() {
 		return errStopped
 	}

@@ -216,6 +216,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		s.connWG.Done()
 	}()
 
+	ctx, cancel := context.WithCancel(ctx)
+	cn.cancel = cancel
+	defer cancel()
 	stopCtx := context.AfterFunc(ctx, cn.stop)
 	defer stopCtx()
 	stopDone := make(chan struct{})
