@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -163,7 +164,12 @@ func (c *nbdClient) close() {
 // nbdcopyImage copies a whole export with nbdcopy (a new connection).
 func nbdcopyImage(t *testing.T, uri string) ([]byte, error) {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "copy.img")
+	return nbdcopyTo(uri, filepath.Join(t.TempDir(), "copy.img"))
+}
+
+// nbdcopyTo copies a whole export with nbdcopy into the file out and returns
+// its bytes; it is safe to call from any goroutine.
+func nbdcopyTo(uri, out string) ([]byte, error) {
 	cmd := exec.Command("nbdcopy", uri, out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("nbdcopy %s: %w\n%s", uri, err, b)
@@ -281,11 +287,12 @@ func TestDeployRepackWhileServing(t *testing.T) {
 			var wg sync.WaitGroup
 			var copyErrs []error
 			copies := 0
+			copyOut := filepath.Join(t.TempDir(), "copy.img")
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for {
-					got, err := nbdcopyImage(t, uri)
+					got, err := nbdcopyTo(uri, copyOut)
 					copies++
 					if err == nil && !bytes.Equal(got, want) {
 						err = fmt.Errorf("nbdcopy #%d: bytes differ from the build output", copies)
@@ -302,6 +309,10 @@ func TestDeployRepackWhileServing(t *testing.T) {
 				}
 			}()
 
+			// Stops the copies on every path out of the test, a failure too.
+			stopCopies := sync.OnceFunc(func() { close(done); wg.Wait() })
+			defer stopCopies()
+
 			// The pinned connection reads a third of the image between
 			// each step, so its reads straddle every object move.
 			third := pinned.size / 3
@@ -309,10 +320,26 @@ func TestDeployRepackWhileServing(t *testing.T) {
 			got = append(got, pinned.dump(0, third)...)
 			gitCmd(t, repo, "gc", "-q", "--prune=now")
 			got = append(got, pinned.dump(third, third)...)
+			// A new object makes repack write a pack of another name and
+			// delete the one gc wrote, which holds everything main needs.
+			packsAfterGC := packFiles(t, repo)
+			if len(packsAfterGC) == 0 {
+				t.Fatal("git gc wrote no pack")
+			}
+			blob, err := gitOutput(repo, strings.NewReader("made between gc and repack\n"), "hash-object", "-w", "--stdin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gitCmd(t, repo, "tag", "extra-object", strings.TrimSpace(string(blob)))
 			gitCmd(t, repo, "repack", "-q", "-a", "-d")
+			packsAfterRepack := packFiles(t, repo)
+			for _, p := range packsAfterGC {
+				if slices.Contains(packsAfterRepack, p) {
+					t.Fatalf("pack %s survived repack -a -d: the objects did not move", p)
+				}
+			}
 			got = append(got, pinned.dump(2*third, pinned.size-2*third)...)
-			close(done)
-			wg.Wait()
+			stopCopies()
 
 			if after := gitCmd(t, repo, "count-objects"); !strings.HasPrefix(after, "0 objects") {
 				t.Errorf("git gc left loose objects: %q", after)
@@ -331,6 +358,19 @@ func TestDeployRepackWhileServing(t *testing.T) {
 			requireBytesEqual(t, "new connection after repack", again, want)
 		})
 	}
+}
+
+// packFiles lists the pack files of repo by name.
+func packFiles(t *testing.T, repo string) []string {
+	t.Helper()
+	packs, err := filepath.Glob(filepath.Join(repo, ".git", "objects", "pack", "*.pack"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range packs {
+		packs[i] = filepath.Base(p)
+	}
+	return packs
 }
 
 // TestDeployMissingObject: a loose blob deleted from under the server makes
