@@ -20,8 +20,9 @@ type request struct {
 
 // Reads and block status answers are shaped by these.
 const (
-	minHoleChunk     = 4096    // shorter zero runs in a read are sent as data
-	maxStatusExtents = 1 << 14 // descriptors per block status reply (the spec allows 2^20)
+	minHoleChunk     = 4096     // shorter zero runs in a read are sent as data
+	minSparseRead    = 64 << 10 // shorter reads skip the zero-run lookup: holes would save little
+	maxStatusExtents = 1 << 14  // descriptors per block status reply (the spec allows 2^20)
 	blockStatusCost  = chunkHeaderLen + metaContextIDLen + maxStatusExtents*blockDescriptorLen
 )
 
@@ -233,7 +234,7 @@ func (cn *conn) serveRead(r request) {
 		cn.replyOK(r)
 		return
 	}
-	if cn.structured && r.flags&cmdFlagDF == 0 {
+	if cn.structured && r.flags&cmdFlagDF == 0 && r.length >= minSparseRead {
 		if ei, ok := cn.cur.exp.Image.(extentImage); ok && cn.serveSparseRead(r, ei) {
 			return
 		}
