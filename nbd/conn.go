@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,13 @@ func (cn *conn) stop() {
 
 // serve runs both phases, then logs one line and closes the connection.
 func (cn *conn) serve(ctx context.Context) {
+	defer func() {
+		// A panic in a resolver or an image must not take the server down.
+		if v := recover(); v != nil {
+			cn.log.Error("nbd: panic serving a connection", "panic", v, "stack", string(debug.Stack()))
+			cn.c.Close()
+		}
+	}()
 	err := cn.handshake(ctx)
 	if err == nil {
 		err = cn.transmit()

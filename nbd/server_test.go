@@ -240,3 +240,28 @@ func FuzzServer(f *testing.F) {
 		}
 	})
 }
+
+// TestResolverPanic checks that a panicking resolver costs one connection,
+// not the server.
+func TestResolverPanic(t *testing.T) {
+	ts := startServer(t, func(s *Server) {
+		resolve := s.Resolve
+		s.Resolve = func(ctx context.Context, name string) (*Export, error) {
+			if name == "panic" {
+				panic("resolver bug")
+			}
+			return resolve(ctx, name)
+		}
+	})
+	rc := dialRaw(t, "unix", ts.sock)
+	rc.greet(clientFlagFixedNewstyle)
+	rc.sendOpt(optGo, infoData("panic"))
+	rc.expectClosed()
+	checkFresh(t, ts)
+	if err := ts.srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ts.log.String(), "resolver bug") {
+		t.Errorf("panic not logged:\n%s", ts.log.String())
+	}
+}
