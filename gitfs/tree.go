@@ -120,7 +120,7 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash) (bool, error) {
 		switch typ {
 		case modeDir:
 			at := len(w.entries)
-			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindDir})
+			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindDir, Blob: blob})
 			some, err := w.walk(p, e.id)
 			if err != nil {
 				return false, err

@@ -43,7 +43,7 @@ type Entry struct {
 	Path   string // slash-separated, relative to the root, no leading or trailing slash
 	Kind   Kind
 	Size   int64  // content size for files and symlinks; 0 for directories and submodules
-	Blob   BlobID // content of files and symlinks; the commit id for submodules
+	Blob   BlobID // content of files and symlinks; the tree id for directories; the commit id for submodules
 	Target string // symlink target (the blob's content), for symlinks only
 }
 
