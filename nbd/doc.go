@@ -8,8 +8,8 @@
 // STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (base:allocation);
 // every other option is answered NBD_REP_ERR_UNSUP (STARTTLS included: no
 // TLS). Commands READ (simple or structured replies, holes for the zero runs
-// of images that implement ExtentAt), BLOCK_STATUS, FLUSH and CACHE (no-ops
-// on a read-only export), DISC. WRITE, TRIM and WRITE_ZEROES get NBD_EPERM.
+// of images that implement ExtentImage), BLOCK_STATUS, FLUSH and CACHE
+// (no-ops on a read-only export), DISC. WRITE, TRIM and WRITE_ZEROES get NBD_EPERM.
 // Requests run concurrently (up to Server.MaxInFlight per connection) and
 // are answered out of order; every request is validated and, for reads, the
 // data read before the first byte of its reply is written, so a failed read

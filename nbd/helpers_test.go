@@ -299,3 +299,10 @@ func runTool(t testing.TB, name string, args ...string) string {
 	}
 	return string(out)
 }
+
+var (
+	_ ExtentImage = (*memImage)(nil)
+	_ Image       = plainImage{}
+	_ Image       = (*failImage)(nil)
+	_ Image       = (*genImage)(nil)
+)

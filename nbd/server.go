@@ -17,10 +17,12 @@ type Image interface {
 	ReadAt(p []byte, off int64) (int, error)
 }
 
-// extentImage is implemented by images that know their zero runs (such as
-// imager.Layout): ExtentAt returns the length of the run starting at off and
-// whether it reads as zeros. It feeds NBD_CMD_BLOCK_STATUS and hole chunks.
-type extentImage interface {
+// ExtentImage is an Image that knows its zero runs (imager.Layout is one):
+// ExtentAt returns the length of the run starting at off and whether it
+// reads as zeros. The server uses it, when present, for NBD_CMD_BLOCK_STATUS
+// (zero runs are HOLE|ZERO) and for hole chunks in large structured reads.
+type ExtentImage interface {
+	Image
 	ExtentAt(off int64) (n int64, zero bool)
 }
 

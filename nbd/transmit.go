@@ -235,7 +235,7 @@ func (cn *conn) serveRead(r request) {
 		return
 	}
 	if cn.structured && r.flags&cmdFlagDF == 0 && r.length >= minSparseRead {
-		if ei, ok := cn.cur.exp.Image.(extentImage); ok && cn.serveSparseRead(r, ei) {
+		if ei, ok := cn.cur.exp.Image.(ExtentImage); ok && cn.serveSparseRead(r, ei) {
 			return
 		}
 	}
@@ -271,7 +271,7 @@ type segment struct {
 // serveSparseRead answers a structured read whose range holds zero runs
 // of at least minHoleChunk bytes with OFFSET_DATA and OFFSET_HOLE chunks.
 // It returns false (having sent nothing) when the range has no such run.
-func (cn *conn) serveSparseRead(r request, ei extentImage) bool {
+func (cn *conn) serveSparseRead(r request, ei ExtentImage) bool {
 	off, end := int64(r.off), int64(r.off)+int64(r.length)
 	var segs []segment
 	holes, dataLen := false, 0
@@ -344,7 +344,7 @@ func (cn *conn) serveBlockStatus(r request) {
 	b := make([]byte, chunkHeaderLen+metaContextIDLen, chunkHeaderLen+metaContextIDLen+8*blockDescriptorLen)
 	var lastFlags uint32
 	count := 0
-	ei, sparse := cn.cur.exp.Image.(extentImage)
+	ei, sparse := cn.cur.exp.Image.(ExtentImage)
 	for pos := off; pos < end && count < maxStatusExtents; {
 		n, zero := end-pos, false
 		if sparse {
