@@ -11,6 +11,13 @@ import (
 // nbdshScript drives libnbd's Python bindings through every hostile input
 // of issue 3 that libnbd can send (strict mode off), each followed by a
 // fresh connection that must be served. It prints "ok NAME" per case.
+//
+// libnbd 1.14 refuses the rest on the client side, so raw_test.go and
+// hostile_test.go send them: unknown client flags, bad option or request
+// magic, LIST/STRUCTURED_REPLY/ABORT with data, malformed INFO/GO lengths,
+// huge or unknown options, SET_META_CONTEXT before STRUCTURED_REPLY ("server
+// lacks structured replies"), a 4097-byte name (ENAMETOOLONG), unknown
+// commands, a silent client and 10,000 options.
 const nbdshScript = `
 import nbd, os, sys
 sock = os.environ["NBD_SOCK"]
