@@ -1,0 +1,7 @@
+//go:build race
+
+package gitfs
+
+// mntRace says the race detector is on: large reads are shortened, as it
+// makes them about ten times slower.
+const mntRace = true
