@@ -1,7 +1,6 @@
 package imager
 
 import (
-	"crypto/sha1"
 	"fmt"
 	"io"
 	"sort"
@@ -31,14 +30,7 @@ func newFmem() *fmem {
 }
 
 // gitBlobID is git's object id of a blob with content p.
-func gitBlobID(p []byte) BlobID {
-	h := sha1.New()
-	fmt.Fprintf(h, "blob %d\x00", len(p))
-	h.Write(p)
-	var id BlobID
-	copy(id[:], h.Sum(nil))
-	return id
-}
+func gitBlobID(p []byte) BlobID { return gitObjectID("blob", p) }
 
 func (m *fmem) file(p, content string) *fmem { return m.add(p, KindFile, []byte(content)) }
 func (m *fmem) exe(p, content string) *fmem  { return m.add(p, KindExecutable, []byte(content)) }

@@ -85,6 +85,7 @@ func richTree() (*Tree, fblobs) {
 		file("exactly13char", "13 units: the NUL needs a second LFN entry").
 		file("twenty-six-characters-abc", "26").
 		file(long, "a long name").
+		file(strings.Repeat("x", 250)+".text", "the longest name: 255 units, 20 LFN entries with the NUL").
 		file("déjà vu/naïve café.txt", "non-ASCII\n").
 		file("日本語/ファイル.txt", "日本語の内容\n").
 		file("emoji 😀/🚀.bin", "astral plane").
@@ -897,4 +898,40 @@ func TestFATGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	runFsck(t, img)
+}
+
+// TestFATGitRepo builds the image of a commit made by git and compares
+// every file mcopy extracts with `git cat-file`.
+func TestFATGitRepo(t *testing.T) {
+	r := newGitRepo(t)
+	commit := r.commitFiles([]memFile{
+		{Path: "src/main.go", Kind: KindFile, Data: []byte("package main\n")},
+		{Path: "bin/run", Kind: KindExecutable, Data: []byte("#!/bin/sh\nexit 0\n")},
+		{Path: "docs/guide/intro.md", Kind: KindFile, Data: []byte("# intro\n")},
+		{Path: "empty", Kind: KindFile},
+		{Path: "naïve/ünïcode.txt", Kind: KindFile, Data: []byte("ü\n")},
+		{Path: "a/b/c/d/e/f/deep.txt", Kind: KindFile, Data: []byte("deep\n")},
+		{Path: "link-file", Kind: KindSymlink, Data: []byte("src/main.go")},
+		{Path: "link-dir", Kind: KindSymlink, Data: []byte("docs")},
+		{Path: "dangling", Kind: KindSymlink, Data: []byte("missing")},
+		{Path: "sub", Kind: KindSubmodule, Commit: "0123456789abcdef0123456789abcdef01234567"},
+	})
+	tr, blobs := r.tree(commit)
+	img, _, _, _ := buildFATFile(t, tr, blobs, Options{}, 0)
+	runFsck(t, img)
+	cat := func(p string) []byte { return r.gitIn(nil, "cat-file", "blob", commit+":"+p) }
+	files := map[string][]byte{
+		"src/main.go": cat("src/main.go"), "bin/run": cat("bin/run"), "docs/guide/intro.md": cat("docs/guide/intro.md"),
+		"empty": cat("empty"), "naïve/ünïcode.txt": cat("naïve/ünïcode.txt"), "a/b/c/d/e/f/deep.txt": cat("a/b/c/d/e/f/deep.txt"),
+		"link-file": cat("src/main.go"), "link-dir/guide/intro.md": cat("docs/guide/intro.md"),
+	}
+	dirs := map[string]bool{"sub": true, "link-dir": true, "link-dir/guide": true}
+	for _, d := range strings.Fields(r.git("ls-tree", "-r", "-d", "--name-only", "-z", commit)) {
+		for _, p := range strings.Split(d, "\x00") {
+			if p != "" && p != "sub" {
+				dirs[p] = true
+			}
+		}
+	}
+	mcopyAll(t, img, files, dirs)
 }
