@@ -73,7 +73,7 @@ var (
 // of the mount.
 type MountConfig struct {
 	CommitID, Ref string                  // written to COMMIT, one per line
-	Time          time.Time               // commit time: the mtime of everything
+	Time          time.Time               // commit time: the mtime of everything (zero: Tree.Time)
 	Tree          *imager.Tree            // the commit's full tree, shown under tree/
 	Blobs         imager.BlobReader       // reads file contents (concurrency-safe)
 	Images        map[string]imager.Image // read-only regular files at the root, by name
@@ -134,8 +134,12 @@ func Mount(dir string, cfg MountConfig) (*Mounted, error) {
 	for _, w := range idx.warnings {
 		log.Warn("gitfs: entry not shown under tree/", "path", w.Path, "reason", w.Msg)
 	}
+	mtime := cfg.Time
+	if mtime.IsZero() {
+		mtime = cfg.Tree.Time
+	}
 	root := &mntRoot{
-		fs:     &mntFS{idx: idx, blobs: cfg.Blobs, log: log, time: cfg.Time},
+		fs:     &mntFS{idx: idx, blobs: cfg.Blobs, log: log, time: mtime},
 		commit: []byte(cfg.CommitID + "\n" + cfg.Ref + "\n"),
 		images: names,
 		byName: cfg.Images,
@@ -153,7 +157,7 @@ func Mount(dir string, cfg MountConfig) (*Mounted, error) {
 		MountOptions: fuse.MountOptions{
 			Options:                  []string{"ro", "default_permissions"},
 			AllowOther:               cfg.AllowOther,
-			FsName:                   "gitblk:" + cfg.CommitID,
+			FsName:                   mountSource(cfg.CommitID),
 			Name:                     "gitblk",
 			Logger:                   goLog,
 			EnableSymlinkCaching:     true,
@@ -181,6 +185,15 @@ func Mount(dir string, cfg MountConfig) (*Mounted, error) {
 	log.Info("gitfs: mounted", "dir", abs, "commit", cfg.CommitID, "ref", cfg.Ref,
 		"entries", len(cfg.Tree.Entries), "images", strings.Join(names, ","))
 	return m, nil
+}
+
+// mountSource is the mount's source as mount(8) lists it: gitblk and the
+// commit id, if it is one (fusermount's option syntax takes no commas).
+func mountSource(commit string) string {
+	if commit == "" || strings.Trim(commit, "0123456789abcdef") != "" {
+		return "gitblk"
+	}
+	return "gitblk:" + commit
 }
 
 // mountTestWritable, set only by tests, mounts without "ro" so that the
@@ -484,8 +497,8 @@ func mntOpen(flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 }
 
 // mntReadOnly answers every operation that would change something with
-// EROFS. Every node embeds it; the mount is also read-only in the kernel,
-// which usually refuses first.
+// EROFS, and statfs. Every node embeds it; the mount is also read-only in
+// the kernel, which usually refuses first.
 type mntReadOnly struct{}
 
 var (
@@ -580,7 +593,19 @@ type mntWriteOps interface {
 	fs.NodeTmpfiler
 }
 
-var _ mntWriteOps = mntReadOnly{}
+var (
+	_ mntWriteOps     = mntReadOnly{}
+	_ fs.NodeStatfser = mntReadOnly{}
+)
+
+// Statfs reports block size and name length, so that pathconf and df
+// make sense; there is no free space.
+func (mntReadOnly) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	out.Bsize = mountBlockSize
+	out.Frsize = mountBlockSize
+	out.NameLen = mntNameMax
+	return 0
+}
 
 // mntRoot is the mount's root: the images, COMMIT and tree/.
 type mntRoot struct {

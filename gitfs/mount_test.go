@@ -329,8 +329,13 @@ func TestMountTree(t *testing.T) {
 	dir, _ := mountForTest(t, mntConfig(t, r, nil))
 	mtime := r.tree.Time
 
-	if fstype, opts := mountinfoOf(t, dir); fstype != "fuse.gitblk" || !slices.Contains(strings.Split(opts, ","), "ro") {
-		t.Errorf("mounted as %s with options %s, want fuse.gitblk, ro", fstype, opts)
+	if fstype, source, opts := mountinfoOf(t, dir); fstype != "fuse.gitblk" || source != "gitblk:"+r.commit ||
+		!slices.Contains(strings.Split(opts, ","), "ro") {
+		t.Errorf("mounted as %s from %s with options %s, want fuse.gitblk from gitblk:%s, ro", fstype, source, opts, r.commit)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(dir, "tree", "a"), &sfs); err != nil || sfs.Namelen != mntNameMax || sfs.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("statfs: %v, name length %d, flags %#x; want %d and ST_RDONLY", err, sfs.Namelen, sfs.Flags, mntNameMax)
 	}
 	rootNames := mntDirNames(t, dir)
 	if want := []string{"COMMIT", "image.fat", "image.tar", "tree"}; !slices.Equal(rootNames, want) {
@@ -526,7 +531,7 @@ func TestMountReadOnly(t *testing.T) {
 			mountTestWritable = writable
 			dir, _ := mountForTest(t, mntConfig(t, r, nil))
 			mountTestWritable = false
-			if _, opts := mountinfoOf(t, dir); slices.Contains(strings.Split(opts, ","), "ro") == writable {
+			if _, _, opts := mountinfoOf(t, dir); slices.Contains(strings.Split(opts, ","), "ro") == writable {
 				t.Fatalf("mount options %s: the kernel's read-only check is not what this subtest means", opts)
 			}
 			tree := filepath.Join(dir, "tree")
@@ -978,9 +983,9 @@ func TestMountLargeImageMemory(t *testing.T) {
 	}
 }
 
-// mountinfoOf returns the filesystem type and mount options of the mount
-// on dir, from /proc/self/mountinfo.
-func mountinfoOf(t *testing.T, dir string) (fstype, opts string) {
+// mountinfoOf returns the filesystem type, source and mount options of the
+// mount on dir, from /proc/self/mountinfo.
+func mountinfoOf(t *testing.T, dir string) (fstype, source, opts string) {
 	t.Helper()
 	data, err := os.ReadFile(procMountinfo)
 	if err != nil {
@@ -994,13 +999,13 @@ func mountinfoOf(t *testing.T, dir string) (fstype, opts string) {
 		// ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
 		f := strings.Fields(line)
 		sep := slices.Index(f, "-")
-		if sep < 6 || sep+1 >= len(f) || unescapeMountinfo(f[4]) != real {
+		if sep < 6 || sep+2 >= len(f) || unescapeMountinfo(f[4]) != real {
 			continue
 		}
-		return f[sep+1], f[5]
+		return f[sep+1], unescapeMountinfo(f[sep+2]), f[5]
 	}
 	t.Fatalf("%s is not in %s", real, procMountinfo)
-	return "", ""
+	return "", "", ""
 }
 
 // mntDeadMountEnv names the directory a helper process mounts and then
