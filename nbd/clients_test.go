@@ -261,3 +261,19 @@ func TestQemuIoOddOffsets(t *testing.T) {
 		}
 	}
 }
+
+func TestQemuNbdList(t *testing.T) {
+	tool(t, "qemu-nbd", "qemu-utils")
+	ts := startServer(t, nil)
+	out := runTool(t, "qemu-nbd", "-L", "-k", ts.sock)
+	if !strings.Contains(out, fmt.Sprintf("exports available: %d", len(testExportNames))) {
+		t.Fatalf("qemu-nbd -L:\n%s", out)
+	}
+	for _, name := range testExportNames {
+		img, _ := ts.image(name)
+		want := fmt.Sprintf("export: '%s'\n  size:  %d\n  flags: 0x587 ( readonly flush df multi cache )", name, img.Size())
+		if !strings.Contains(out, want) {
+			t.Errorf("qemu-nbd -L lacks %q:\n%s", want, out)
+		}
+	}
+}
