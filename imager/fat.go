@@ -237,30 +237,36 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	default:
 		return nil, nil, fmt.Errorf("imager: fat: unknown symlink mode %q", opts.Symlinks)
 	}
+	// One error lists every problem: those of the names and sizes, then
+	// those of the type tried (forced, or FAT32 when FAT16 does not fit).
 	root, all, problems := fatTree(tree)
-	if len(problems) > 0 {
-		return nil, warns, &FATRefusal{FATType: opts.FATType, Problems: problems}
-	}
+	typ := opts.FATType
 	var g *fatGeometry
-	if opts.FATType == 0 {
+	if typ == 0 {
 		var p16 []Warning
 		if g, p16 = planFAT(root, all, 16, bps); g == nil {
 			var p32 []Warning
 			if g, p32 = planFAT(root, all, 32, bps); g == nil {
-				return nil, warns, &FATRefusal{FATType: 32, Problems: p32}
+				typ, problems = 32, append(problems, p32...)
+			} else {
+				w := p16[0]
+				if w.Path == "" {
+					w.Path = "/"
+				}
+				warns = append(warns, Warning{Path: "/", Msg: fmt.Sprintf(
+					"FAT32 chosen, which MirageOS's FAT reader cannot read: the tree does not fit FAT16 (%s: %s; %d reason(s) in all)", w.Path, w.Msg, len(p16))})
 			}
-			w := p16[0]
-			if w.Path == "" {
-				w.Path = "/"
-			}
-			warns = append(warns, Warning{Path: "/", Msg: fmt.Sprintf(
-				"FAT32 chosen, which MirageOS's FAT reader cannot read: the tree does not fit FAT16 (%s: %s; %d reason(s) in all)", w.Path, w.Msg, len(p16))})
 		}
 	} else {
 		var p []Warning
-		if g, p = planFAT(root, all, opts.FATType, bps); g == nil {
-			return nil, warns, &FATRefusal{FATType: opts.FATType, Problems: p}
+		g, p = planFAT(root, all, typ, bps)
+		problems = append(problems, p...)
+	}
+	if len(problems) > 0 {
+		if typ == 0 && g != nil && g.fat32 {
+			typ = 32
 		}
+		return nil, warns, &FATRefusal{FATType: typ, Problems: problems}
 	}
 	if !g.fat32 {
 		// The image is for Mirage: say which names it cannot look up.
@@ -576,7 +582,7 @@ func planFAT(root *fatNode, all []*fatNode, fatType int, bps int64) (*fatGeometr
 	} else {
 		g.reserved = fat16Reserved
 		for _, n := range all {
-			if !n.dir && n.size > fat16MaxFile {
+			if !n.dir && n.size > fat16MaxFile && n.size <= fat32MaxFile { // larger ones are already refused
 				problems = append(problems, Warning{Path: n.path, Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", n.size)})
 			}
 		}

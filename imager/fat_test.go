@@ -550,6 +550,17 @@ func TestFATRefusals(t *testing.T) {
 		t.Errorf("directory of 65538 entries: %v", err)
 	}
 
+	// Forced FAT16: the names' problems and the type's in one error.
+	_, _, err = BuildFAT(tr, m.blobs, Options{FATType: 16})
+	if !errors.As(err, &ref) || len(ref.Problems) != 11 || !strings.Contains(err.Error(), "FAT16 holds at most 65524") {
+		t.Errorf("forced FAT16: %v", err)
+	}
+	mixed := newFmem().file("a?", "x").synthFile("two-gig", 2<<30)
+	_, _, err = BuildFAT(mixed.tree(), mixed.blobs, Options{FATType: 16})
+	if !errors.As(err, &ref) || len(ref.Problems) != 3 || !strings.Contains(err.Error(), "a?") || !strings.Contains(err.Error(), "two-gig: is 2147483648 bytes: FAT16") {
+		t.Errorf("forced FAT16, a bad name and a 2 GiB file: %v", err)
+	}
+
 	// Options FAT cannot honor.
 	small := newFmem().file("a", "a")
 	for _, o := range []Options{{Symlinks: SymlinksKeep}, {FATType: 12}, {SectorSize: 1024}} {
