@@ -74,7 +74,8 @@ type conn struct {
 
 	// Transmission state, fixed once the handshake ends.
 	cur         *pin
-	blockStatus bool // base:allocation negotiated for cur
+	blockStatus bool     // base:allocation negotiated for cur
+	runs        runCache // zero/data runs of cur
 
 	wmu  sync.Mutex
 	werr error

@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -263,5 +264,47 @@ func TestResolverPanic(t *testing.T) {
 	}
 	if !strings.Contains(ts.log.String(), "resolver bug") {
 		t.Errorf("panic not logged:\n%s", ts.log.String())
+	}
+}
+
+// countingImage counts ExtentAt calls.
+type countingImage struct {
+	*memImage
+	calls atomic.Int64
+}
+
+func (c *countingImage) ExtentAt(off int64) (int64, bool) {
+	c.calls.Add(1)
+	return c.memImage.ExtentAt(off)
+}
+
+// TestRunCache checks that sequential large reads and block status queries
+// inside one run ask the image for it once, and that the data is right.
+func TestRunCache(t *testing.T) {
+	img := &countingImage{memImage: smallImage()}
+	srv := &Server{
+		Resolve: func(ctx context.Context, name string) (*Export, error) { return &Export{Image: img}, nil },
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	sc, cc := net.Pipe()
+	go srv.ServeConn(context.Background(), sc)
+	rc := &rawClient{t: t, c: cc, r: bufio.NewReader(cc)}
+	cc.SetDeadline(time.Now().Add(rawDeadline))
+	defer cc.Close()
+	rc.open("", true, true)
+	// [0x40000, 2 MiB) is one data run; 2 MiB starts a 1 MiB zero run.
+	for off := uint64(0x40000); off < 2<<20; off += minSparseRead {
+		rc.sendReq(0, cmdRead, off, off, minSparseRead, nil)
+		data, errno, _ := rc.structuredRead(off, off, minSparseRead)
+		if errno != 0 || !bytes.Equal(data, smallImage().data[off:off+minSparseRead]) {
+			t.Fatalf("read at %#x: error %d or wrong data", off, errno)
+		}
+		rc.sendReq(0, cmdBlockStatus, off+1, off, 4096, nil)
+		if c := rc.readChunk(); c.typ != replyTypeBlockStatus || be.Uint32(c.payload[4:]) != uint32(2<<20-off) {
+			t.Fatalf("block status at %#x: %+v", off, c)
+		}
+	}
+	if n := img.calls.Load(); n != 1 {
+		t.Errorf("%d ExtentAt calls for one run, want 1", n)
 	}
 }

@@ -20,9 +20,10 @@ type request struct {
 
 // Reads and block status answers are shaped by these.
 const (
-	minHoleChunk     = 4096     // shorter zero runs in a read are sent as data
-	minSparseRead    = 64 << 10 // shorter reads skip the zero-run lookup: holes would save little
-	maxStatusExtents = 1 << 14  // descriptors per block status reply (the spec allows 2^20)
+	minHoleChunk     = 4096        // shorter zero runs in a read are sent as data
+	minSparseRead    = 64 << 10    // shorter reads skip the zero-run lookup: holes would save little
+	maxStatusExtents = 1 << 14     // descriptors per block status reply (the spec allows 2^20)
+	maxDescriptorLen = 1<<32 - 512 // longest descriptor: 32 bits, a multiple of 512
 	blockStatusCost  = chunkHeaderLen + metaContextIDLen + maxStatusExtents*blockDescriptorLen
 )
 
@@ -276,7 +277,7 @@ func (cn *conn) serveSparseRead(r request, ei ExtentImage) bool {
 	var segs []segment
 	holes, dataLen := false, 0
 	for pos := off; pos < end; {
-		n, zero := ei.ExtentAt(pos)
+		n, zero := cn.runs.extentAt(ei, pos, cn.cur.size)
 		if n <= 0 || n > end-pos {
 			if n <= 0 {
 				zero = false // the image does not know: send data
@@ -341,6 +342,7 @@ func (cn *conn) serveSparseRead(r request, ei ExtentImage) bool {
 // are HOLE|ZERO, the rest allocated. Images without ExtentAt are all data.
 func (cn *conn) serveBlockStatus(r request) {
 	off, end := int64(r.off), int64(r.off)+int64(r.length)
+	reqOne := r.flags&cmdFlagReqOne != 0
 	b := make([]byte, chunkHeaderLen+metaContextIDLen, chunkHeaderLen+metaContextIDLen+8*blockDescriptorLen)
 	var lastFlags uint32
 	count := 0
@@ -348,20 +350,25 @@ func (cn *conn) serveBlockStatus(r request) {
 	for pos := off; pos < end && count < maxStatusExtents; {
 		n, zero := end-pos, false
 		if sparse {
-			n, zero = ei.ExtentAt(pos)
-			if n <= 0 || n > end-pos {
-				if n <= 0 {
-					zero = false
-				}
+			n, zero = cn.runs.extentAt(ei, pos, cn.cur.size)
+			if n <= 0 {
+				n, zero = end-pos, false // the image does not know: allocated
+			}
+		}
+		if n > end-pos {
+			// The last run may extend past the request (the spec allows
+			// it, and it saves clients a round trip), except with REQ_ONE.
+			if reqOne {
 				n = end - pos
+			} else {
+				n = min(n, maxDescriptorLen)
 			}
 		}
 		flags := uint32(0)
 		if zero {
 			flags = stateHole | stateZero
 		}
-		if count > 0 && flags == lastFlags {
-			last := b[len(b)-blockDescriptorLen:]
+		if last := b[len(b)-blockDescriptorLen:]; count > 0 && flags == lastFlags && int64(be.Uint32(last))+n <= maxDescriptorLen {
 			be.PutUint32(last, be.Uint32(last)+uint32(n))
 		} else {
 			b = be.AppendUint32(b, uint32(n))
@@ -370,13 +377,55 @@ func (cn *conn) serveBlockStatus(r request) {
 			lastFlags = flags
 		}
 		pos += n
-		if r.flags&cmdFlagReqOne != 0 {
+		if reqOne {
 			break
 		}
 	}
 	putChunkHeader(b, replyFlagDone, replyTypeBlockStatus, r.cookie, uint32(len(b)-chunkHeaderLen))
 	be.PutUint32(b[chunkHeaderLen:], allocationContextID)
 	cn.write(b)
+}
+
+// runCache remembers the last runs an ExtentImage reported, so that
+// sequential reads and status queries inside one long run ask the image
+// once: imager.Layout's ExtentAt walks every extent of the run it reports,
+// which would make a sequential copy quadratic in the number of extents.
+type runCache struct {
+	mu   sync.Mutex
+	runs [runCacheSize]cachedRun
+	next int
+}
+
+const runCacheSize = 8
+
+// cachedRun is [start, end) of one class (zero or data); start is where it
+// was asked for, not necessarily where the run begins.
+type cachedRun struct {
+	start, end int64
+	zero       bool
+}
+
+// extentAt is ei.ExtentAt(pos) for 0 <= pos < size, served from the cache
+// when pos lies in a remembered run.
+func (c *runCache) extentAt(ei ExtentImage, pos, size int64) (int64, bool) {
+	c.mu.Lock()
+	for _, r := range c.runs {
+		if pos >= r.start && pos < r.end {
+			c.mu.Unlock()
+			return r.end - pos, r.zero
+		}
+	}
+	c.mu.Unlock()
+	n, zero := ei.ExtentAt(pos)
+	if n <= 0 {
+		return n, zero
+	}
+	n = min(n, size-pos)
+	c.mu.Lock()
+	c.runs[c.next] = cachedRun{start: pos, end: pos + n, zero: zero}
+	c.next = (c.next + 1) % runCacheSize
+	c.mu.Unlock()
+	return n, zero
 }
 
 // Read buffers come from pools by power-of-two size class, from 4 KiB to
