@@ -65,6 +65,7 @@ var (
 	ErrMountPointNotEmpty = errors.New("gitfs: mount point is not empty")
 	ErrMountPointMounted  = errors.New("gitfs: mount point is already a mount point")
 	ErrNoFUSE             = errors.New("gitfs: FUSE is not available")
+	ErrMountNotPermitted  = errors.New("gitfs: FUSE mounting is not permitted")
 	ErrMountFailed        = errors.New("gitfs: FUSE mount failed")
 	ErrMountConfig        = errors.New("gitfs: bad mount configuration")
 )
@@ -128,6 +129,16 @@ func Mount(dir string, cfg MountConfig) (*Mounted, error) {
 	if _, err := os.Stat(devFUSE); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w (load the fuse kernel module, or run the container with --device %s; "+
 			"install the fuse3 package for fusermount3)", ErrNoFUSE, devFUSE, err, devFUSE)
+	}
+	if os.Geteuid() != 0 {
+		// fusermount3 opens the device as the calling user.
+		if err := syscall.Access(devFUSE, accessReadWrite); err != nil {
+			return nil, fmt.Errorf("%w: %s is not readable and writable by uid %d: %w "+
+				"(run as root, or give the user access to %s)", ErrMountNotPermitted, devFUSE, os.Geteuid(), err, devFUSE)
+		}
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			return nil, fmt.Errorf("%w: fusermount3 not found: install the fuse3 package", ErrMountNotPermitted)
+		}
 	}
 
 	idx := newMountIndex(cfg.Tree.Entries, inoImages+uint64(len(names)))
@@ -200,14 +211,20 @@ func mountSource(commit string) string {
 // nodes' own EROFS answers are exercised, not just the kernel's.
 var mountTestWritable bool
 
+// accessReadWrite is access(2)'s R_OK|W_OK.
+const accessReadWrite = 0x4 | 0x2
+
 // mountError explains a failed mount and what would make it work.
 func mountError(dir string, err error) error {
-	hint := "mounting FUSE needs root (CAP_SYS_ADMIN) or the setuid fusermount3 from the fuse3 package"
-	if _, lerr := exec.LookPath("fusermount3"); lerr != nil && os.Geteuid() != 0 {
-		hint = "fusermount3 is not installed: install the fuse3 package"
-	}
-	return fmt.Errorf("%w at %s: %w (%s)", ErrMountFailed, dir, err, hint)
+	return fmt.Errorf("%w at %s: %w (mounting FUSE needs root with CAP_SYS_ADMIN, "+
+		"or the setuid fusermount3 from the fuse3 package)", ErrMountFailed, dir, trimmedError{err})
 }
+
+// trimmedError drops the newline go-fuse ends some messages with.
+type trimmedError struct{ err error }
+
+func (e trimmedError) Error() string { return strings.TrimSpace(e.err.Error()) }
+func (e trimmedError) Unwrap() error { return e.err }
 
 // Dir is the absolute mount point.
 func (m *Mounted) Dir() string { return m.dir }

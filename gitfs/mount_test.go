@@ -51,6 +51,9 @@ func mntRequireFUSE(t *testing.T) {
 	if err != nil || st.Mode()&os.ModeSetuid == 0 {
 		t.Skipf("mounting is not permitted: not root and %s is not setuid", fm)
 	}
+	if err := syscall.Access(devFUSE, accessReadWrite); err != nil {
+		t.Skipf("mounting is not permitted: %s is not readable and writable by uid %d: %v", devFUSE, os.Geteuid(), err)
+	}
 }
 
 func mntHasCapSysAdmin(t *testing.T) bool {
