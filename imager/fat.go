@@ -18,15 +18,25 @@ package imager
 //     entries rounded down to whole sectors. Otherwise FAT32: files under
 //     4 GiB, at most 0x0FFFFFF5 clusters of 32 KiB, and at most 2^32-1
 //     sectors (2 TiB at 512-byte sectors, 16 TiB at 4096).
+//   - The smallest cluster size that fits is used; FAT16 volumes have at
+//     least 4085 clusters (2 MiB at 512 bytes), FAT32 at least 65525
+//     (32 MiB): the unused part is zeros (holes), never stored.
 //   - No FAT12, no partition table, no boot code (a stub that asks the BIOS
 //     for the next boot device), no volume label (Mirage would list a
 //     volume-label entry as a file; the boot sector says "NO NAME").
-//   - Names: every entry gets a long name (UTF-16, at most 255 units) and a
-//     deterministic 8.3 alias (the upper-cased name when it is a valid 8.3
-//     name, else a basis name with ~N, the lowest N free in its directory,
-//     in tree order). Names FAT cannot hold are refused, never mangled:
-//     equal but for case, with "*/:<>?\| or control characters, ending in
-//     a dot or a space (readers drop those), not valid UTF-8.
+//   - Names: every entry gets a long name (UTF-16, at most 255 units,
+//     always NUL-terminated and 0xFFFF-padded as Mirage compares raw bytes)
+//     and a deterministic 8.3 alias: the exact 8.3 name Mirage looks the name
+//     up by when Mirage takes it for a DOS name ("README", "MY FILE.TXT"),
+//     else the upper-cased name when it is a valid 8.3 name, else a basis
+//     name with ~N, the lowest N free in its directory, in tree order (not
+//     Windows' hashed or Linux's random aliases past ~4 / ~9). Names FAT
+//     cannot hold are refused, never mangled: equal but for case, with
+//     "*/:<>?\| or control characters, ending in a dot or a space (readers
+//     drop those), longer than 255 units, not valid UTF-8.
+//   - Mirage converts looked-up names to UTF-16 byte by byte: it cannot find
+//     non-ASCII names (Linux and mtools can). FAT16 images warn about those,
+//     and about DOS-like names whose 8.3 name another entry already holds.
 //   - At most 65536 32-byte entries per directory (long-name entries count).
 //   - Every timestamp is the commit time, clamped to 1980..2107, in UTC;
 //     the volume serial number is derived from the commit id.

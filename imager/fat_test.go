@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -458,9 +459,16 @@ func TestFATHuge(t *testing.T) {
 		m.synthFile(fmt.Sprintf("d%d/f%03d", i%7, i), 1<<32-1)
 	}
 	tr := m.tree()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	l, _, err := BuildFAT(tr, m.blobs, Options{SectorSize: 4096})
+	runtime.ReadMemStats(&after)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Its FATs are 2 x 256 MiB; the layout must not allocate them.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("laying out allocated %d bytes", alloc)
 	}
 	if l.Size() < n*(1<<32-1) {
 		t.Fatalf("size %d", l.Size())
