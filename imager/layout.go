@@ -66,6 +66,13 @@ type Layout struct {
 	extents []Extent
 	size    int64
 	blobs   BlobReader
+	runs    []run // alternating zero / data runs, for ExtentAt
+}
+
+// run is a maximal stretch of zero or of non-zero extents.
+type run struct {
+	off  int64
+	zero bool
 }
 
 var _ Image = (*Layout)(nil)
@@ -170,13 +177,24 @@ func (l *Layout) ExtentAt(off int64) (n int64, zero bool) {
 	if off < 0 || off >= l.size {
 		return 0, false
 	}
-	i := l.find(off)
-	zero = l.extents[i].Kind == ExtentZero
-	end := l.extents[i].Off + l.extents[i].Len
-	for i++; i < len(l.extents) && (l.extents[i].Kind == ExtentZero) == zero; i++ {
-		end = l.extents[i].Off + l.extents[i].Len
+	i := sort.Search(len(l.runs), func(i int) bool { return l.runs[i].off > off }) - 1
+	end := l.size
+	if i+1 < len(l.runs) {
+		end = l.runs[i+1].off
 	}
-	return end - off, zero
+	return end - off, l.runs[i].zero
+}
+
+// makeRuns indexes the zero / data runs of the extent table.
+func makeRuns(extents []Extent) []run {
+	var runs []run
+	for i := range extents {
+		zero := extents[i].Kind == ExtentZero
+		if len(runs) == 0 || runs[len(runs)-1].zero != zero {
+			runs = append(runs, run{off: extents[i].Off, zero: zero})
+		}
+	}
+	return runs
 }
 
 // Builder appends extents in order to make a Layout. Its invariants
@@ -235,7 +253,7 @@ func (b *Builder) PadTo(desc string, align int64) {
 // the immutable Layout reading blobs through blobs.
 func (b *Builder) Layout(blobs BlobReader) *Layout {
 	b.PadTo("padding to 4 KiB", SectorAlign)
-	l := &Layout{extents: b.extents, size: b.pos, blobs: blobs}
+	l := &Layout{extents: b.extents, size: b.pos, blobs: blobs, runs: makeRuns(b.extents)}
 	b.extents = nil
 	return l
 }

@@ -162,6 +162,9 @@ func listen(addr string) (net.Listener, error) {
 	return l, nil
 }
 
+// Layouts know their zero runs: NBD block status reports them as holes.
+var _ nbd.ExtentImage = (*imager.Layout)(nil)
+
 // server maps export names to pinned images of the repository.
 type server struct {
 	repo   *gitfs.Repo
