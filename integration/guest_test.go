@@ -126,7 +126,7 @@ func bootGuest(t *testing.T, qemu, kernel, initrd, sockPath, export, mode string
 	defer cancel()
 	drive := fmt.Sprintf("file=nbd:unix:%s:exportname=%s,format=raw,if=virtio,readonly=on", sockPath, export)
 	cmd := exec.CommandContext(ctx, qemu,
-		"-accel", "tcg", "-m", guestMemory, "-nographic", "-no-reboot",
+		"-accel", "tcg", "-m", guestMemory, "-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", kernel, "-initrd", initrd,
 		"-append", "console=ttyS0 quiet loglevel=1 panic=-1 gitblk.mode="+mode,
 		"-drive", drive)
