@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 )
 
@@ -203,6 +204,9 @@ type Builder struct {
 	extents []Extent
 	pos     int64
 }
+
+// Grow makes room for n more extents, to spare regrowing the table.
+func (b *Builder) Grow(n int) { b.extents = slices.Grow(b.extents, n) }
 
 // Pos is the offset the next extent starts at.
 func (b *Builder) Pos() int64 { return b.pos }

@@ -219,6 +219,7 @@ func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	mtime = max(mtime, 0) // git has no times before 1970
 
 	var b Builder
+	b.Grow(3*len(tree.Entries) + 4) // header, content, padding per entry
 	if len(global) > 0 {
 		b.Data("tar pax global header", paxBlocks("pax_global_header", tarTypeGlobal, global, mtime))
 	}
