@@ -150,11 +150,11 @@ func parseGuestSums(console string) (map[string]string, error) {
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
 		switch {
+		case strings.Contains(line, guestErrorPrefix):
+			return nil, fmt.Errorf("guest reported: %s", line[strings.Index(line, guestErrorPrefix):])
 		case strings.Contains(line, guestBeginMarker):
 			inside = true
 		case !inside:
-		case strings.Contains(line, guestErrorPrefix):
-			return nil, fmt.Errorf("guest reported: %s", line[strings.Index(line, guestErrorPrefix):])
 		case strings.Contains(line, guestEndMarker):
 			inside, ended = false, true
 		default:
@@ -228,5 +228,35 @@ func compareSums(t *testing.T, want, got map[string]string) {
 	}
 	if !t.Failed() {
 		t.Logf("guest read %d files, all equal to git's", len(got))
+	}
+}
+
+// TestParseGuestSums checks the console parser on what QEMU really prints:
+// CRLF lines, terminal escapes glued to the begin marker, kernel lines
+// outside the markers, and the guest's error report.
+func TestParseGuestSums(t *testing.T) {
+	const sumA = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+	const sumB = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	good := "SeaBIOS\r\nBooting from ROM..\x1bc\x1b[?7l.\r==GITBLK-BEGIN mode=fat==\r\n" +
+		sumA + "  ./dir/a b.txt\r\n" + sumB + "  ./ünï/empty\r\n==GITBLK-END==\r\n[    4.1] reboot: Power down\r\n"
+	got, err := parseGuestSums(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"dir/a b.txt": sumA, "ünï/empty": sumB}
+	if len(got) != len(want) || got["dir/a b.txt"] != sumA || got["ünï/empty"] != sumB {
+		t.Errorf("parsed %q, want %q", got, want)
+	}
+
+	for name, console := range map[string]string{
+		"error before begin": "GITBLK-ERROR: insmod virtio_blk\r\n==GITBLK-END==\r\n",
+		"error inside":       "==GITBLK-BEGIN mode=tar==\r\nGITBLK-ERROR: tar -xf /dev/vda\r\n==GITBLK-END==\r\n",
+		"no end marker":      "==GITBLK-BEGIN mode=tar==\r\n" + sumA + "  ./a\r\n",
+		"nothing":            "Kernel panic - not syncing\r\n",
+		"garbled line":       "==GITBLK-BEGIN mode=tar==\r\n" + sumA[:10] + "  ./a\r\n==GITBLK-END==\r\n",
+	} {
+		if got, err := parseGuestSums(console); err == nil {
+			t.Errorf("%s: parsed %q, want an error", name, got)
+		}
 	}
 }
