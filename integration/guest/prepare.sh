@@ -19,7 +19,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache_root=${GITBLK_TEST_CACHE:-$HOME/.cache/gitblk-test}
+cache_root=${GITBLK_TEST_CACHE:-${HOME:-/tmp}/.cache/gitblk-test}
 # Modules in load order; each one that modules.builtin lists is skipped.
 modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk fat vfat nls_cp437 nls_utf8)
 
@@ -120,6 +120,10 @@ cp "$vmlinuz" "$work/out/vmlinuz"
 touch "$work/out/ready"
 rm -rf "$out"
 mv "$work/out" "$out"
+# Drop guests made by older versions of this script or kernel.
+for old in "$cache_root"/guest-*; do
+	[ "$old" = "$out" ] || rm -rf "$old"
+done
 log "cached in $out"
 echo "kernel=$out/vmlinuz"
 echo "initrd=$out/initramfs.cpio.gz"
