@@ -689,6 +689,7 @@ func (g *fatGeometry) layout(root *fatNode, all []*fatNode, tree *Tree, blobs Bl
 	ts := fatTimestamp(tree.Time)
 	serial := volumeSerial(tree.CommitID)
 	var b Builder
+	b.Grow(2*len(tree.Entries) + 16) // content and cluster slack per entry, plus fixed areas
 	bps := g.bps
 	boot := g.bootSector(serial)
 	b.Data("fat boot sector", boot)
