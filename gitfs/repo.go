@@ -96,7 +96,15 @@ type slot struct {
 	r  *Repo
 	st *filesystem.Storage
 	gr *gogit.Repository
+
+	packStamp time.Time // modification time of objects/pack at load
+	checked   time.Time // when packStamp was last compared
 }
+
+// packCheckInterval is how often a slot compares objects/pack with what it
+// loaded: a repack or fetch changes it, and a slot holding deleted packs
+// open would keep their disk space.
+const packCheckInterval = time.Second
 
 // Open opens the repository at path: a bare repository, a .git directory,
 // or a work tree (its .git directory or .git file is followed).
@@ -235,7 +243,30 @@ func (s *slot) load() error {
 		_ = s.st.Close()
 	}
 	s.st, s.gr = st, gr
+	s.packStamp, s.checked = s.r.packDirStamp(), time.Now()
 	return nil
+}
+
+// packDirStamp is the modification time of the objects/pack directory.
+func (r *Repo) packDirStamp() time.Time {
+	fi, err := os.Stat(filepath.Join(commonDir(r.gitDir), "objects", "pack"))
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+// refresh reloads the slot when objects/pack changed since it was loaded
+// (checked at most every packCheckInterval).
+func (s *slot) refresh() {
+	now := time.Now()
+	if now.Sub(s.checked) < packCheckInterval {
+		return
+	}
+	s.checked = now
+	if !s.r.packDirStamp().Equal(s.packStamp) {
+		_ = s.load() // on failure the old view stays; errors surface on use
+	}
 }
 
 // acquire takes a slot from the pool.
@@ -247,6 +278,7 @@ func (r *Repo) acquire() (*slot, error) {
 	}
 	select {
 	case s := <-r.pool:
+		s.refresh()
 		return s, nil
 	case <-r.closed:
 		return nil, ErrClosed
