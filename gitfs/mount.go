@@ -48,6 +48,9 @@ const (
 	procMountinfo = "/proc/self/mountinfo"
 	// mountinfoPointField is the index of the mount point in a mountinfo line.
 	mountinfoPointField = 4
+	// mountinfoMaxLine bounds a mountinfo line (two paths of up to PATH_MAX,
+	// escaped, and options).
+	mountinfoMaxLine = 1 << 20
 )
 
 // Fixed inode numbers; entries of the tree follow the images.
@@ -304,7 +307,7 @@ func isMountPoint(dir string) (bool, error) {
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
+	sc.Buffer(nil, mountinfoMaxLine)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) > mountinfoPointField && unescapeMountinfo(fields[mountinfoPointField]) == dir {
