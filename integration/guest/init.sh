@@ -28,12 +28,14 @@ fail() {
 }
 
 mode=
+# shellcheck disable=SC2013 # words, not lines, are wanted
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	gitblk.mode=*) mode=${arg#gitblk.mode=} ;;
 	esac
 done
 
+# shellcheck disable=SC2013 # one module name per line, no spaces
 for m in $(cat /lib/modules/load); do
 	insmod "/lib/modules/$m.ko" || fail "insmod $m"
 done

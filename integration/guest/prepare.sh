@@ -67,9 +67,11 @@ if ! (cd "$work" && apt-get download -q "$kpkg" >&2 2>"$work/apt.err"); then
 	exit 3
 fi
 dpkg-deb -x "$work"/"$kpkg"_*.deb "$work/k"
-vmlinuz=$(ls "$work"/k/boot/vmlinuz-* | head -n1)
+kernels=("$work"/k/boot/vmlinuz-*)
+vmlinuz=${kernels[0]}
 [ -f "$vmlinuz" ] || die "no boot/vmlinuz-* in $kpkg"
-moddir=$(ls -d "$work"/k/lib/modules/* | head -n1)
+moddirs=("$work"/k/lib/modules/*)
+moddir=${moddirs[0]}
 [ -d "$moddir" ] || die "no lib/modules/VERSION in $kpkg"
 
 # A static busybox: the installed one if it is static, else from the package.
