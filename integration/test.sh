@@ -22,6 +22,7 @@ need=(
 	"busybox busybox-static"
 	"cpio cpio"
 	"losetup mount"
+	"systemd-analyze systemd"
 )
 missing=()
 for pair in "${need[@]}"; do
