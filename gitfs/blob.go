@@ -54,7 +54,7 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 			data, err = readAllObject(o)
 			return err
 		}
-		rc, err = o.Reader()
+		rc, err = r.blobReader(o)
 		return err
 	})
 	if err != nil {
@@ -76,6 +76,14 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 		_ = rc.Close()
 	}
 	return s.readAt(c, p, off)
+}
+
+// blobReader opens the inflated content of blob object o.
+func (r *Repo) blobReader(o plumbing.EncodedObject) (io.ReadCloser, error) {
+	if isLoose(o) {
+		return r.openLooseBlob(o.Hash(), o.Size())
+	}
+	return o.Reader()
 }
 
 // copyAt copies data[off:] into p with io.ReaderAt semantics.
@@ -234,7 +242,7 @@ func (s *spill) openStream(c *blobCache) error {
 		if o.Type() != plumbing.BlobObject || o.Size() != s.size {
 			return fmt.Errorf("%w: now a %s of %d bytes, was a blob of %d", ErrCorruptObject, o.Type(), o.Size(), s.size)
 		}
-		rc, err = o.Reader()
+		rc, err = c.r.blobReader(o)
 		return err
 	})
 	if err != nil {
