@@ -85,6 +85,7 @@ type Repo struct {
 	once   sync.Once
 
 	blobs *blobCache
+	sizes sizer
 }
 
 var _ imager.BlobReader = (*Repo)(nil)
@@ -114,6 +115,7 @@ func Open(path string, opts Options) (*Repo, error) {
 		return nil, err
 	}
 	r := &Repo{path: path, gitDir: gitDir, closed: make(chan struct{})}
+	r.sizes.r = r
 	n := runtime.GOMAXPROCS(0) * 2
 	if n > maxPool {
 		n = maxPool
@@ -318,6 +320,7 @@ func (r *Repo) Close() error {
 			<-r.pool
 		}
 		r.closeSlots()
+		r.sizes.close()
 		err = r.blobs.close()
 	})
 	return err

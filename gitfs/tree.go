@@ -327,7 +327,10 @@ func (r *Repo) fillPart(ents []imager.Entry, part []int) error {
 	for _, i := range part {
 		e := &ents[i]
 		h := plumbing.Hash(e.Blob)
-		size, err := s.st.EncodedObjectSize(h)
+		size, err := r.sizes.size(h)
+		if err != nil {
+			size, err = s.st.EncodedObjectSize(h)
+		}
 		if err != nil {
 			// Objects move (gc, repack) and arrive (fetch): reload, retry once.
 			if lerr := s.load(); lerr != nil {
