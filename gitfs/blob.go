@@ -83,6 +83,9 @@ func (r *Repo) blobReader(o plumbing.EncodedObject) (io.ReadCloser, error) {
 	if isLoose(o) {
 		return r.openLooseBlob(o.Hash(), o.Size())
 	}
+	if rc, ok, err := r.openPackedDelta(o.Hash(), o.Size()); ok || err != nil {
+		return rc, err
+	}
 	return o.Reader()
 }
 

@@ -195,49 +195,86 @@ func inflateHead(r io.Reader, buf []byte) (int, error) {
 	return n, err
 }
 
-// packEntrySize reads the size of the pack entry at off: from its header,
-// or for a delta from the target size at the start of the delta data.
-func packEntrySize(f *os.File, off int64) (int64, error) {
+// packEntry is a parsed pack entry header.
+type packEntry struct {
+	typ     byte
+	size    int64 // inflated size of the entry's data (for a delta: of the delta)
+	dataOff int64 // where the zlib stream starts
+	baseOff int64 // OFS_DELTA: offset of the base entry
+	baseID  plumbing.Hash
+}
+
+// readPackEntry parses the header of the pack entry at off.
+func readPackEntry(f *os.File, off int64) (*packEntry, error) {
 	var hdr [packEntryHeaderMax]byte
 	n, err := f.ReadAt(hdr[:], off)
 	if n == 0 {
-		return 0, fmt.Errorf("pack entry at %d: %w", off, err)
+		return nil, fmt.Errorf("pack entry at %d: %w", off, err)
 	}
 	b := hdr[:n]
-	typ := (b[0] >> 4) & 7
-	size := int64(b[0] & 0x0f)
+	e := &packEntry{typ: (b[0] >> 4) & 7, size: int64(b[0] & 0x0f)}
 	shift := uint(4)
 	i := 1
 	for c := b[0]; c&0x80 != 0; i++ {
 		if i >= len(b) || shift > 56 {
-			return 0, fmt.Errorf("pack entry at %d: bad header", off)
+			return nil, fmt.Errorf("pack entry at %d: bad header", off)
 		}
 		c = b[i]
-		size |= int64(c&0x7f) << shift
+		e.size |= int64(c&0x7f) << shift
 		shift += 7
 	}
-	switch typ {
-	case packBlob:
-		return size, nil
-	case packCommit, packTree, packTag:
-		return 0, fmt.Errorf("pack entry at %d: type %d, not a blob", off, typ)
+	switch e.typ {
+	case packCommit, packTree, packTag, packBlob:
 	case packOfsDelta:
-		for ; ; i++ {
-			if i >= len(b) {
-				return 0, fmt.Errorf("pack entry at %d: bad delta offset", off)
+		// Big-endian base-128 with an implicit +1 per continuation byte.
+		var rel int64
+		for j := 0; ; j++ {
+			if i >= len(b) || j > 8 {
+				return nil, fmt.Errorf("pack entry at %d: bad delta offset", off)
 			}
-			if b[i]&0x80 == 0 {
-				i++
+			c := b[i]
+			i++
+			if j > 0 {
+				rel++
+			}
+			rel = rel<<7 | int64(c&0x7f)
+			if c&0x80 == 0 {
 				break
 			}
 		}
+		e.baseOff = off - rel
+		if rel <= 0 || e.baseOff < 0 {
+			return nil, fmt.Errorf("pack entry at %d: bad delta base offset %d", off, rel)
+		}
 	case packRefDelta:
+		if i+hashLen > len(b) {
+			return nil, fmt.Errorf("pack entry at %d: truncated base id", off)
+		}
+		copy(e.baseID[:], b[i:i+hashLen])
 		i += hashLen
 	default:
-		return 0, fmt.Errorf("pack entry at %d: unknown type %d", off, typ)
+		return nil, fmt.Errorf("pack entry at %d: unknown type %d", off, e.typ)
+	}
+	e.dataOff = off + int64(i)
+	return e, nil
+}
+
+// packEntrySize reads the size of the blob at off: from its header, or
+// for a delta from the target size at the start of the delta data.
+func packEntrySize(f *os.File, off int64) (int64, error) {
+	e, err := readPackEntry(f, off)
+	if err != nil {
+		return 0, err
+	}
+	switch e.typ {
+	case packBlob:
+		return e.size, nil
+	case packOfsDelta, packRefDelta:
+	default:
+		return 0, fmt.Errorf("pack entry at %d: type %d, not a blob", off, e.typ)
 	}
 	var d [deltaHeaderMax]byte
-	dn, err := inflateHead(io.NewSectionReader(f, off+int64(i), 1<<62), d[:])
+	dn, err := inflateHead(io.NewSectionReader(f, e.dataOff, 1<<62), d[:])
 	if err != nil {
 		return 0, fmt.Errorf("pack entry at %d: delta: %w", off, err)
 	}

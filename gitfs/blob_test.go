@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -142,19 +143,22 @@ func TestReadBlobMatchesCatFile(t *testing.T) {
 	git(t, dir, "repack", "-q", "-a", "-d", "-f", "--depth=50", "--window=50")
 	git(t, dir, "prune-packed")
 	vp := git(t, dir, "verify-pack", "-v", packIdx(t, dir))
-	deltas := 0
+	deltas, bigDeltas := 0, 0
 	for _, line := range strings.Split(vp, "\n") {
-		f := strings.Fields(line)
+		f := strings.Fields(line) // id type size packed-size offset depth base
 		if len(f) >= 7 && f[1] == "blob" {
 			for _, id := range ids {
 				if f[0] == id {
 					deltas++
+					if n, _ := strconv.Atoi(git(t, dir, "cat-file", "-s", id)); n > smallBlobMax {
+						bigDeltas++ // streamed, not held whole
+					}
 				}
 			}
 		}
 	}
-	if deltas == 0 {
-		t.Fatalf("no test blob was deltified:\n%s", vp)
+	if deltas == 0 || bigDeltas == 0 {
+		t.Fatalf("want deltified test blobs, small and big:\n%s", vp)
 	}
 	for _, tc := range []struct {
 		name string
