@@ -34,13 +34,20 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 		defer c.unref(s)
 		return s.readAt(c, p, off)
 	}
-	// First read of this blob: look it up.
+	// First read of this blob: sizes and small blobs straight from the
+	// pack or loose file when possible, else through go-git.
 	h := plumbing.Hash(id)
 	var (
 		data []byte
 		rc   io.ReadCloser
 		size int64
 	)
+	if sz, err := r.sizes.size(h); err == nil && sz <= c.smallMax {
+		if d, ok := r.readSmallDirect(h, sz); ok {
+			c.putMem(id, d)
+			return copyAt(d, p, off)
+		}
+	}
 	err := r.withStore(func(st *slot) error {
 		o, err := st.st.EncodedObject(plumbing.AnyObject, h)
 		if err != nil {

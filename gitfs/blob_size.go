@@ -328,3 +328,40 @@ func (r *Repo) looseSize(h plumbing.Hash) (int64, error) {
 	}
 	return size, nil
 }
+
+// readSmallDirect reads a whole small blob of size bytes without go-git
+// when it is loose or packed whole; ok is false for a delta (go-git then
+// resolves it, with its cache of delta bases) or anything unexpected.
+// It spares go-git's copy of the object and its cache entry: reading the
+// Go tree, peak RSS went from 175 MB to 156 MB (and to 129 MiB with go-git caches of 1 MiB).
+func (r *Repo) readSmallDirect(h plumbing.Hash, size int64) ([]byte, bool) {
+	packs, err := r.sizes.current()
+	if err != nil {
+		return nil, false
+	}
+	for _, p := range packs {
+		off, err := p.idx.FindOffset(h)
+		if err != nil {
+			continue
+		}
+		e, err := readPackEntry(p.f, off)
+		if err != nil || e.typ != packBlob || e.size != size {
+			return nil, false
+		}
+		data := make([]byte, size)
+		if n, err := inflateHead(io.NewSectionReader(p.f, e.dataOff, 1<<62), data); err != nil || int64(n) != size {
+			return nil, false
+		}
+		return data, true
+	}
+	rc, err := r.openLooseBlob(h, size)
+	if err != nil {
+		return nil, false
+	}
+	defer rc.Close()
+	data := make([]byte, size)
+	if _, err := io.ReadFull(rc, data); err != nil {
+		return nil, false
+	}
+	return data, true
+}

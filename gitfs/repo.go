@@ -45,7 +45,7 @@ const (
 	largeObjectThreshold = 1 << 20
 	// gitCacheSize is go-git's own object cache (delta bases, small
 	// objects) per storage in the pool.
-	gitCacheSize = 4 << 20
+	gitCacheSize = 1 << 20
 	// maxPool caps the number of independent go-git storages.
 	maxPool = 8
 	// maxRefsListed is how many existing refs an unknown-revision error names.
