@@ -240,18 +240,22 @@ func TestReadBlobWhileRepacking(t *testing.T) {
 	for _, id := range ids {
 		want[id] = gitBytes(t, dir, "cat-file", "blob", id)
 	}
-	// Small caches, so that reads keep going back to the repository.
+	// Small caches, so that reads keep going back to the repository; and
+	// the default caches, with spills growing while objects move.
 	r := openRepo(t, dir, Options{CacheSize: 64 << 10, DiskCacheSize: -1})
+	r2 := openRepo(t, dir, Options{})
 	c, err := r.Resolve("main")
 	if err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		readConcurrently(t, r, ids, want, 6, 50, stop)
-	}()
+	done := make(chan struct{}, 2)
+	for _, rr := range []*Repo{r, r2} {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			readConcurrently(t, rr, ids, want, 4, 50, stop)
+		}()
+	}
 	for _, args := range [][]string{
 		{"gc", "-q", "--prune=now"},
 		{"repack", "-q", "-a", "-d"},
@@ -265,6 +269,7 @@ func TestReadBlobWhileRepacking(t *testing.T) {
 		}
 	}
 	close(stop)
+	<-done
 	<-done
 }
 
