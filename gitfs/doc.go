@@ -26,7 +26,8 @@
 // (blob_delta.go). Each file states the numbers that justified it.
 //
 // Limits: the user's global attributes file is not read for export-ignore;
-// objects in alternates are found only through go-git (slower); SHA-256
+// objects in alternates (git clone --shared) are found only through
+// go-git, which reads a big packed blob there whole into memory; SHA-256
 // repositories are not supported; every storage of the pool holds the
 // pack indexes in memory (fine for ordinary repositories, costly for ones
 // with tens of millions of objects).

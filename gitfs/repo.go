@@ -232,6 +232,9 @@ func (s *slot) load() error {
 	st := filesystem.NewStorageWithOptions(fs, cache.NewObjectLRU(gitCacheSize), filesystem.Options{
 		KeepDescriptors:      true,
 		LargeObjectThreshold: largeObjectThreshold,
+		// objects/info/alternates holds absolute paths: resolve them from
+		// the file system root, not inside the repository.
+		AlternatesFS: osfs.New(string(filepath.Separator)),
 	})
 	gr, err := gogit.Open(st, nil)
 	if err != nil {

@@ -248,3 +248,17 @@ func TestClosed(t *testing.T) {
 		t.Errorf("ReadBlob after Close: %v, want ErrClosed", err)
 	}
 }
+
+func TestAlternates(t *testing.T) {
+	dir, _ := richRepo(t)
+	git(t, dir, "gc", "-q")
+	clone := filepath.Join(t.TempDir(), "shared")
+	git(t, dir, "clone", "-q", "--shared", dir, clone)
+	r := openRepo(t, clone, Options{})
+	compareListing(t, r, clone, git(t, clone, "rev-parse", "HEAD"))
+	id := git(t, clone, "rev-parse", "HEAD:README")
+	p := make([]byte, 6)
+	if n, err := r.ReadBlob(blobID(t, id), p, 0); n != 6 || err != nil || string(p) != "hello\n" {
+		t.Errorf("ReadBlob through alternates = %d %q %v", n, p[:n], err)
+	}
+}

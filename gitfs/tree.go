@@ -337,7 +337,12 @@ func (r *Repo) fillPart(ents []imager.Entry, part []int) error {
 				return objectErr("blob", e.Path, h, lerr)
 			}
 			if size, err = s.st.EncodedObjectSize(h); err != nil {
-				return objectErr("blob", e.Path, h, err)
+				// go-git finds objects of alternates only this way.
+				o, aerr := s.st.EncodedObject(plumbing.AnyObject, h)
+				if aerr != nil {
+					return objectErr("blob", e.Path, h, err)
+				}
+				size = o.Size()
 			}
 		}
 		if size < 0 {
