@@ -12,8 +12,9 @@ import (
 // mounts and refs that share a tree share its layout. Concurrent requests
 // for one key lay it out once. Safe for concurrent use.
 type Images struct {
-	repo *Repo
-	max  int
+	repo     *Repo
+	max      int
+	cacheDir string // where tree listings are kept; "" for none
 
 	mu      sync.Mutex
 	entries map[imageKey]*imageEntry
@@ -36,12 +37,13 @@ type imageEntry struct {
 // DefaultImagesKept is how many layouts Images keeps when asked for 0.
 const DefaultImagesKept = 8
 
-// NewImages returns a layout cache over repo keeping at most max layouts.
-func NewImages(repo *Repo, max int) *Images {
+// NewImages returns a layout cache over repo keeping at most max layouts
+// in memory, and tree listings on disk under cacheDir ("" for none).
+func NewImages(repo *Repo, max int, cacheDir string) *Images {
 	if max <= 0 {
 		max = DefaultImagesKept
 	}
-	return &Images{repo: repo, max: max, entries: make(map[imageKey]*imageEntry)}
+	return &Images{repo: repo, max: max, cacheDir: cacheDir, entries: make(map[imageKey]*imageEntry)}
 }
 
 // Image returns the image of commit c in opts's format (export-ignore
@@ -76,7 +78,7 @@ func (im *Images) Image(c *Commit, opts imager.Options) (*imager.Layout, []image
 }
 
 func (im *Images) build(c *Commit, opts imager.Options) (*imager.Layout, []imager.Warning, error) {
-	tree, err := im.repo.Tree(c, true)
+	tree, err := im.repo.CachedTree(c, true, im.cacheDir)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -36,7 +36,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	repo, err := rf.open(pos[0])
+	repo, cacheDir, err := rf.open(pos[0])
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	layout, warnings, err := gitfs.NewImages(repo, 1).Image(c, opts)
+	layout, warnings, err := gitfs.NewImages(repo, 1, cacheDir).Image(c, opts)
 	if err != nil {
 		return err
 	}

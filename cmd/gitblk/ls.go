@@ -52,7 +52,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	repo, err := rf.open(pos[0])
+	repo, cacheDir, err := rf.open(pos[0])
 	if err != nil {
 		return err
 	}
@@ -61,7 +61,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	layout, warnings, err := gitfs.NewImages(repo, 1).Image(c, opts)
+	layout, warnings, err := gitfs.NewImages(repo, 1, cacheDir).Image(c, opts)
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	repo, err := rf.open(pos[0])
+	repo, cacheDir, err := rf.open(pos[0])
 	if err != nil {
 		return err
 	}
@@ -37,11 +37,11 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	tree, err := repo.Tree(c, false)
+	tree, err := repo.CachedTree(c, false, cacheDir)
 	if err != nil {
 		return err
 	}
-	images := gitfs.NewImages(repo, 2)
+	images := gitfs.NewImages(repo, 2, cacheDir)
 	files := map[string]imager.Image{}
 	for _, f := range []imager.Format{imager.FormatTar, imager.FormatFAT} {
 		opts, err := img.options(string(f))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/gitblk/gitblk/gitfs"
@@ -184,20 +185,31 @@ type repoFlags struct {
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cacheSize, "cache-size", "", "memory for inflated git data, e.g. 64M, 1G (default: gitfs.DefaultCacheSize)")
-	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for on-disk caches (default $XDG_CACHE_HOME/gitblk or ~/.cache/gitblk)")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for on-disk caches: tree listings, and big blobs inflated for random reads (removed at exit) (default $XDG_CACHE_HOME/gitblk or ~/.cache/gitblk)")
 }
 
-func (f *repoFlags) open(path string) (*gitfs.Repo, error) {
+// open opens the repository and returns it with the cache directory in
+// use: --cache-dir, else the default one when it can be created, else none.
+func (f *repoFlags) open(path string) (*gitfs.Repo, string, error) {
 	var opts gitfs.Options
 	if f.cacheSize != "" {
 		n, err := parseBytes(f.cacheSize)
 		if err != nil {
-			return nil, usagef("--cache-size: %v", err)
+			return nil, "", usagef("--cache-size: %v", err)
 		}
 		opts.CacheSize = n
 	}
 	opts.CacheDir = f.cacheDir
-	return gitfs.Open(path, opts)
+	if opts.CacheDir == "" {
+		if d := gitfs.DefaultCacheDir(); d != "" && os.MkdirAll(d, 0o700) == nil {
+			opts.CacheDir = d
+		}
+	}
+	r, err := gitfs.Open(path, opts)
+	if err != nil {
+		return nil, "", err
+	}
+	return r, opts.CacheDir, nil
 }
 
 // parseBytes reads a byte count with an optional K, M, G or T suffix (powers of 1024).

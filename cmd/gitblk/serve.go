@@ -66,12 +66,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log = slog.New(slog.NewTextHandler(stderr, nil))
 	}
 
-	repo, err := rf.open(pos[0])
+	repo, cacheDir, err := rf.open(pos[0])
 	if err != nil {
 		return err
 	}
 	defer repo.Close()
-	s := &server{repo: repo, images: gitfs.NewImages(repo, 0), img: img, log: log,
+	s := &server{repo: repo, images: gitfs.NewImages(repo, 0, cacheDir), img: img, log: log,
 		names: exportNamer{defaultRev: pos[1], patterns: refs}, warned: map[string]bool{}}
 	// Fail fast on a bad REF, and lay out the default image while
 	// listeners come up, so the first client does not wait for it.

@@ -1,0 +1,226 @@
+package gitfs
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/gitblk/gitblk/imager"
+)
+
+// A tree listing (every entry's path, kind, size, id and link target) is a
+// pure function of the tree id, the export-ignore choice and
+// $GIT_DIR/info/attributes. Listing a big tree means reading thousands of
+// objects, so listings are kept on disk under the cache directory: a second
+// start of `gitblk serve` lays out its image without walking the tree.
+//
+// A cache file is never trusted: it names its key and ends with a SHA-256
+// of its bytes, and anything that does not decode exactly (a torn write,
+// another version's format, a file for another key) is ignored and
+// rebuilt.
+
+// treeCacheMagic starts every listing file; bump it when the encoding or
+// the meaning of a listing changes.
+const treeCacheMagic = "gitblk tree listing v1\n"
+
+// treeCacheSubdir is the subdirectory of the cache directory for listings.
+const treeCacheSubdir = "trees"
+
+var errTreeCache = errors.New("gitfs: bad tree listing cache file")
+
+// DefaultCacheDir is $XDG_CACHE_HOME/gitblk, else ~/.cache/gitblk, else "".
+func DefaultCacheDir() string {
+	if d := os.Getenv("XDG_CACHE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "gitblk")
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" && h != "/" {
+		return filepath.Join(h, ".cache", "gitblk")
+	}
+	return ""
+}
+
+// treeCacheKey names a listing: tree, export-ignore and the repository's
+// info/attributes (which can change what export-ignore drops).
+func (r *Repo) treeCacheKey(c *Commit, exportIgnore bool) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\ntree %s\nexport-ignore %t\n", treeCacheMagic, c.Tree, exportIgnore)
+	if exportIgnore {
+		b, err := readInfoAttributes(r.gitDir)
+		if err != nil {
+			return "", err
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// CachedTree is Tree with the listing kept in dir (see above). An empty dir
+// means no cache. Cache trouble is never an error: the tree is listed from
+// git instead, and a listing that cannot be saved is simply not saved.
+func (r *Repo) CachedTree(c *Commit, exportIgnore bool, dir string) (*imager.Tree, error) {
+	if dir == "" {
+		return r.Tree(c, exportIgnore)
+	}
+	key, err := r.treeCacheKey(c, exportIgnore)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, treeCacheSubdir, key)
+	if b, err := os.ReadFile(path); err == nil {
+		if ents, err := decodeListing(b, key); err == nil {
+			return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nil
+		}
+	}
+	t, err := r.Tree(c, exportIgnore)
+	if err != nil {
+		return nil, err
+	}
+	_ = writeFileAtomic(path, encodeListing(t.Entries, key))
+	return t, nil
+}
+
+// encodeListing writes magic, key, entry count, the entries, then the
+// SHA-256 of everything before it.
+func encodeListing(ents []imager.Entry, key string) []byte {
+	var b []byte
+	b = append(b, treeCacheMagic...)
+	b = appendString(b, key)
+	b = binary.AppendUvarint(b, uint64(len(ents)))
+	for i := range ents {
+		e := &ents[i]
+		b = appendString(b, e.Path)
+		b = append(b, byte(e.Kind))
+		b = binary.AppendVarint(b, e.Size)
+		b = append(b, e.Blob[:]...)
+		b = appendString(b, e.Target)
+	}
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decodeListing is the inverse of encodeListing; it checks every field.
+func decodeListing(b []byte, key string) ([]imager.Entry, error) {
+	if len(b) < len(treeCacheMagic)+sha256.Size {
+		return nil, errTreeCache
+	}
+	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, errTreeCache
+	}
+	d := listingDecoder{b: body}
+	if string(d.bytes(len(treeCacheMagic))) != treeCacheMagic || d.string() != key {
+		return nil, errTreeCache
+	}
+	n := d.uvarint()
+	// Each entry takes at least 24 bytes: no count can promise more.
+	if d.err != nil || n > uint64(len(d.b))/24 {
+		return nil, errTreeCache
+	}
+	ents := make([]imager.Entry, n)
+	for i := range ents {
+		e := &ents[i]
+		e.Path = d.string()
+		e.Kind = imager.Kind(d.byte())
+		e.Size = d.varint()
+		copy(e.Blob[:], d.bytes(len(e.Blob)))
+		e.Target = d.string()
+		if d.err != nil || e.Path == "" || e.Kind > imager.KindDir || e.Size < 0 {
+			return nil, errTreeCache
+		}
+	}
+	if d.err != nil || len(d.b) != 0 {
+		return nil, errTreeCache
+	}
+	return ents, nil
+}
+
+// listingDecoder reads fields; the first failure sticks in err.
+type listingDecoder struct {
+	b   []byte
+	err error
+}
+
+func (d *listingDecoder) bytes(n int) []byte {
+	if d.err != nil || n < 0 || n > len(d.b) {
+		d.err = errTreeCache
+		return nil
+	}
+	p := d.b[:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *listingDecoder) byte() byte {
+	if p := d.bytes(1); p != nil {
+		return p[0]
+	}
+	return 0
+}
+
+func (d *listingDecoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errTreeCache
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *listingDecoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errTreeCache
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *listingDecoder) string() string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.err = errTreeCache
+		return ""
+	}
+	return string(d.bytes(int(n)))
+}
+
+// writeFileAtomic writes b to path through a temporary file and a rename,
+// so readers see the old file or the whole new one.
+func writeFileAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(b)
+	cerr := f.Close()
+	if werr != nil || cerr != nil {
+		os.Remove(f.Name())
+		return errors.Join(werr, cerr)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
+}
