@@ -190,6 +190,8 @@ func TestHotplugAddRemove(t *testing.T) {
 		{"unix default export", "unix:/run/gitblk/site.sock:", "-unix /run/gitblk/site.sock"},
 		{"tcp", "127.0.0.1:10809:fat", "127.0.0.1 10809 -N fat"},
 		{"ipv6", "[::1]:10809:tar", "::1 10809 -N tar"},
+		{"unix ref export", "unix:/run/gitblk/site.sock:refs/tags/v1:fat", "-unix /run/gitblk/site.sock -N refs/tags/v1:fat"},
+		{"tcp ref export", "[::1]:10809:refs/tags/v1", "::1 10809 -N refs/tags/v1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newHotplugEnv(t, 3, map[string]string{bk + "params": tc.target, bk + "mode": "r"})
