@@ -26,8 +26,8 @@ need=(
 )
 missing=()
 for pair in "${need[@]}"; do
-	set -- $pair
-	command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || missing+=("$2")
+	read -r cmd pkg <<<"$pair"
+	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "installing: ${missing[*]}"
