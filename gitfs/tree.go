@@ -23,7 +23,7 @@ const (
 	modeGitlink   = 0o160000
 	modeUserExec  = 0o100
 	hashLen       = 20
-	maxTreeBytes  = 256 << 20 // a tree object larger than this is refused as corrupt
+	maxTreeBytes  = 32 << 20 // a tree object larger than this is refused as corrupt (real ones: a few MB)
 	maxLinkTarget = 64 << 10  // a symlink target larger than this is refused
 	attrFileName  = ".gitattributes"
 	maxAttrBytes  = 1 << 20 // a .gitattributes larger than this is refused
