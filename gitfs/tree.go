@@ -24,7 +24,7 @@ const (
 	modeUserExec  = 0o100
 	hashLen       = 20
 	maxTreeBytes  = 32 << 20 // a tree object larger than this is refused as corrupt (real ones: a few MB)
-	maxLinkTarget = 64 << 10  // a symlink target larger than this is refused
+	maxLinkTarget = 64 << 10 // a symlink target larger than this is refused
 	attrFileName  = ".gitattributes"
 	maxAttrBytes  = 1 << 20 // a .gitattributes larger than this is refused
 )
