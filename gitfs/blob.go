@@ -30,6 +30,9 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 	if data, ok := c.getMem(id); ok {
 		return copyAt(data, p, off)
 	}
+	if n, ok, err := c.log.readAt(id, p, off); ok {
+		return n, err
+	}
 	if s := c.getSpill(id); s != nil {
 		defer c.unref(s)
 		return s.readAt(c, p, off)

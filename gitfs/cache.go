@@ -38,6 +38,8 @@ const (
 	maxSpills = 4096
 	// spillChunk is how much a spill inflates and writes per step.
 	spillChunk = 256 << 10
+	// logShare: the small-blob log may use 1/logShare of the disk bound.
+	logShare = 4
 	// readAhead is how far past a request a spill inflates, so that
 	// small sequential reads do not each take the stream lock.
 	readAhead = 1 << 20
@@ -58,6 +60,7 @@ type blobCache struct {
 	mem      map[imager.BlobID]*list.Element // of *memBlob
 	memLRU   list.List
 	memBytes int64
+	log      *blobLog                        // small blobs dropped from mem; nil without a disk cache
 	spills   map[imager.BlobID]*list.Element // of *spill
 	spillLRU list.List
 	diskUsed int64
@@ -87,6 +90,7 @@ func newBlobCache(r *Repo, opts Options) (*blobCache, error) {
 		c.diskMax = DefaultDiskCacheSize
 	}
 	if c.diskMax > 0 {
+		c.log = newBlobLog(c, c.diskMax/logShare)
 		if c.dir == "" {
 			d, err := os.MkdirTemp("", "gitblk-spill-")
 			if err != nil {
@@ -113,15 +117,17 @@ func (c *blobCache) getMem(id imager.BlobID) ([]byte, bool) {
 
 // putMem holds a small blob, dropping least recently used ones to stay
 // within the bound.
+// Dropped blobs go to the on-disk log, written after c.mu is released.
 func (c *blobCache) putMem(id imager.BlobID, data []byte) {
 	if int64(len(data)) > c.memMax || c.closed.Load() {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if _, ok := c.mem[id]; ok {
+		c.mu.Unlock()
 		return
 	}
+	var dropped []*memBlob
 	for c.memBytes+int64(len(data)) > c.memMax {
 		back := c.memLRU.Back()
 		if back == nil {
@@ -130,9 +136,12 @@ func (c *blobCache) putMem(id imager.BlobID, data []byte) {
 		b := c.memLRU.Remove(back).(*memBlob)
 		delete(c.mem, b.id)
 		c.memBytes -= int64(len(b.data))
+		dropped = append(dropped, b)
 	}
 	c.mem[id] = c.memLRU.PushFront(&memBlob{id: id, data: data})
 	c.memBytes += int64(len(data))
+	c.mu.Unlock()
+	c.log.put(dropped)
 }
 
 // getSpill returns the spill of id with a reference held (release it with
@@ -259,6 +268,7 @@ func (c *blobCache) close() error {
 	c.memLRU.Init()
 	c.memBytes, c.diskUsed = 0, 0
 	c.mu.Unlock()
+	c.log.close()
 	for _, s := range spills {
 		s.mu.Lock() // waits for a reader inside; it stops at the next chunk
 		if s.rc != nil {

@@ -1,0 +1,122 @@
+package gitfs
+
+import (
+	"io"
+	"os"
+	"sync"
+
+	"github.com/gitblk/gitblk/imager"
+)
+
+// blobLog keeps small blobs that the memory cache drops, inflated, in one
+// unlinked append-only file under the spill directory. A second pass over
+// an image bigger than the memory cache (a guest reading its disk again, a
+// second nbdcopy) then costs a pread served from the kernel's page cache
+// instead of a second inflate, and the process's RSS stays at the memory
+// cache's bound. When the log reaches its bound it starts over empty.
+type blobLog struct {
+	c   *blobCache
+	max int64
+
+	mu    sync.RWMutex // readers pread under RLock: a reset cannot overwrite what they read
+	f     *os.File
+	end   int64
+	index map[imager.BlobID]logRef
+	bad   bool // the file could not be made or written: stay off
+}
+
+// logRef places a blob in the log.
+type logRef struct {
+	off int64
+	n   int64
+}
+
+func newBlobLog(c *blobCache, max int64) *blobLog {
+	return &blobLog{c: c, max: max, index: map[imager.BlobID]logRef{}}
+}
+
+// readAt reads blob id from the log with io.ReaderAt semantics; ok is false
+// when the log does not hold it.
+func (l *blobLog) readAt(id imager.BlobID, p []byte, off int64) (n int, ok bool, err error) {
+	if l == nil {
+		return 0, false, nil
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	ref, ok := l.index[id]
+	if !ok {
+		return 0, false, nil
+	}
+	if off >= ref.n {
+		return 0, true, io.EOF
+	}
+	want := p
+	if rest := ref.n - off; int64(len(want)) > rest {
+		want = want[:rest]
+	}
+	n, err = l.f.ReadAt(want, ref.off+off)
+	if err != nil || n < len(want) {
+		return 0, false, nil // fall back to git; a later put will not help a broken file
+	}
+	if n < len(p) {
+		return n, true, io.EOF
+	}
+	return n, true, nil
+}
+
+// put appends blobs to the log, skipping those it holds or cannot fit.
+func (l *blobLog) put(blobs []*memBlob) {
+	if l == nil || len(blobs) == 0 || l.c.closed.Load() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bad {
+		return
+	}
+	if l.f == nil {
+		f, err := l.c.createSpillFile()
+		if err != nil {
+			l.bad = true
+			return
+		}
+		l.f = f
+	}
+	for _, b := range blobs {
+		n := int64(len(b.data))
+		if _, ok := l.index[b.id]; ok || n == 0 || n > l.max {
+			continue
+		}
+		if l.end+n > l.max {
+			// Start over: drop the index; readers are excluded by mu.
+			l.index = map[imager.BlobID]logRef{}
+			l.end = 0
+			if err := l.f.Truncate(0); err != nil {
+				l.bad = true
+				return
+			}
+		}
+		if _, err := l.f.WriteAt(b.data, l.end); err != nil {
+			l.bad = true
+			l.index = map[imager.BlobID]logRef{}
+			return
+		}
+		l.index[b.id] = logRef{off: l.end, n: n}
+		l.end += n
+	}
+}
+
+// close drops the log file.
+func (l *blobLog) close() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f != nil {
+		_ = l.f.Close()
+		l.f = nil
+	}
+	l.index = map[imager.BlobID]logRef{}
+	l.bad = true
+}
