@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/gitblk/gitblk/gitfs"
@@ -209,7 +210,26 @@ func (f *repoFlags) open(path string) (*gitfs.Repo, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	setMemoryLimit(opts.CacheSize)
 	return r, opts.CacheDir, nil
+}
+
+// memoryAllowance is the Go heap a server needs beyond its blob cache:
+// layouts, connection buffers, go-git's pack indexes. The soft memory
+// limit is their sum, so the collector keeps RSS near what is live instead
+// of letting the heap double (the Go tree's full read: 180-200 MB RSS
+// without it, about 105 MB with it).
+const memoryAllowance = 80 << 20
+
+// setMemoryLimit sets the soft memory limit unless GOMEMLIMIT does.
+func setMemoryLimit(cacheSize int64) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	if cacheSize <= 0 {
+		cacheSize = gitfs.DefaultCacheSize
+	}
+	debug.SetMemoryLimit(cacheSize + memoryAllowance)
 }
 
 // parseBytes reads a byte count with an optional K, M, G or T suffix (powers of 1024).
