@@ -168,13 +168,27 @@ type zreader struct {
 	zr io.ReadCloser
 }
 
-var zpool sync.Pool
+// zpools hold zlib readers by input buffer size: sizeReaderBuf for the
+// few bytes of a header, bigger ones for whole blobs, so that inflating a
+// blob costs one or a few preads instead of one per 512 bytes (reading the
+// Go tree made 0.47 s of its 3.2 s CPU time in pread calls).
+var zpools = [...]struct {
+	size int
+	pool sync.Pool
+}{{size: sizeReaderBuf}, {size: 4 << 10}, {size: 16 << 10}, {size: 64 << 10}}
 
-// inflateHead inflates up to len(buf) bytes of the zlib stream in r.
+// inflateHead inflates up to len(buf) bytes of the zlib stream in r,
+// reading its input in pieces of about len(buf) bytes (a stored zlib
+// stream is barely longer than its content).
 func inflateHead(r io.Reader, buf []byte) (int, error) {
+	class := 0
+	for class < len(zpools)-1 && zpools[class].size < len(buf)+packEntryHeaderMax {
+		class++
+	}
+	zpool := &zpools[class].pool
 	z, _ := zpool.Get().(*zreader)
 	if z == nil {
-		z = &zreader{br: bufio.NewReaderSize(r, sizeReaderBuf)}
+		z = &zreader{br: bufio.NewReaderSize(r, zpools[class].size)}
 		zr, err := zlib.NewReader(z.br)
 		if err != nil {
 			return 0, err
