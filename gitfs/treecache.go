@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/gitblk/gitblk/imager"
 )
@@ -44,11 +45,28 @@ func DefaultCacheDir() string {
 	return ""
 }
 
+// buildID names the build that writes a listing, so a listing made by
+// another version of gitblk (whose listing rules may differ) is not read:
+// the module version and VCS revision Go stamps into the binary.
+var buildID = func() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	id := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" || s.Key == "vcs.modified" {
+			id += " " + s.Value
+		}
+	}
+	return id
+}()
+
 // treeCacheKey names a listing: tree, export-ignore and the repository's
 // info/attributes (which can change what export-ignore drops).
 func (r *Repo) treeCacheKey(c *Commit, exportIgnore bool) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\ntree %s\nexport-ignore %t\n", treeCacheMagic, c.Tree, exportIgnore)
+	fmt.Fprintf(h, "%s\nbuild %s\ntree %s\nexport-ignore %t\n", treeCacheMagic, buildID, c.Tree, exportIgnore)
 	if exportIgnore {
 		b, err := readInfoAttributes(r.gitDir)
 		if err != nil {
