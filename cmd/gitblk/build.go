@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
 )
 
@@ -22,30 +21,23 @@ const copyChunk = 1 << 20
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("build", "build [flags] REPO REF", buildExamples, stderr)
-	var img imageFlags
-	var rf repoFlags
-	img.register(fs)
-	rf.register(fs)
+	var cf commonFlags
+	cf.register(fs)
 	out := fs.String("o", "-", "output file, or - for standard output")
 	quiet := fs.Bool("q", false, "no progress bar")
 	pos, err := parseArgs(fs, args, 2)
 	if err != nil {
 		return err
 	}
-	opts, err := img.options("")
+	if _, err := cf.options(""); err != nil {
+		return err
+	}
+	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
-	repo, cacheDir, err := rf.open(pos[0])
-	if err != nil {
-		return err
-	}
-	defer repo.Close()
-	c, err := repo.Resolve(pos[1])
-	if err != nil {
-		return err
-	}
-	layout, warnings, err := gitfs.NewImages(repo, 1, cacheDir).Image(c, opts)
+	defer o.repo.Close()
+	layout, opts, warnings, err := cf.image(o)
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-
-	"github.com/gitblk/gitblk/gitfs"
 )
 
 const lsExamples = `  gitblk ls . HEAD
@@ -39,32 +37,26 @@ type lsWarning struct {
 
 func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ls", "ls [flags] REPO REF", lsExamples, stderr)
-	var img imageFlags
-	var rf repoFlags
-	img.register(fs)
-	rf.register(fs)
+	var cf commonFlags
+	cf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseArgs(fs, args, 2)
 	if err != nil {
 		return err
 	}
-	opts, err := img.options("")
+	if _, err := cf.options(""); err != nil {
+		return err
+	}
+	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
-	repo, cacheDir, err := rf.open(pos[0])
+	defer o.repo.Close()
+	layout, opts, warnings, err := cf.image(o)
 	if err != nil {
 		return err
 	}
-	defer repo.Close()
-	c, err := repo.Resolve(pos[1])
-	if err != nil {
-		return err
-	}
-	layout, warnings, err := gitfs.NewImages(repo, 1, cacheDir).Image(c, opts)
-	if err != nil {
-		return err
-	}
+	c := o.commit
 
 	out := lsOutput{Commit: c.ID, Tree: c.Tree, Format: string(opts.Format), Size: layout.Size(),
 		Extents: []lsExtent{}, Warnings: []lsWarning{}}

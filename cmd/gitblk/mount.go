@@ -18,33 +18,28 @@ const mountExamples = `  gitblk mount . HEAD /mnt/site &
 
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("mount", "mount [flags] REPO REF MOUNTPOINT", mountExamples, stderr)
-	var img imageFlags
-	var rf repoFlags
-	img.register(fs)
-	rf.register(fs)
+	var cf commonFlags
+	cf.register(fs)
 	allowOther := fs.Bool("allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
 	pos, err := parseArgs(fs, args, 3)
 	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	repo, cacheDir, err := rf.open(pos[0])
+	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
+	repo, c := o.repo, o.commit
 	defer repo.Close()
-	c, err := repo.Resolve(pos[1])
+	tree, err := repo.CachedTree(c, false, o.cacheDir)
 	if err != nil {
 		return err
 	}
-	tree, err := repo.CachedTree(c, false, cacheDir)
-	if err != nil {
-		return err
-	}
-	images := gitfs.NewImages(repo, 2, cacheDir)
+	images := gitfs.NewImages(repo, 2, o.cacheDir)
 	files := map[string]imager.Image{}
 	for _, f := range []imager.Format{imager.FormatTar, imager.FormatFAT} {
-		opts, err := img.options(string(f))
+		opts, err := cf.options(string(f))
 		if err != nil {
 			return err
 		}

@@ -178,6 +178,49 @@ func (f *imageFlags) options(format string) (imager.Options, error) {
 	return o, nil
 }
 
+// commonFlags are the flags every command shares: which image, and how
+// the repository is read.
+type commonFlags struct {
+	imageFlags
+	repoFlags
+}
+
+func (f *commonFlags) register(fs *flag.FlagSet) {
+	f.imageFlags.register(fs)
+	f.repoFlags.register(fs)
+}
+
+// opened is a repository with a revision resolved in it.
+type opened struct {
+	repo     *gitfs.Repo
+	commit   *gitfs.Commit
+	cacheDir string
+}
+
+// openRev opens the repository and resolves rev; the caller closes repo.
+func (f *commonFlags) openRev(repoPath, rev string) (*opened, error) {
+	repo, cacheDir, err := f.open(repoPath)
+	if err != nil {
+		return nil, err
+	}
+	c, err := repo.Resolve(rev)
+	if err != nil {
+		repo.Close()
+		return nil, err
+	}
+	return &opened{repo: repo, commit: c, cacheDir: cacheDir}, nil
+}
+
+// image lays out the commit's image in the --format format.
+func (f *commonFlags) image(o *opened) (*imager.Layout, imager.Options, []imager.Warning, error) {
+	opts, err := f.options("")
+	if err != nil {
+		return nil, opts, nil, err
+	}
+	l, ws, err := gitfs.NewImages(o.repo, 1, o.cacheDir).Image(o.commit, opts)
+	return l, opts, ws, err
+}
+
 // repoFlags are the flags that open a repository.
 type repoFlags struct {
 	cacheSize string

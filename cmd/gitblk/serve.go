@@ -38,11 +38,9 @@ var _ flag.Value = (*stringList)(nil)
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", "serve [flags] REPO REF", serveExamples, stderr)
-	var img imageFlags
-	var rf repoFlags
+	var cf commonFlags
 	var listens, refs stringList
-	img.register(fs)
-	rf.register(fs)
+	cf.register(fs)
 	fs.Var(&listens, "listen", "address to serve on: HOST:PORT or unix:PATH; repeatable (default "+defaultListen+")")
 	fs.Var(&refs, "refs", "also serve refs matching this pattern, e.g. 'refs/tags/*', as exports REF and REF:FORMAT; repeatable")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
@@ -50,7 +48,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if _, err := img.options(""); err != nil {
+	if _, err := cf.options(""); err != nil {
 		return err
 	}
 	if err := checkPatterns(refs); err != nil {
@@ -66,19 +64,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log = slog.New(slog.NewTextHandler(stderr, nil))
 	}
 
-	repo, cacheDir, err := rf.open(pos[0])
-	if err != nil {
-		return err
-	}
-	defer repo.Close()
-	s := &server{repo: repo, images: gitfs.NewImages(repo, 0, cacheDir), img: img, log: log,
-		names: exportNamer{defaultRev: pos[1], patterns: refs}, warned: map[string]bool{}}
 	// Fail fast on a bad REF, and lay out the default image while
 	// listeners come up, so the first client does not wait for it.
-	c, err := repo.Resolve(pos[1])
+	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
+	repo, c := o.repo, o.commit
+	defer repo.Close()
+	s := &server{repo: repo, images: gitfs.NewImages(repo, 0, o.cacheDir), img: cf.imageFlags, log: log,
+		names: exportNamer{defaultRev: pos[1], patterns: refs}, warned: map[string]bool{}}
 	go s.image(c, "")
 
 	var lns []net.Listener
@@ -95,7 +90,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		lns = append(lns, l)
 	}
 	srv := &nbd.Server{Resolve: s.resolve, List: s.list, Logger: log}
-	log.Info("serving", "repo", pos[0], "ref", pos[1], "commit", c.ID, "format", img.format, "listen", listens.String())
+	log.Info("serving", "repo", pos[0], "ref", pos[1], "commit", c.ID, "format", cf.format, "listen", listens.String())
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))
