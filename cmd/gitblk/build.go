@@ -29,18 +29,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if _, err := cf.options(""); err != nil {
-		return err
-	}
-	o, err := cf.openRev(pos[0], pos[1])
+	o, layout, opts, warnings, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
 	defer o.repo.Close()
-	layout, opts, warnings, err := cf.image(o)
-	if err != nil {
-		return err
-	}
 	printWarnings(stderr, opts.Format, warnings)
 
 	var prog *progress

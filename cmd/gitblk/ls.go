@@ -44,18 +44,11 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := cf.options(""); err != nil {
-		return err
-	}
-	o, err := cf.openRev(pos[0], pos[1])
+	o, layout, opts, warnings, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
 	defer o.repo.Close()
-	layout, opts, warnings, err := cf.image(o)
-	if err != nil {
-		return err
-	}
 	c := o.commit
 
 	out := lsOutput{Commit: c.ID, Tree: c.Tree, Format: string(opts.Format), Size: layout.Size(),

@@ -211,14 +211,20 @@ func (f *commonFlags) openRev(repoPath, rev string) (*opened, error) {
 	return &opened{repo: repo, commit: c, cacheDir: cacheDir}, nil
 }
 
-// image lays out the commit's image in the --format format.
-func (f *commonFlags) image(o *opened) (*imager.Layout, imager.Options, []imager.Warning, error) {
-	opts, err := f.options("")
-	if err != nil {
-		return nil, opts, nil, err
+// openImage opens the repository, resolves rev and lays out its image in
+// the --format format; the caller closes o.repo.
+func (f *commonFlags) openImage(repoPath, rev string) (o *opened, l *imager.Layout, opts imager.Options, ws []imager.Warning, err error) {
+	if opts, err = f.options(""); err != nil {
+		return nil, nil, opts, nil, err
 	}
-	l, ws, err := gitfs.NewImages(o.repo, 1, o.cacheDir).Image(o.commit, opts)
-	return l, opts, ws, err
+	if o, err = f.openRev(repoPath, rev); err != nil {
+		return nil, nil, opts, nil, err
+	}
+	if l, ws, err = gitfs.NewImages(o.repo, 1, o.cacheDir).Image(o.commit, opts); err != nil {
+		o.repo.Close()
+		return nil, nil, opts, nil, err
+	}
+	return o, l, opts, ws, nil
 }
 
 // repoFlags are the flags that open a repository.
