@@ -63,7 +63,9 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	go func() {
 		<-ctx.Done()
 		if err := m.Unmount(); err != nil {
-			log.Warn("unmount", "err", err)
+			// Busy: files are open under the mount. Keep serving them.
+			log.Warn("cannot unmount yet: close the files open under it, or detach it lazily with fusermount3 -u -z",
+				"dir", pos[2], "err", err)
 		}
 	}()
 	m.Wait()
