@@ -52,6 +52,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -542,7 +543,7 @@ func assignShortNames(d *fatNode) {
 		base, ext := shortBasis(c.name)
 		key := base + "." + ext
 		for n := max(next[key], 1); ; n++ {
-			tail := fmt.Sprintf("~%d", n)
+			tail := "~" + strconv.Itoa(n)
 			b := base
 			if len(b)+len(tail) > 8 {
 				b = b[:8-len(tail)]
