@@ -145,13 +145,17 @@ func (cn *conn) linger() {
 	io.CopyN(io.Discard, cn.r, lingerMaxBytes)
 }
 
-func (cn *conn) logEnd(err error) {
-	peer := "unknown"
-	if a := cn.c.RemoteAddr(); a != nil {
-		peer = a.Network() + ":" + a.String()
+// peerName names the other end of c for logs.
+func peerName(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.Network() + ":" + a.String()
 	}
+	return "unknown"
+}
+
+func (cn *conn) logEnd(err error) {
 	attrs := []any{
-		"peer", peer,
+		"peer", peerName(cn.c),
 		"requests", cn.requests.Load(),
 		"bytes", cn.bytes.Load(),
 		"duration", time.Since(cn.start).Round(time.Microsecond),

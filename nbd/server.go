@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -44,6 +45,13 @@ const (
 	DefaultMaxOptions       = 256      // nbdinfo --list spends about 3 options per export
 	DefaultMaxOptionLength  = 64 << 10 // names are at most 4 KiB; meta queries add little
 	DefaultMaxBufferBytes   = 2*maxPayload + 2*maxReplyHeaderRoom
+	// DefaultMaxTotalBufferBytes bounds read buffers across all
+	// connections, so many greedy clients cannot exhaust memory: they
+	// wait for each other (a client that reads no reply is dropped after
+	// writeTimeout, which frees what it held).
+	DefaultMaxTotalBufferBytes = 4 * DefaultMaxBufferBytes
+	// DefaultMaxConns bounds open connections; more are closed at once.
+	DefaultMaxConns = 512
 )
 
 // Server serves exports over NBD. Set the fields before the first Serve or
@@ -63,8 +71,13 @@ type Server struct {
 	MaxOptions       int           // options per connection before a hard disconnect
 	MaxOptionLength  int           // option data bytes before a hard disconnect
 	MaxBufferBytes   int64         // read buffer bytes in use per connection (at least one max read)
+	// MaxTotalBufferBytes bounds read buffer bytes across connections (at
+	// least MaxBufferBytes).
+	MaxTotalBufferBytes int64
+	MaxConns            int // open connections; more are closed at once
 
 	mu        sync.Mutex
+	global    *limiter // buffer bytes across connections
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	shutdown  bool
@@ -77,7 +90,19 @@ func (s *Server) init() {
 		s.done = make(chan struct{})
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
+		total := max(s.MaxTotalBufferBytes, s.maxBufferBytes())
+		if s.MaxTotalBufferBytes <= 0 {
+			total = max(DefaultMaxTotalBufferBytes, s.maxBufferBytes())
+		}
+		s.global = newLimiter(math.MaxInt, total)
 	}
+}
+
+func (s *Server) maxConns() int {
+	if s.MaxConns > 0 {
+		return s.MaxConns
+	}
+	return DefaultMaxConns
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -205,6 +230,12 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	if s.shutdown {
 		s.mu.Unlock()
 		c.Close()
+		return
+	}
+	if len(s.conns) >= s.maxConns() {
+		s.mu.Unlock()
+		c.Close()
+		s.logger().Warn("nbd: too many connections: closed a new one", "peer", peerName(c), "max", s.maxConns())
 		return
 	}
 	s.conns[cn] = struct{}{}

@@ -308,3 +308,86 @@ func TestRunCache(t *testing.T) {
 		t.Errorf("%d ExtentAt calls for one run, want 1", n)
 	}
 }
+
+// TestMaxConns: connections past the cap are closed at once; a freed slot
+// is used again.
+func TestMaxConns(t *testing.T) {
+	ts := startServer(t, func(s *Server) { s.MaxConns = 2 })
+	a := dialRaw(t, "unix", ts.sock)
+	a.read(handshakeLen)
+	b := dialRaw(t, "unix", ts.sock)
+	b.read(handshakeLen)
+	over := dialRaw(t, "unix", ts.sock)
+	over.expectClosed()
+	a.c.Close()
+	// The server notices a's close when its handshake read fails.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := dialRaw(t, "unix", ts.sock)
+		c.c.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, handshakeLen)
+		if _, err := io.ReadFull(c.c, buf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no connection accepted after one of two closed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(ts.log.String(), "too many connections") {
+		t.Errorf("no log line for the refused connection:\n%s", ts.log.String())
+	}
+}
+
+// TestGlobalBufferBudget: connections share one buffer budget: while one
+// connection's reads hold it, another's read waits, then both get their
+// bytes.
+func TestGlobalBufferBudget(t *testing.T) {
+	const budget = maxPayload + maxReplyHeaderRoom
+	ts := startServer(t, func(s *Server) {
+		s.MaxBufferBytes = budget
+		s.MaxTotalBufferBytes = budget
+	})
+	const n = 4 << 20 // the whole small image
+	const cost = n + maxReplyHeaderRoom
+	const held = budget / cost // reads of a that fit the budget
+	a := dialRaw(t, "unix", ts.sock)
+	a.open("gate", false, false)
+	for i := 0; i < held; i++ {
+		a.sendReq(0, cmdRead, uint64(i), 0, n, nil)
+	}
+	<-ts.gate.entered
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ts.srv.global.mu.Lock()
+		used := ts.srv.global.used
+		ts.srv.global.mu.Unlock()
+		if used == held*cost {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's reads hold %d bytes of the budget, want %d", used, held*cost)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b := dialRaw(t, "unix", ts.sock)
+	b.open("small", false, false)
+	b.sendReq(0, cmdRead, 99, 0, n, nil)
+	b.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := b.c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("b was answered while a held the shared budget")
+	}
+	b.c.SetReadDeadline(time.Time{})
+	close(ts.gate.gate)
+	for i := 0; i < held; i++ {
+		errno, _ := a.readSimple()
+		if errno != 0 {
+			t.Fatalf("a: errno %d", errno)
+		}
+		a.read(n)
+	}
+	b.expectSimple(99, 0)
+	if got := b.read(n); !bytes.Equal(got, smallImage().data[:n]) {
+		t.Fatal("b: wrong data")
+	}
+}

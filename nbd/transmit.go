@@ -129,10 +129,18 @@ func (cn *conn) dispatch(r request, cost int64, serve func(request)) error {
 	if !cn.lim.acquire(cost) {
 		return errStopped
 	}
+	global := cn.srv.global
+	global.acquire(cost) // never closed: it only waits for other connections' buffers
+	if cn.stopping.Load() {
+		global.release(cost)
+		cn.lim.release(cost)
+		return errStopped
+	}
 	cn.work.Add(1)
 	go func() {
 		defer cn.work.Done()
 		defer cn.lim.release(cost)
+		defer global.release(cost)
 		defer func() {
 			if v := recover(); v != nil {
 				cn.log.Error("nbd: panic serving a request", "panic", v, "stack", string(debug.Stack()))
