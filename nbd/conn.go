@@ -162,6 +162,7 @@ func (cn *conn) logEnd(err error) {
 	}
 	if cn.cur != nil {
 		attrs = append(attrs, "export", cn.cur.name, "description", cn.cur.exp.Description)
+		attrs = append(attrs, cn.cur.exp.LogAttrs...)
 	}
 	level := slog.LevelInfo
 	switch {

@@ -221,7 +221,7 @@ func startServer(t testing.TB, tweak func(*Server)) *testServer {
 			}
 			ts.resolves.Add(1)
 			return &Export{Name: name, Description: testDescription, Image: img,
-				Release: func() { ts.releases.Add(1) }}, nil
+				Release: func() { ts.releases.Add(1) }, LogAttrs: []any{"commit", "0123456789abcdef"}}, nil
 		},
 		List:   func() []string { return testExportNames },
 		Logger: slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -33,6 +33,7 @@ type Export struct {
 	Description string // human-readable, sent as NBD_INFO_DESCRIPTION (e.g. the commit)
 	Image       Image
 	Release     func() // optional: called once when the connection drops this export
+	LogAttrs    []any  // optional: slog key-value pairs added to the connection's log line (e.g. the commit)
 }
 
 // ErrUnknownExport is returned by a resolver for a name it does not serve.

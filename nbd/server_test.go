@@ -48,7 +48,7 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 		c.Close()
 		t.Fatal("a connection was accepted after Shutdown")
 	}
-	if !strings.Contains(ts.log.String(), `export=gate description="test image (commit 0123456789abcdef)" end="server shutdown"`) {
+	if !strings.Contains(ts.log.String(), `export=gate description="test image (commit 0123456789abcdef)" commit=0123456789abcdef end="server shutdown"`) {
 		t.Errorf("log:\n%s", ts.log.String())
 	}
 }

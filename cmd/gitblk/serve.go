@@ -216,6 +216,7 @@ func (s *server) resolve(ctx context.Context, name string) (*nbd.Export, error) 
 		Name:        name,
 		Description: fmt.Sprintf("gitblk %s %s commit %s", opts.Format, x.rev, c.ID),
 		Image:       l,
+		LogAttrs:    []any{"ref", x.rev, "commit", c.ID, "format", string(opts.Format)},
 	}, nil
 }
 
