@@ -52,7 +52,7 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 		}
 	}
 	err := r.withStore(func(st *slot) error {
-		o, err := st.st.EncodedObject(plumbing.AnyObject, h)
+		o, err := r.encodedObject(st, plumbing.AnyObject, h)
 		if err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func (s *spill) openStream(c *blobCache) error {
 	h := plumbing.Hash(s.id)
 	var rc io.ReadCloser
 	err := c.r.withStore(func(st *slot) error {
-		o, err := st.st.EncodedObject(plumbing.AnyObject, h)
+		o, err := c.r.encodedObject(st, plumbing.AnyObject, h)
 		if err != nil {
 			return err
 		}

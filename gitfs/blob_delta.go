@@ -24,6 +24,88 @@ const (
 	deltaCopyMax = 0x10000 // a copy instruction of size 0 means this
 )
 
+// maxDeltaChain bounds a delta chain's length; git's own packs stop at
+// 4095 (pack.depth's ceiling), so a longer chain is a corrupt pack.
+const maxDeltaChain = 1 << 13
+
+// errDeltaChain marks a pack whose delta chain loops or never ends.
+var errDeltaChain = errors.New("gitfs: corrupt pack: delta chain loops or exceeds the maximum depth")
+
+// checkDeltaChain follows the chain of delta bases from the entry at off
+// in pack p through pack headers only (no inflating) and fails on a loop
+// or an absurd length: rebuilding a looping delta would otherwise wait on
+// itself forever, each blob's reader waiting for its base's.
+func checkDeltaChain(packs []*sizerPack, p *sizerPack, off int64) error {
+	type at struct {
+		p   *sizerPack
+		off int64
+	}
+	var path []at
+	seen := map[at]bool{}
+	ok := func() error { // the chain ends well: remember every entry on it
+		for _, a := range path {
+			a.p.chainOK.Store(a.off, true)
+		}
+		return nil
+	}
+	for step := 0; ; step++ {
+		if _, good := p.chainOK.Load(off); good {
+			return ok()
+		}
+		if seen[at{p, off}] || step > maxDeltaChain {
+			return fmt.Errorf("%w (pack entry at %d)", errDeltaChain, off)
+		}
+		seen[at{p, off}] = true
+		path = append(path, at{p, off})
+		e, err := readPackEntry(p.f, off)
+		if err != nil {
+			return err
+		}
+		switch e.typ {
+		case packOfsDelta:
+			off = e.baseOff
+		case packRefDelta:
+			found := false
+			for _, q := range packs {
+				if o, err := q.idx.FindOffset(e.baseID); err == nil {
+					p, off, found = q, o, true
+					break
+				}
+			}
+			if !found {
+				return ok() // a loose base (never a delta) or missing: reading says which
+			}
+		default:
+			return ok() // a whole object ends the chain
+		}
+	}
+}
+
+// checkObject runs checkDeltaChain for object h when a pack holds it, so
+// that go-git, which follows delta bases by recursion, never meets a loop
+// (it would overflow the stack and kill the process). Cheap after the
+// first time: verified entries are remembered per pack.
+func (r *Repo) checkObject(h plumbing.Hash) error {
+	packs, err := r.sizes.current()
+	if err != nil {
+		return nil // go-git reports what is wrong with the packs
+	}
+	for _, p := range packs {
+		if off, err := p.idx.FindOffset(h); err == nil {
+			return checkDeltaChain(packs, p, off)
+		}
+	}
+	return nil
+}
+
+// encodedObject is go-git's EncodedObject behind checkObject.
+func (r *Repo) encodedObject(s *slot, t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
+	if err := r.checkObject(h); err != nil {
+		return nil, err
+	}
+	return s.st.EncodedObject(t, h)
+}
+
 // openPackedDelta opens blob h (size bytes) when a pack stores it as a
 // delta. ok is false when it is not a delta in a pack we know: the
 // caller then uses go-git.
@@ -52,8 +134,8 @@ func (r *Repo) openPackedDelta(h plumbing.Hash, size int64) (rc io.ReadCloser, o
 		default:
 			return nil, false, nil
 		}
-		if base == h {
-			return nil, false, fmt.Errorf("pack entry at %d: a delta against itself", off)
+		if err := checkDeltaChain(packs, p, off); err != nil {
+			return nil, false, fmt.Errorf("blob %s: %w", h, err)
 		}
 		zr, err := zlib.NewReader(bufio.NewReaderSize(io.NewSectionReader(p.f, e.dataOff, 1<<62), deltaBufSize))
 		if err != nil {

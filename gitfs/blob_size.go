@@ -58,8 +58,9 @@ type sizer struct {
 }
 
 type sizerPack struct {
-	idx *idxfile.MemoryIndex
-	f   *os.File
+	idx     *idxfile.MemoryIndex
+	f       *os.File
+	chainOK sync.Map // int64 offset -> true: its delta chain ends in a whole object
 }
 
 // size returns the size of blob h from its header.

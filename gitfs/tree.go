@@ -158,7 +158,7 @@ func joinPath(dir, name string) string {
 func (r *Repo) readTree(dir string, id plumbing.Hash) ([]treeEntry, error) {
 	var data []byte
 	err := r.withStore(func(s *slot) error {
-		o, err := s.st.EncodedObject(plumbing.AnyObject, id)
+		o, err := r.encodedObject(s, plumbing.AnyObject, id)
 		if err != nil {
 			return err
 		}
@@ -258,7 +258,7 @@ func canonMode(m uint32) uint32 {
 func (r *Repo) readSmall(id plumbing.Hash, path string, max int64) ([]byte, error) {
 	var data []byte
 	err := r.withStore(func(s *slot) error {
-		o, err := s.st.EncodedObject(plumbing.AnyObject, id)
+		o, err := r.encodedObject(s, plumbing.AnyObject, id)
 		if err != nil {
 			return err
 		}
@@ -338,7 +338,7 @@ func (r *Repo) fillPart(ents []imager.Entry, part []int) error {
 			}
 			if size, err = s.st.EncodedObjectSize(h); err != nil {
 				// go-git finds objects of alternates only this way.
-				o, aerr := s.st.EncodedObject(plumbing.AnyObject, h)
+				o, aerr := r.encodedObject(s, plumbing.AnyObject, h)
 				if aerr != nil {
 					return objectErr("blob", e.Path, h, err)
 				}
@@ -366,7 +366,7 @@ func (r *Repo) fillPart(ents []imager.Entry, part []int) error {
 // readSmallWith reads a small blob with a slot already held.
 func (r *Repo) readSmallWith(s *slot, id plumbing.Hash, path string, size int64) ([]byte, error) {
 	read := func() ([]byte, error) {
-		o, err := s.st.EncodedObject(plumbing.BlobObject, id)
+		o, err := r.encodedObject(s, plumbing.BlobObject, id)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,75 @@
+package gitfs
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+)
+
+// handPack writes a pack body of raw entries (each at the offset it
+// lands on, after the 12-byte pack header) and indexes ids at them.
+func handPack(t *testing.T, ids []plumbing.Hash, entries [][]byte) (*sizerPack, []int64) {
+	t.Helper()
+	body := []byte("PACK\x00\x00\x00\x02\x00\x00\x00\x02")
+	var offs []int64
+	for _, e := range entries {
+		offs = append(offs, int64(len(body)))
+		body = append(body, e...)
+	}
+	path := filepath.Join(t.TempDir(), "hand.pack")
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	w := new(idxfile.Writer)
+	w.OnHeader(uint32(len(ids)))
+	for i, id := range ids {
+		if err := w.OnInflatedObjectContent(id, offs[i], 0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.OnFooter(plumbing.ZeroHash); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := w.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sizerPack{idx: idx, f: f}, offs
+}
+
+// refDelta is a REF_DELTA entry header of a 5-byte delta against base.
+func refDelta(base plumbing.Hash) []byte {
+	return append([]byte{packRefDelta<<4 | 5}, base[:]...)
+}
+
+// TestCheckDeltaChain: a pack whose deltas point at each other is refused
+// (rebuilding it would wait on itself forever); a chain that ends in a
+// whole object is fine.
+func TestCheckDeltaChain(t *testing.T) {
+	a := plumbing.NewHash("1111111111111111111111111111111111111111")
+	b := plumbing.NewHash("2222222222222222222222222222222222222222")
+	c := plumbing.NewHash("3333333333333333333333333333333333333333")
+
+	loop, offs := handPack(t, []plumbing.Hash{a, b}, [][]byte{refDelta(b), refDelta(a)})
+	if err := checkDeltaChain([]*sizerPack{loop}, loop, offs[0]); !errors.Is(err, errDeltaChain) {
+		t.Errorf("a <-> b loop: %v, want errDeltaChain", err)
+	}
+	self, offs := handPack(t, []plumbing.Hash{a}, [][]byte{refDelta(a)})
+	if err := checkDeltaChain([]*sizerPack{self}, self, offs[0]); !errors.Is(err, errDeltaChain) {
+		t.Errorf("delta against itself: %v, want errDeltaChain", err)
+	}
+	// a -> b -> c, c a whole 5-byte blob: fine.
+	chain, offs := handPack(t, []plumbing.Hash{a, b, c}, [][]byte{refDelta(b), refDelta(c), {packBlob<<4 | 5}})
+	if err := checkDeltaChain([]*sizerPack{chain}, chain, offs[0]); err != nil {
+		t.Errorf("a -> b -> blob: %v", err)
+	}
+}
