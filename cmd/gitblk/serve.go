@@ -25,6 +25,9 @@ const serveExamples = `  gitblk serve /srv/site.git main                       #
 // defaultListen is loopback only: nothing is exposed unless asked.
 const defaultListen = "127.0.0.1:10809"
 
+// maxWarnedKeys bounds the trees whose warnings serve remembers logging.
+const maxWarnedKeys = 1024
+
 // shutdownGrace bounds how long in-flight requests may take at exit.
 const shutdownGrace = 30 * time.Second
 
@@ -187,6 +190,9 @@ func (s *server) image(c *gitfs.Commit, format string) (*imager.Layout, imager.O
 	key := fmt.Sprintf("%s %+v", c.Tree, opts)
 	s.mu.Lock()
 	first := !s.warned[key]
+	if len(s.warned) >= maxWarnedKeys {
+		clear(s.warned) // a long-running server sees many trees: forget, at worst warn again
+	}
 	s.warned[key] = true
 	s.mu.Unlock()
 	if first {
