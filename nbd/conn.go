@@ -34,7 +34,11 @@ const (
 	lingerTimeout  = 500 * time.Millisecond
 	lingerMaxBytes = 1 << 20
 	readBufferSize = 32 << 10
-	writeTimeout   = time.Minute // a client that reads no reply for this long is dropped
+	// writeStall: a client that takes no piece of a reply for this long is
+	// dropped, which frees the buffers it holds for other connections.
+	writeStall = 10 * time.Second
+	// writePiece is how much of a reply one deadline covers.
+	writePiece = 1 << 20
 )
 
 // pin is an export resolved by one connection: it serves the same image
@@ -68,6 +72,7 @@ type conn struct {
 	structured bool            // NBD_OPT_STRUCTURED_REPLY acknowledged
 	noZeroes   bool            // client set NBD_FLAG_C_NO_ZEROES
 	pins       map[string]*pin // by requested name
+	pinOrder   []string        // names in pins, oldest first
 	metaName   string          // export named by the last successful SET_META_CONTEXT
 	metaAlloc  bool            // base:allocation selected for metaName
 	optBuf     []byte
@@ -110,31 +115,36 @@ func (cn *conn) stop() {
 
 // serve runs both phases, then logs one line and closes the connection.
 func (cn *conn) serve(ctx context.Context) {
+	var err error
 	defer func() {
-		// A panic in a resolver or an image must not take the server down.
+		// A panic in a resolver or an image must not take the server
+		// down; the connection still waits for its workers and releases
+		// its pins.
 		if v := recover(); v != nil {
 			cn.log.Error("nbd: panic serving a connection", "panic", v, "stack", string(debug.Stack()))
 			cn.c.Close()
+			cn.lim.close()
+			err = fmt.Errorf("%w: internal error", errHangup)
 		}
+		cn.work.Wait()
+		if cn.stopping.Load() && !errors.Is(err, errDisc) && !errors.Is(err, errHangup) {
+			err = errStopped
+		}
+		if errors.Is(err, errHangup) || errors.Is(err, errAbort) {
+			cn.linger()
+		}
+		cn.c.Close()
+		for _, p := range cn.pins {
+			if p.exp.Release != nil {
+				p.exp.Release()
+			}
+		}
+		cn.logEnd(err)
 	}()
-	err := cn.handshake(ctx)
+	err = cn.handshake(ctx)
 	if err == nil {
 		err = cn.transmit()
 	}
-	cn.work.Wait()
-	if cn.stopping.Load() && !errors.Is(err, errDisc) && !errors.Is(err, errHangup) {
-		err = errStopped
-	}
-	if errors.Is(err, errHangup) || errors.Is(err, errAbort) {
-		cn.linger()
-	}
-	cn.c.Close()
-	for _, p := range cn.pins {
-		if p.exp.Release != nil {
-			p.exp.Release()
-		}
-	}
-	cn.logEnd(err)
 }
 
 func (cn *conn) linger() {
@@ -232,7 +242,31 @@ func (cn *conn) resolve(ctx context.Context, name string) (*pin, error) {
 	}
 	p := &pin{name: name, exp: exp, size: size}
 	cn.pins[name] = p
+	cn.pinOrder = append(cn.pinOrder, name)
+	cn.dropOldPins()
 	return p, nil
+}
+
+// maxPins bounds the exports one connection holds before choosing one: each
+// pin keeps an image (and its layout) alive, and a client asking INFO for
+// hundreds of names must not make the server hold hundreds of layouts.
+const maxPins = 8
+
+// dropOldPins releases the oldest pins beyond maxPins (never the current
+// export). A later GO for a dropped name resolves it again.
+func (cn *conn) dropOldPins() {
+	for len(cn.pinOrder) > maxPins {
+		name := cn.pinOrder[0]
+		cn.pinOrder = cn.pinOrder[1:]
+		p := cn.pins[name]
+		if p == nil || p == cn.cur {
+			continue
+		}
+		delete(cn.pins, name)
+		if p.exp.Release != nil {
+			p.exp.Release()
+		}
+	}
 }
 
 // transmissionFlags are the flags of every export: read-only, immutable

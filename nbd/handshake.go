@@ -138,8 +138,9 @@ func (cn *conn) resolveError(opt uint32, name string, err error) error {
 	if errors.Is(err, ErrUnknownExport) {
 		return cn.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", shown))
 	}
+	// The details (paths, refs) are for the log, not for any client.
 	cn.log.Warn("nbd: resolving export failed", "export", shown, "err", err)
-	return cn.optError(opt, repErrUnknown, fmt.Sprintf("export %q is not available: %v", shown, err))
+	return cn.optError(opt, repErrUnknown, fmt.Sprintf("export %q is not available (see the server's log)", shown))
 }
 
 func (cn *conn) optExportName(ctx context.Context, data []byte) (bool, error) {
@@ -351,4 +352,5 @@ func (cn *conn) enter(p *pin) {
 			delete(cn.pins, name)
 		}
 	}
+	cn.pinOrder = []string{p.name}
 }

@@ -48,8 +48,8 @@ const (
 	DefaultMaxBufferBytes   = 2*maxPayload + 2*maxReplyHeaderRoom
 	// DefaultMaxTotalBufferBytes bounds read buffers across all
 	// connections, so many greedy clients cannot exhaust memory: they
-	// wait for each other (a client that reads no reply is dropped after
-	// writeTimeout, which frees what it held).
+	// wait for each other (a client that takes no piece of a reply for
+	// writeStall is dropped, which frees what it held).
 	DefaultMaxTotalBufferBytes = 4 * DefaultMaxBufferBytes
 	// DefaultMaxConns bounds open connections; more are closed at once.
 	DefaultMaxConns = 512

@@ -391,3 +391,36 @@ func TestGlobalBufferBudget(t *testing.T) {
 		t.Fatal("b: wrong data")
 	}
 }
+
+// TestPinCap: a connection that asks INFO for many names holds at most
+// maxPins of them; a name asked again after being dropped still works.
+func TestPinCap(t *testing.T) {
+	var live atomic.Int64
+	ts := startServer(t, func(s *Server) {
+		s.Resolve = func(ctx context.Context, name string) (*Export, error) {
+			live.Add(1)
+			return &Export{Name: name, Image: smallImage(), Release: func() { live.Add(-1) }}, nil
+		}
+	})
+	rc := dialRaw(t, "unix", ts.sock)
+	rc.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
+	for i := 0; i < 30; i++ {
+		rc.sendOpt(optInfo, infoData(fmt.Sprintf("n%d", i)))
+		rc.infoReplies(optInfo)
+		if n := live.Load(); n > maxPins {
+			t.Fatalf("after %d INFO options the connection holds %d exports, want at most %d", i+1, n, maxPins)
+		}
+	}
+	rc.sendOpt(optGo, infoData("n0"))
+	if size, _ := rc.infoReplies(optGo); size != uint64(smallImage().Size()) {
+		t.Fatalf("GO n0 after it was dropped: size %d", size)
+	}
+	rc.sendReq(0, cmdRead, 7, 0, 512, nil)
+	rc.expectSimple(7, 0)
+	if !bytes.Equal(rc.read(512), smallImage().data[:512]) {
+		t.Fatal("wrong data")
+	}
+	if n := live.Load(); n != 1 {
+		t.Errorf("after GO the connection holds %d exports, want 1", n)
+	}
+}

@@ -160,19 +160,39 @@ func (cn *conn) write(bufs ...[]byte) error {
 	if cn.werr != nil {
 		return cn.werr
 	}
-	cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	var err error
-	if len(bufs) == 1 {
-		_, err = cn.c.Write(bufs[0])
-	} else {
-		nb := net.Buffers(bufs)
-		_, err = nb.WriteTo(cn.c)
-	}
+	err := cn.writeAll(bufs)
 	if err != nil {
 		cn.werr = fmt.Errorf("nbd: writing reply: %w", err)
 		cn.c.Close()
 	}
 	return cn.werr
+}
+
+// writeAll writes bufs with one writev when they fit a piece, else piece
+// by piece, each piece with its own deadline: a client that keeps reading
+// is never cut off, one that stops is dropped after writeStall.
+func (cn *conn) writeAll(bufs [][]byte) error {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if total <= writePiece {
+		cn.c.SetWriteDeadline(time.Now().Add(writeStall))
+		nb := net.Buffers(bufs)
+		_, err := nb.WriteTo(cn.c)
+		return err
+	}
+	for _, b := range bufs {
+		for len(b) > 0 {
+			n := min(len(b), writePiece)
+			cn.c.SetWriteDeadline(time.Now().Add(writeStall))
+			if _, err := cn.c.Write(b[:n]); err != nil {
+				return err
+			}
+			b = b[n:]
+		}
+	}
+	return nil
 }
 
 func putSimpleHeader(b []byte, errno uint32, cookie uint64) {
@@ -233,7 +253,7 @@ func readFull(img Image, p []byte, off int64) error {
 func (cn *conn) readFailed(r request, err error) {
 	cn.log.Error("nbd: read failed", "export", cn.cur.name, "description", cn.cur.exp.Description,
 		"offset", r.off, "length", r.length, "err", err)
-	cn.replyError(r, errIO, err.Error())
+	cn.replyError(r, errIO, "read error (see the server's log)")
 }
 
 // serveRead answers a validated read. Data is read whole before the reply
