@@ -317,3 +317,28 @@ func TestLsWarnsAndListsExtents(t *testing.T) {
 		t.Errorf("build: %v, want a warning naming the long path:\n%s", err, b)
 	}
 }
+
+// TestBuildOutputModeAndLinks: an existing output keeps its mode, a
+// symlinked output replaces the link's target and keeps the link.
+func TestBuildOutputModeAndLinks(t *testing.T) {
+	repo := newRepo(t, map[string]string{"a.txt": "a\n"})
+	dir := t.TempDir()
+	target := filepath.Join(dir, "real.img")
+	if err := os.WriteFile(target, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.img")
+	if err := os.Symlink("real.img", link); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(gitblkBin, "build", "-o", link, repo, "main").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, b)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the output symlink was replaced: %v %v", st, err)
+	}
+	st, err := os.Stat(target)
+	if err != nil || st.Mode().Perm() != 0o600 || st.Size() < 4096 {
+		t.Errorf("target after build: %v %v, want the image with mode 0600", st, err)
+	}
+}

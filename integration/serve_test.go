@@ -172,7 +172,9 @@ func TestServeMoreRefs(t *testing.T) {
 		}
 	}
 	// Names outside the grammar or the patterns are unknown exports.
-	for _, name := range []string{"refs/heads/main", "v1", "refs/tags/v1:iso", "refs/tags/nope"} {
+	// Revision syntax would reach commits no served ref names.
+	for _, name := range []string{"refs/heads/main", "v1", "refs/tags/v1:iso", "refs/tags/nope",
+		"refs/tags/v2~1", "refs/tags/v2^", "refs/tags/v2~1:tar", "refs/tags/v2@{0}"} {
 		cmd := exec.Command("nbdinfo", nbdURI(sock, name))
 		if out, err := cmd.CombinedOutput(); err == nil {
 			t.Errorf("export %q was served:\n%s", name, out)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 
@@ -51,20 +52,29 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // writeFile writes img to path. A regular file (or a new one) is written to
 // a temporary name beside it and renamed only when complete; a device or a
-// pipe is written in place.
+// pipe is written in place. A symlink is followed (its target is
+// replaced); an existing file keeps its mode, a new one gets 0666 less the
+// umask.
 func writeFile(ctx context.Context, path string, img imager.Image, prog *progress) error {
-	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("build: %w", err)
-		}
-		if err := copyImage(ctx, f, img, prog); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
+	if resolved, err := filepath.EvalSymlinks(path); err == nil {
+		path = resolved
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".gitblk-*")
+	mode, existing := os.FileMode(0o666), false
+	if st, err := os.Stat(path); err == nil {
+		if !st.Mode().IsRegular() {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return fmt.Errorf("build: %w", err)
+			}
+			if err := copyImage(ctx, f, img, prog); err != nil {
+				f.Close()
+				return err
+			}
+			return f.Close()
+		}
+		mode, existing = st.Mode().Perm(), true
+	}
+	tmp, err := createTemp(path, mode)
 	if err != nil {
 		return fmt.Errorf("build: cannot write output: %w", err)
 	}
@@ -78,8 +88,10 @@ func writeFile(ctx context.Context, path string, img imager.Image, prog *progres
 	if err := copyImage(ctx, tmp, img, prog); err != nil {
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("build: %w", err)
+	if existing { // a new file got 0666 less the umask when created
+		if err := tmp.Chmod(mode); err != nil {
+			return fmt.Errorf("build: %w", err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("build: %w", err)
@@ -89,6 +101,20 @@ func writeFile(ctx context.Context, path string, img imager.Image, prog *progres
 	}
 	ok = true
 	return nil
+}
+
+// createTemp creates a new file beside path, with perm less the umask.
+func createTemp(path string, perm os.FileMode) (*os.File, error) {
+	var f *os.File
+	var err error
+	for range 16 {
+		name := fmt.Sprintf("%s/.%s.gitblk-%d", filepath.Dir(path), filepath.Base(path), rand.Uint64())
+		f, err = os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+	}
+	return f, err
 }
 
 // copyImage writes all of img to w in order.

@@ -54,9 +54,11 @@ func (x *exportNamer) parse(name string) (exportName, error) {
 	return exportName{rev: ref, format: format}, nil
 }
 
-// allowed reports whether a --refs pattern matches the full ref name ref.
+// allowed reports whether ref is a well-formed full ref name that a --refs
+// pattern matches. Revision syntax (v1~1, v1^2, v1@{1}, ...) is refused:
+// it would reach commits no served ref names.
 func (x *exportNamer) allowed(ref string) bool {
-	if !strings.HasPrefix(ref, "refs/") {
+	if !strings.HasPrefix(ref, "refs/") || !validRefName(ref) {
 		return false
 	}
 	for _, p := range x.patterns {
@@ -89,4 +91,25 @@ func (x *exportNamer) list(refs []string) []string {
 		}
 	}
 	return names
+}
+
+// validRefName applies git's check-ref-format rules: no "..", no control
+// characters, space, ~ ^ : ? * [ \, no "@{", no component that starts
+// with "." or ends with ".lock", no empty component, no trailing "." or "/".
+func validRefName(ref string) bool {
+	if ref == "" || strings.Contains(ref, "..") || strings.Contains(ref, "@{") ||
+		strings.HasSuffix(ref, ".") || strings.HasSuffix(ref, "/") {
+		return false
+	}
+	for _, c := range ref {
+		if c < 0x20 || c == 0x7f || strings.ContainsRune(" ~^:?*[\\", c) {
+			return false
+		}
+	}
+	for _, part := range strings.Split(ref, "/") {
+		if part == "" || strings.HasPrefix(part, ".") || strings.HasSuffix(part, ".lock") {
+			return false
+		}
+	}
+	return true
 }

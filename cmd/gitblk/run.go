@@ -109,16 +109,18 @@ func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 			}
 			return nil, usagef("%s: %v", fs.Name(), err)
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		rest := fs.Args()
+		// Parse stops at the first positional, or eats a "--" and stops
+		// after it: then everything left is positional.
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			pos = append(pos, rest...)
 			break
 		}
-		if args[0] == "--" {
-			pos = append(pos, args[1:]...)
+		if len(rest) == 0 {
 			break
 		}
-		pos = append(pos, args[0])
-		args = args[1:]
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
 	if len(pos) != want {
 		fs.Usage()

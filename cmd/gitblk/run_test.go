@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -25,7 +28,9 @@ func TestExportNames(t *testing.T) {
 			t.Errorf("parse(%q) = %+v, %v; want %+v", name, got, err, want)
 		}
 	}
-	for _, name := range []string{"main", "refs/heads/main", "refs/tags/v1:iso", "refs/tags/a/b", "v1", "tags/v1", ":fat", "refs/tags/v1:"} {
+	for _, name := range []string{"main", "refs/heads/main", "refs/tags/v1:iso", "refs/tags/a/b", "v1", "tags/v1", ":fat", "refs/tags/v1:",
+		"refs/tags/v1~1", "refs/tags/v1^2", "refs/tags/v1^{tree}", "refs/tags/v1@{1}", "refs/tags/v1~1:tar", "refs/tags/..",
+		"refs/tags/.hidden", "refs/tags/x.lock", "refs/tags/a b", "refs/tags/v1\x00", "refs/tags/*", "refs/tags/[v]1"} {
 		if got, err := x.parse(name); !errors.Is(err, errUnknownName) {
 			t.Errorf("parse(%q) = %+v, %v; want errUnknownName", name, got, err)
 		}
@@ -65,6 +70,12 @@ func TestParseArgsInterleaved(t *testing.T) {
 	pos, err := parseArgs(fs, []string{"repo", "-o", "x.img", "main", "--format", "fat"}, 2)
 	if err != nil || strings.Join(pos, " ") != "repo main" || *o != "x.img" || img.format != "fat" {
 		t.Fatalf("parseArgs = %q, %v (o=%q format=%q)", pos, err, *o, img.format)
+	}
+	if pos, err := parseArgs(fs, []string{"-o", "y.img", "--", "-repo", "--format"}, 2); err != nil || strings.Join(pos, " ") != "-repo --format" || *o != "y.img" {
+		t.Errorf("-- ends flags: %q, %v", pos, err)
+	}
+	if pos, err := parseArgs(fs, []string{"repo", "--", "main", "-q"}, 3); err != nil || strings.Join(pos, " ") != "repo main -q" {
+		t.Errorf("-- after a positional: %q, %v", pos, err)
 	}
 	if _, err := parseArgs(fs, []string{"only-one"}, 2); !errors.Is(err, errUsage) {
 		t.Errorf("one positional: %v, want a usage error", err)
@@ -123,4 +134,49 @@ func TestRunUsage(t *testing.T) {
 			t.Errorf("%s --help: nonzero exit code", cmd)
 		}
 	}
+}
+
+func TestListenUnix(t *testing.T) {
+	dir, err := os.MkdirTemp("", "gitblk-listen-") // short: socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s.sock")
+	l, err := listen("unix:" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode: %v, %v; want 0660", st, err)
+	}
+	if _, err := listen("unix:" + sock); err == nil || !strings.Contains(err.Error(), "another server") {
+		t.Errorf("second listen on a live socket: %v", err)
+	}
+	// A stale socket (its server gone without removing it) is replaced.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	l2, err := listen("unix:" + sock)
+	if err != nil {
+		t.Fatalf("listen over a stale socket: %v", err)
+	}
+	l2.Close()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left after close: %v", err)
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o644)
+	if _, err := listen("unix:" + file); err == nil {
+		t.Error("listen over a regular file succeeded")
+	}
+	for _, bad := range []string{"unix:", "unix:@", "nonsense"} {
+		if _, err := listen(bad); !errors.Is(err, errUsage) {
+			t.Errorf("listen(%q) = %v, want a usage error", bad, err)
+		}
+	}
+	ab, err := listen("unix:@gitblk-test-" + filepath.Base(dir))
+	if err != nil {
+		t.Fatalf("abstract socket: %v", err)
+	}
+	ab.Close()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gitblk/gitblk/gitfs"
@@ -124,9 +126,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return serveErr
 }
 
-// listen opens a TCP or unix listener. A unix socket gets mode 0660, a stale
-// socket file left by a dead server is replaced, and the file is removed
-// when the listener closes.
+// listen opens a TCP or unix listener. A unix socket gets mode 0660, a
+// stale socket file left by a dead server (connection refused) is
+// replaced, and the file is removed when the listener closes. "unix:@NAME"
+// is a Linux abstract socket (no file, no mode).
 func listen(addr string) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix:")
 	if !ok {
@@ -139,23 +142,34 @@ func listen(addr string) (net.Listener, error) {
 		}
 		return l, nil
 	}
-	if st, err := os.Lstat(path); err == nil {
+	if path == "" || path == "@" {
+		return nil, usagef("--listen %q: want unix:PATH", addr)
+	}
+	abstract := strings.HasPrefix(path, "@")
+	if st, err := os.Lstat(path); err == nil && !abstract {
 		if st.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("serve: %s exists and is not a socket", path)
 		}
-		if c, err := net.Dial("unix", path); err == nil {
+		c, err := net.Dial("unix", path)
+		switch {
+		case err == nil:
 			c.Close()
 			return nil, fmt.Errorf("serve: %s: another server is listening there", path)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			os.Remove(path) // stale: nobody listens
+		default:
+			return nil, fmt.Errorf("serve: %s exists and cannot be checked: %w", path, err)
 		}
-		os.Remove(path) // stale
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("serve: %w", err)
+	if !abstract {
+		if err := os.Chmod(path, 0o660); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("serve: %w", err)
+		}
 	}
 	return l, nil
 }
