@@ -37,6 +37,10 @@ type imageEntry struct {
 // DefaultImagesKept is how many layouts Images keeps when asked for 0.
 const DefaultImagesKept = 8
 
+// buildSlots bounds layouts being made at once, process-wide: a burst of
+// clients asking for many refs queues instead of listing many trees at once.
+var buildSlots = make(chan struct{}, 2)
+
 // NewImages returns a layout cache over repo keeping at most max layouts
 // in memory, and tree listings on disk under cacheDir ("" for none).
 func NewImages(repo *Repo, max int, cacheDir string) *Images {
@@ -64,7 +68,9 @@ func (im *Images) Image(c *Commit, opts imager.Options) (*imager.Layout, []image
 	im.evictLocked()
 	im.mu.Unlock()
 
+	buildSlots <- struct{}{}
 	e.layout, e.warnings, e.err = im.build(c, opts)
+	<-buildSlots
 	close(e.done)
 	if e.err != nil {
 		// Do not keep failures: the repository may be repaired or refetched.
