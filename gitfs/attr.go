@@ -178,7 +178,7 @@ func parseAttrFile(base string, data []byte, toplevel bool) *attrFile {
 			r.anchored = true
 			pat = strings.TrimPrefix(pat, "/")
 		}
-		r.pattern = pat
+		r.pattern = collapseDoubleStars(pat)
 		f.rules = append(f.rules, r)
 	}
 	return f
@@ -436,3 +436,13 @@ func charClass(name string, c byte) (known, in bool) {
 
 func isAlpha(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') }
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// collapseDoubleStars turns runs of "**/" into one: the meaning is the
+// same, and matching time would otherwise double with every repeat (a
+// crafted .gitattributes line could stall a tree listing for days).
+func collapseDoubleStars(pat string) string {
+	for strings.Contains(pat, "**/**/") {
+		pat = strings.ReplaceAll(pat, "**/**/", "**/")
+	}
+	return pat
+}

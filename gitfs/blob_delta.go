@@ -35,7 +35,25 @@ var errDeltaChain = errors.New("gitfs: corrupt pack: delta chain loops or exceed
 // in pack p through pack headers only (no inflating) and fails on a loop
 // or an absurd length: rebuilding a looping delta would otherwise wait on
 // itself forever, each blob's reader waiting for its base's.
+//
+// go-git follows an OFS_DELTA base by its offset, our delta reader by the
+// base's id (an index may list an id twice, at another entry): both routes
+// are checked.
 func checkDeltaChain(packs []*sizerPack, p *sizerPack, off int64) error {
+	for _, byID := range []bool{false, true} {
+		if err := checkDeltaRoute(packs, p, off, byID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDeltaRoute follows one route of delta bases (see checkDeltaChain).
+func checkDeltaRoute(packs []*sizerPack, p *sizerPack, off int64, byID bool) error {
+	route := 0
+	if byID {
+		route = 1
+	}
 	type at struct {
 		p   *sizerPack
 		off int64
@@ -44,12 +62,12 @@ func checkDeltaChain(packs []*sizerPack, p *sizerPack, off int64) error {
 	seen := map[at]bool{}
 	ok := func() error { // the chain ends well: remember every entry on it
 		for _, a := range path {
-			a.p.chainOK.Store(a.off, true)
+			a.p.chainOK[route].Store(a.off, true)
 		}
 		return nil
 	}
 	for step := 0; ; step++ {
-		if _, good := p.chainOK.Load(off); good {
+		if _, good := p.chainOK[route].Load(off); good {
 			return ok()
 		}
 		if seen[at{p, off}] || step > maxDeltaChain {
@@ -61,22 +79,30 @@ func checkDeltaChain(packs []*sizerPack, p *sizerPack, off int64) error {
 		if err != nil {
 			return err
 		}
+		var base plumbing.Hash
 		switch e.typ {
 		case packOfsDelta:
-			off = e.baseOff
+			if !byID {
+				off = e.baseOff
+				continue
+			}
+			if base, err = p.idx.FindHash(e.baseOff); err != nil {
+				return fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
+			}
 		case packRefDelta:
-			found := false
-			for _, q := range packs {
-				if o, err := q.idx.FindOffset(e.baseID); err == nil {
-					p, off, found = q, o, true
-					break
-				}
-			}
-			if !found {
-				return ok() // a loose base (never a delta) or missing: reading says which
-			}
+			base = e.baseID
 		default:
 			return ok() // a whole object ends the chain
+		}
+		found := false
+		for _, q := range packs {
+			if o, err := q.idx.FindOffset(base); err == nil {
+				p, off, found = q, o, true
+				break
+			}
+		}
+		if !found {
+			return ok() // a loose base (never a delta) or missing: reading says which
 		}
 	}
 }

@@ -75,7 +75,13 @@ type treeWalker struct {
 	r       *Repo
 	attrs   *attrStack // nil: no export-ignore
 	entries []imager.Entry
+	onPath  map[plumbing.Hash]bool // trees being walked: a repeat is a loop
 }
+
+// maxTreePath bounds a path's length: a tree that contains itself (ids
+// are not checked against contents, so a crafted object can) or absurd
+// nesting is a corrupt repository, not an endless walk.
+const maxTreePath = 4096
 
 // walk appends the entries below directory dir (tree id). It reports
 // whether the subtree holds a non-directory entry, ignored or not: git
@@ -84,6 +90,15 @@ type treeWalker struct {
 // then export-ignored), so directories with nothing else below them are
 // left out, as here.
 func (w *treeWalker) walk(dir string, id plumbing.Hash) (bool, error) {
+	if w.onPath == nil {
+		w.onPath = map[plumbing.Hash]bool{}
+	}
+	if w.onPath[id] || len(dir) > maxTreePath {
+		return false, fmt.Errorf("%w: tree %s at %q contains itself or nests beyond %d bytes of path",
+			ErrCorruptObject, id, truncatePath(dir), maxTreePath)
+	}
+	w.onPath[id] = true
+	defer delete(w.onPath, id)
 	ents, err := w.r.readTree(dir, id)
 	if err != nil {
 		return false, err
@@ -397,4 +412,12 @@ func parseHash(s string) (plumbing.Hash, error) {
 		return h, err
 	}
 	return h, nil
+}
+
+// truncatePath shortens a path for an error message.
+func truncatePath(p string) string {
+	if len(p) > 200 {
+		return p[:200] + "..."
+	}
+	return p
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 )
@@ -203,7 +204,16 @@ func makeRuns(extents []Extent) []run {
 type Builder struct {
 	extents []Extent
 	pos     int64
+	err     error // first overflow; the Layout is then not to be used
 }
+
+// ErrTooLarge reports an image whose size does not fit an int64 (sizes
+// come from object headers, which a corrupt repository can inflate).
+var ErrTooLarge = errors.New("imager: image larger than 8 EiB")
+
+// Err reports whether the extents appended so far overflowed the image
+// size; builders check it before returning a Layout.
+func (b *Builder) Err() error { return b.err }
 
 // Grow makes room for n more extents, to spare regrowing the table.
 func (b *Builder) Grow(n int) { b.extents = slices.Grow(b.extents, n) }
@@ -212,7 +222,11 @@ func (b *Builder) Grow(n int) { b.extents = slices.Grow(b.extents, n) }
 func (b *Builder) Pos() int64 { return b.pos }
 
 func (b *Builder) add(e Extent) {
-	if e.Len <= 0 {
+	if e.Len <= 0 || b.err != nil {
+		return
+	}
+	if e.Len > math.MaxInt64-SectorAlign-b.pos {
+		b.err = fmt.Errorf("%w: at %s", ErrTooLarge, e.Desc)
 		return
 	}
 	e.Off = b.pos

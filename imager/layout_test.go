@@ -3,12 +3,14 @@ package imager
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"strings"
 	"sync"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // genBytes is a Generator whose byte at off is a function of off.
@@ -265,5 +267,17 @@ func TestLayoutSizeMultipleOf4096(t *testing.T) {
 	}
 	if l := (&Builder{}).Layout(memBlobs{}); l.Size() != 0 {
 		t.Errorf("empty layout has size %d", l.Size())
+	}
+}
+
+// TestTarSizeOverflow: sizes that add up past int64 (a corrupt repository's
+// headers can claim anything) are an error, never a wrapped-around layout.
+func TestTarSizeOverflow(t *testing.T) {
+	tree := &Tree{Time: time.Unix(0, 0)}
+	for i := 0; i < 4; i++ {
+		tree.Entries = append(tree.Entries, Entry{Path: fmt.Sprintf("f%d", i), Kind: KindFile, Size: 1 << 62})
+	}
+	if l, _, err := BuildTar(tree, nil, Options{}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("BuildTar of 16 EiB: layout %v, err %v; want ErrTooLarge", l, err)
 	}
 }

@@ -261,6 +261,9 @@ func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 		desc += ", zeros to 4 KiB"
 	}
 	b.Zeros(desc, pad+tarEndBlocks)
+	if err := b.Err(); err != nil {
+		return nil, nil, err
+	}
 	return b.Layout(blobs), warns, nil
 }
 
