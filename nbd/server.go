@@ -99,12 +99,7 @@ func (s *Server) init() {
 	}
 }
 
-func (s *Server) maxConns() int {
-	if s.MaxConns > 0 {
-		return s.MaxConns
-	}
-	return DefaultMaxConns
-}
+func (s *Server) maxConns() int { return orDefault(s.MaxConns, DefaultMaxConns) }
 
 func (s *Server) logger() *slog.Logger {
 	if s.Logger != nil {
@@ -113,33 +108,20 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// orDefault is v when set (positive), else d.
+func orDefault[T int | int64 | time.Duration](v, d T) T {
+	if v > 0 {
+		return v
+	}
+	return d
+}
+
 func (s *Server) handshakeTimeout() time.Duration {
-	if s.HandshakeTimeout > 0 {
-		return s.HandshakeTimeout
-	}
-	return DefaultHandshakeTimeout
+	return orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)
 }
-
-func (s *Server) maxInFlight() int {
-	if s.MaxInFlight > 0 {
-		return s.MaxInFlight
-	}
-	return DefaultMaxInFlight
-}
-
-func (s *Server) maxOptions() int {
-	if s.MaxOptions > 0 {
-		return s.MaxOptions
-	}
-	return DefaultMaxOptions
-}
-
-func (s *Server) maxOptionLength() int {
-	if s.MaxOptionLength > 0 {
-		return s.MaxOptionLength
-	}
-	return DefaultMaxOptionLength
-}
+func (s *Server) maxInFlight() int     { return orDefault(s.MaxInFlight, DefaultMaxInFlight) }
+func (s *Server) maxOptions() int      { return orDefault(s.MaxOptions, DefaultMaxOptions) }
+func (s *Server) maxOptionLength() int { return orDefault(s.MaxOptionLength, DefaultMaxOptionLength) }
 
 func (s *Server) maxBufferBytes() int64 {
 	if s.MaxBufferBytes >= maxPayload+maxReplyHeaderRoom {
