@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gitblk/gitblk/imager"
 )
 
 func TestExportNames(t *testing.T) {
@@ -179,4 +181,32 @@ func TestListenUnix(t *testing.T) {
 		t.Fatalf("abstract socket: %v", err)
 	}
 	ab.Close()
+}
+
+func TestPinnedImagesBound(t *testing.T) {
+	s := &server{pinned: map[*imager.Layout]int{}}
+	var releases []func()
+	layouts := make([]*imager.Layout, maxPinnedImages+1)
+	for i := range layouts {
+		layouts[i] = new(imager.Layout)
+	}
+	for _, l := range layouts[:maxPinnedImages] {
+		r, err := s.pin(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	if _, err := s.pin(layouts[maxPinnedImages]); !errors.Is(err, errTooManyImages) {
+		t.Fatalf("pin of one image too many: %v", err)
+	}
+	r, err := s.pin(layouts[0]) // an image already held is always fine
+	if err != nil {
+		t.Fatal(err)
+	}
+	r()
+	releases[0]()
+	if _, err := s.pin(layouts[maxPinnedImages]); err != nil {
+		t.Errorf("pin after a release: %v", err)
+	}
 }
