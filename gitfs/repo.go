@@ -46,8 +46,9 @@ const (
 	// object instead of reading it into memory (filesystem.Options).
 	largeObjectThreshold = 1 << 20
 	// gitCacheSize is go-git's own object cache (delta bases, small
-	// objects) per storage in the pool.
-	gitCacheSize = 1 << 20
+	// objects), one shared by every storage in the pool: a base inflated
+	// by one reader serves them all.
+	gitCacheSize = 8 << 20
 	// maxPool caps the number of independent go-git storages.
 	maxPool = 8
 	// maxRefsListed is how many existing refs an unknown-revision error names.
@@ -86,8 +87,9 @@ type Repo struct {
 	closed chan struct{}
 	once   sync.Once
 
-	blobs *blobCache
-	sizes sizer
+	blobs    *blobCache
+	sizes    sizer
+	gitCache cache.Object // go-git's object cache, shared by the slots (it locks itself)
 }
 
 var _ imager.BlobReader = (*Repo)(nil)
@@ -116,7 +118,7 @@ func Open(path string, opts Options) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Repo{path: path, gitDir: gitDir, closed: make(chan struct{})}
+	r := &Repo{path: path, gitDir: gitDir, closed: make(chan struct{}), gitCache: cache.NewObjectLRU(gitCacheSize)}
 	r.sizes.r = r
 	n := runtime.GOMAXPROCS(0) * 2
 	if n > maxPool {
@@ -231,7 +233,7 @@ func (s *slot) load() error {
 	if c := commonDir(s.r.gitDir); c != s.r.gitDir {
 		fs = dotgit.NewRepositoryFilesystem(fs, osfs.New(c))
 	}
-	st := filesystem.NewStorageWithOptions(fs, cache.NewObjectLRU(gitCacheSize), filesystem.Options{
+	st := filesystem.NewStorageWithOptions(fs, s.r.gitCache, filesystem.Options{
 		KeepDescriptors:      true,
 		LargeObjectThreshold: largeObjectThreshold,
 		// objects/info/alternates holds absolute paths: resolve them from
