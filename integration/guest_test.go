@@ -188,6 +188,8 @@ func TestGuestReadsExport(t *testing.T) {
 		{"fat", "fat", nil},
 		// 4 KiB FAT sectors are the option meant for Mirage on Xen.
 		{"fat-4k-sectors", "fat", []string{"--sector-size", "4096"}},
+		// FAT32 is what a tree over FAT16's limit gets; force it here.
+		{"fat32", "fat", []string{"--fat-type", "32"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sock, _ := startServe(t, append(tc.serveArgs, repo, "main")...)
