@@ -59,16 +59,16 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log.Info("mounted", "dir", pos[2], "ref", pos[1], "commit", c.ID)
+	log.Info("mounted", "dir", m.Dir(), "ref", pos[1], "commit", c.ID)
 	go func() {
 		<-ctx.Done()
 		if err := m.Unmount(); err != nil {
 			// Busy: files are open under the mount. Keep serving them.
 			log.Warn("cannot unmount yet: close the files open under it, or detach it lazily with fusermount3 -u -z",
-				"dir", pos[2], "err", err)
+				"dir", m.Dir(), "err", err)
 		}
 	}()
 	m.Wait()
-	log.Info("unmounted", "dir", pos[2])
+	log.Info("unmounted", "dir", m.Dir())
 	return nil
 }
