@@ -37,18 +37,24 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 		defer c.unref(s)
 		return s.readAt(c, p, off)
 	}
-	// First read of this blob: sizes and small blobs straight from the
-	// pack or loose file when possible, else through go-git.
+	// First read of this blob: straight from the pack or loose file when
+	// possible, else through go-git.
 	h := plumbing.Hash(id)
 	var (
 		data []byte
 		rc   io.ReadCloser
 		size int64
 	)
-	if sz, err := r.sizes.size(h); err == nil && sz <= c.smallMax {
-		if d, ok := r.readSmallDirect(h, sz); ok {
-			c.putMem(id, d)
-			return copyAt(d, p, off)
+	if sz, err := r.sizes.size(h); err == nil {
+		if sz <= c.smallMax {
+			if d, ok := r.readSmallDirect(h, sz); ok {
+				c.putMem(id, d)
+				return copyAt(d, p, off)
+			}
+		} else if drc, ok, err := r.openDirect(h, sz); ok && err == nil {
+			return c.readNewSpill(id, sz, drc, p, off)
+		} else if ok {
+			return 0, objectErr("blob", "", h, err)
 		}
 	}
 	err := r.withStore(func(st *slot) error {
@@ -74,6 +80,13 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 		c.putMem(id, data)
 		return copyAt(data, p, off)
 	}
+	return c.readNewSpill(id, size, rc, p, off)
+}
+
+// readNewSpill serves a first read of big blob id (size bytes) whose
+// stream rc was just opened: it becomes the spill's stream unless another
+// reader got there first.
+func (c *blobCache) readNewSpill(id imager.BlobID, size int64, rc io.ReadCloser, p []byte, off int64) (int, error) {
 	s := c.addSpill(&spill{id: id, size: size})
 	defer c.unref(s)
 	s.mu.Lock()
@@ -93,7 +106,7 @@ func (r *Repo) blobReader(o plumbing.EncodedObject) (io.ReadCloser, error) {
 	if isLoose(o) {
 		return r.openLooseBlob(o.Hash(), o.Size())
 	}
-	if rc, ok, err := r.openPackedDelta(o.Hash(), o.Size()); ok || err != nil {
+	if rc, ok, err := r.openPacked(o.Hash(), o.Size()); ok {
 		return rc, err
 	}
 	return o.Reader()
@@ -246,8 +259,16 @@ func (s *spill) streamErr(err error) error {
 // openStream opens the blob's inflate stream at position 0; s.mu is held.
 func (s *spill) openStream(c *blobCache) error {
 	h := plumbing.Hash(s.id)
-	var rc io.ReadCloser
-	err := c.r.withStore(func(st *slot) error {
+	rc, ok, err := c.r.openDirect(h, s.size)
+	if ok {
+		if err != nil {
+			return objectErr("blob", "", h, err)
+		}
+		s.rc, s.pos = rc, 0
+		c.streamOpened(s)
+		return nil
+	}
+	err = c.r.withStore(func(st *slot) error {
 		o, err := c.r.encodedObject(st, plumbing.AnyObject, h)
 		if err != nil {
 			return err

@@ -2,10 +2,10 @@ package gitfs
 
 import (
 	"bufio"
-	"compress/zlib"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/go-git/go-git/v5/plumbing"
 
@@ -132,10 +132,23 @@ func (r *Repo) encodedObject(s *slot, t plumbing.ObjectType, h plumbing.Hash) (p
 	return s.st.EncodedObject(t, h)
 }
 
-// openPackedDelta opens blob h (size bytes) when a pack stores it as a
-// delta. ok is false when it is not a delta in a pack we know: the
-// caller then uses go-git.
-func (r *Repo) openPackedDelta(h plumbing.Hash, size int64) (rc io.ReadCloser, ok bool, err error) {
+// openDirect opens the content of blob h (size bytes) from a pack or a
+// loose object file, without go-git. ok is false when neither holds it
+// (the caller then asks go-git, which also names what is wrong).
+func (r *Repo) openDirect(h plumbing.Hash, size int64) (rc io.ReadCloser, ok bool, err error) {
+	if rc, ok, err := r.openPacked(h, size); ok {
+		return rc, true, err
+	}
+	rc, err = r.openLooseBlob(h, size)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	return rc, true, err
+}
+
+// openPacked opens blob h (size bytes) when a pack we know holds it,
+// whole or as a delta; ok is false when none does.
+func (r *Repo) openPacked(h plumbing.Hash, size int64) (rc io.ReadCloser, ok bool, err error) {
 	packs, err := r.sizes.current()
 	if err != nil {
 		return nil, false, nil
@@ -147,38 +160,51 @@ func (r *Repo) openPackedDelta(h plumbing.Hash, size int64) (rc io.ReadCloser, o
 		}
 		e, err := readPackEntry(p.f, off)
 		if err != nil {
-			return nil, false, err
+			return nil, true, err
 		}
+		// The input buffer: a stored zlib stream is barely longer than
+		// its content, so small entries take one pread.
+		bufSize := int(min(e.size+packEntryHeaderMax, deltaBufSize))
+		data := io.NewSectionReader(p.f, e.dataOff, 1<<62)
 		var base plumbing.Hash
 		switch e.typ {
+		case packBlob:
+			if e.size != size {
+				return nil, true, fmt.Errorf("%w: pack entry at %d holds %d bytes, want %d", ErrCorruptObject, off, e.size, size)
+			}
+			zr, err := newZlibReader(data, bufSize)
+			if err != nil {
+				return nil, true, fmt.Errorf("pack entry at %d: %w", off, err)
+			}
+			return zr, true, nil
 		case packOfsDelta:
 			if base, err = p.idx.FindHash(e.baseOff); err != nil {
-				return nil, false, fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
+				return nil, true, fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
 			}
 		case packRefDelta:
 			base = e.baseID
 		default:
-			return nil, false, nil
+			return nil, true, fmt.Errorf("is a %s, not a blob", plumbing.ObjectType(e.typ))
 		}
 		if err := checkDeltaChain(packs, p, off); err != nil {
-			return nil, false, fmt.Errorf("blob %s: %w", h, err)
+			return nil, true, fmt.Errorf("blob %s: %w", h, err)
 		}
-		zr, err := zlib.NewReader(bufio.NewReaderSize(io.NewSectionReader(p.f, e.dataOff, 1<<62), deltaBufSize))
+		zr, err := newZlibReader(data, bufSize)
 		if err != nil {
-			return nil, false, fmt.Errorf("pack entry at %d: delta: %w", off, err)
+			return nil, true, fmt.Errorf("pack entry at %d: delta: %w", off, err)
 		}
-		d := &deltaReader{r: r, base: imager.BlobID(base), zr: zr, br: bufio.NewReaderSize(zr, deltaBufSize)}
+		d := &deltaReader{r: r, base: imager.BlobID(base), zr: zr, br: bufio.NewReaderSize(zr, int(min(max(e.size, 16), deltaBufSize)))}
 		baseSize, err := d.varint()
 		if err == nil {
 			d.left, err = d.varint()
 		}
 		if err != nil {
 			_ = zr.Close()
-			return nil, false, fmt.Errorf("pack entry at %d: delta header: %w", off, err)
+			return nil, true, fmt.Errorf("pack entry at %d: delta header: %w", off, err)
 		}
 		if d.left != size {
 			_ = zr.Close()
-			return nil, false, fmt.Errorf("pack entry at %d: delta builds %d bytes, want %d", off, d.left, size)
+			return nil, true, fmt.Errorf("pack entry at %d: delta builds %d bytes, want %d", off, d.left, size)
 		}
 		d.baseSize = baseSize
 		return d, true, nil
@@ -192,7 +218,7 @@ type deltaReader struct {
 	r        *Repo
 	base     imager.BlobID
 	baseSize int64
-	zr       io.ReadCloser
+	zr       zlibReader
 	br       *bufio.Reader
 
 	left     int64 // target bytes still to produce

@@ -3,7 +3,6 @@ package gitfs
 import (
 	"bufio"
 	"bytes"
-	"compress/zlib"
 	"fmt"
 	"io"
 	"os"
@@ -40,7 +39,7 @@ func (r *Repo) openLooseBlob(h plumbing.Hash, size int64) (io.ReadCloser, error)
 	if err != nil {
 		return nil, err
 	}
-	zr, err := zlib.NewReader(bufio.NewReaderSize(f, looseBufSize))
+	zr, err := newZlibReader(f, looseBufSize)
 	if err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("loose object: %w", err)
@@ -48,12 +47,14 @@ func (r *Repo) openLooseBlob(h plumbing.Hash, size int64) (io.ReadCloser, error)
 	br := bufio.NewReaderSize(zr, maxLooseHeader)
 	hdr, err := br.ReadSlice(0)
 	if err != nil {
+		_ = zr.Close()
 		_ = f.Close()
 		return nil, fmt.Errorf("loose object header: %w", err)
 	}
 	typ, num, ok := bytes.Cut(hdr[:len(hdr)-1], []byte{' '})
 	n, perr := strconv.ParseInt(string(num), 10, 64)
 	if !ok || perr != nil || string(typ) != "blob" || n != size {
+		_ = zr.Close()
 		_ = f.Close()
 		return nil, fmt.Errorf("loose object header %q, want a blob of %d bytes", hdr, size)
 	}
