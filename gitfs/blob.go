@@ -45,19 +45,17 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 		rc   io.ReadCloser
 		size int64
 	)
-	if sz, err := r.sizes.size(h); err == nil {
-		if sz <= c.smallMax {
-			if d, ok := r.readSmallDirect(h, sz); ok {
-				c.putMem(id, d)
-				return copyAt(d, p, off)
-			}
-		} else if drc, ok, err := r.openDirect(h, sz); ok && err == nil {
-			return c.readNewSpill(id, sz, drc, p, off)
-		} else if ok {
-			return 0, objectErr("blob", "", h, err)
-		}
+	b, found, err := r.readDirect(h, c.smallMax)
+	switch {
+	case found && err != nil:
+		return 0, objectErr("blob", "", h, err)
+	case found && b.rc != nil:
+		return c.readNewSpill(id, b.size, b.rc, p, off)
+	case found:
+		c.putMem(id, b.data)
+		return copyAt(b.data, p, off)
 	}
-	err := r.withStore(func(st *slot) error {
+	err = r.withStore(func(st *slot) error {
 		o, err := r.encodedObject(st, plumbing.AnyObject, h)
 		if err != nil {
 			return err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/go-git/go-git/v5/plumbing"
 
@@ -20,8 +19,10 @@ import (
 // instructions are streamed and every copy is a ReadBlob of the base,
 // which the caches serve at random (a big base is spilled once).
 const (
-	deltaBufSize = 64 << 10
-	deltaCopyMax = 0x10000 // a copy instruction of size 0 means this
+	deltaBufSize    = 64 << 10
+	deltaCopyMax    = 0x10000 // a copy instruction of size 0 means this
+	basePage        = 4 << 10
+	basePages       = 128
 )
 
 // maxDeltaChain bounds a delta chain's length; git's own packs stop at
@@ -132,94 +133,23 @@ func (r *Repo) encodedObject(s *slot, t plumbing.ObjectType, h plumbing.Hash) (p
 	return s.st.EncodedObject(t, h)
 }
 
-// openDirect opens the content of blob h (size bytes) from a pack or a
-// loose object file, without go-git. ok is false when neither holds it
-// (the caller then asks go-git, which also names what is wrong).
-func (r *Repo) openDirect(h plumbing.Hash, size int64) (rc io.ReadCloser, ok bool, err error) {
-	if rc, ok, err := r.openPacked(h, size); ok {
-		return rc, true, err
-	}
-	rc, err = r.openLooseBlob(h, size)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, false, nil
-	}
-	return rc, true, err
-}
-
-// openPacked opens blob h (size bytes) when a pack we know holds it,
-// whole or as a delta; ok is false when none does.
-func (r *Repo) openPacked(h plumbing.Hash, size int64) (rc io.ReadCloser, ok bool, err error) {
-	packs, err := r.sizes.current()
-	if err != nil {
-		return nil, false, nil
-	}
-	for _, p := range packs {
-		off, err := p.idx.FindOffset(h)
-		if err != nil {
-			continue
-		}
-		e, err := readPackEntry(p.f, off)
-		if err != nil {
-			return nil, true, err
-		}
-		// The input buffer: a stored zlib stream is barely longer than
-		// its content, so small entries take one pread.
-		bufSize := int(min(e.size+packEntryHeaderMax, deltaBufSize))
-		data := io.NewSectionReader(p.f, e.dataOff, 1<<62)
-		var base plumbing.Hash
-		switch e.typ {
-		case packBlob:
-			if e.size != size {
-				return nil, true, fmt.Errorf("%w: pack entry at %d holds %d bytes, want %d", ErrCorruptObject, off, e.size, size)
-			}
-			zr, err := newZlibReader(data, bufSize)
-			if err != nil {
-				return nil, true, fmt.Errorf("pack entry at %d: %w", off, err)
-			}
-			return zr, true, nil
-		case packOfsDelta:
-			if base, err = p.idx.FindHash(e.baseOff); err != nil {
-				return nil, true, fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
-			}
-		case packRefDelta:
-			base = e.baseID
-		default:
-			return nil, true, fmt.Errorf("is a %s, not a blob", plumbing.ObjectType(e.typ))
-		}
-		if err := checkDeltaChain(packs, p, off); err != nil {
-			return nil, true, fmt.Errorf("blob %s: %w", h, err)
-		}
-		zr, err := newZlibReader(data, bufSize)
-		if err != nil {
-			return nil, true, fmt.Errorf("pack entry at %d: delta: %w", off, err)
-		}
-		d := &deltaReader{r: r, base: imager.BlobID(base), zr: zr, br: bufio.NewReaderSize(zr, int(min(max(e.size, 16), deltaBufSize)))}
-		baseSize, err := d.varint()
-		if err == nil {
-			d.left, err = d.varint()
-		}
-		if err != nil {
-			_ = zr.Close()
-			return nil, true, fmt.Errorf("pack entry at %d: delta header: %w", off, err)
-		}
-		if d.left != size {
-			_ = zr.Close()
-			return nil, true, fmt.Errorf("pack entry at %d: delta builds %d bytes, want %d", off, d.left, size)
-		}
-		d.baseSize = baseSize
-		return d, true, nil
-	}
-	return nil, false, nil
-}
-
 // deltaReader applies a git delta: instructions stream from zr, copies
-// read the base blob through ReadBlob.
+// read the base blob through ReadBlob. Copies are often a few bytes, so
+// they are served from a window of the base: the base's bytes in the
+// memory cache when it is there (a small base is put back there), else
+// cached pages of the base (one delta of the Go tree made 27,000 preads
+// of about 24 bytes).
 type deltaReader struct {
 	r        *Repo
 	base     imager.BlobID
 	baseSize int64
 	zr       zlibReader
 	br       *bufio.Reader
+
+	win    []byte // bytes of the base from winOff; shared with the cache: never written
+	winOff int64
+	pages  []byte  // a big base: basePages pages of it, direct-mapped
+	pageOf []int64 // which page each slot holds, or -1
 
 	left     int64 // target bytes still to produce
 	copyOff  int64 // current copy instruction: base offset
@@ -250,7 +180,7 @@ func (d *deltaReader) Read(p []byte) (int, error) {
 		switch {
 		case d.copyLeft > 0:
 			k := min(int64(len(p)-n), d.copyLeft)
-			got, err := d.r.ReadBlob(d.base, p[n:n+int(k)], d.copyOff)
+			got, err := d.readBase(p[n:n+int(k)], d.copyOff)
 			n += got
 			d.copyOff += int64(got)
 			d.copyLeft -= int64(got)
@@ -278,6 +208,69 @@ func (d *deltaReader) Read(p []byte) (int, error) {
 				return n, err
 			}
 		}
+	}
+	return n, nil
+}
+
+// readBase reads the base's bytes at off into p, through the window.
+func (d *deltaReader) readBase(p []byte, off int64) (int, error) {
+	if off >= d.winOff && off+int64(len(p)) <= d.winOff+int64(len(d.win)) {
+		return copy(p, d.win[off-d.winOff:]), nil
+	}
+	c := d.r.blobs
+	if data, ok := c.getMem(d.base); ok && int64(len(data)) == d.baseSize {
+		d.win, d.winOff = data, 0
+		return copy(p, data[off:]), nil
+	}
+	if d.baseSize <= c.smallMax {
+		// A small base read whole, once, and held in memory again:
+		// copies jump all over it, and other deltas share it.
+		data := make([]byte, d.baseSize)
+		if n, err := d.r.ReadBlob(d.base, data, 0); int64(n) < d.baseSize {
+			return 0, err
+		}
+		c.putMem(d.base, data)
+		d.win, d.winOff = data, 0
+		return copy(p, data[off:]), nil
+	}
+	return d.readBigBase(p, off)
+}
+
+// readBigBase serves copies from a base too big to hold: through a small
+// direct-mapped cache of its pages, since copies are often a few bytes,
+// often near each other, and sometimes anywhere (the Go tree has a 1 MB
+// delta against a 25 MB base: 27,000 copies, and 50,000 window misses
+// with one 128 KiB window).
+func (d *deltaReader) readBigBase(p []byte, off int64) (int, error) {
+	if len(p) >= basePage {
+		return d.r.ReadBlob(d.base, p, off)
+	}
+	if d.pages == nil {
+		d.pages = make([]byte, basePages*basePage)
+		d.pageOf = make([]int64, basePages)
+		for i := range d.pageOf {
+			d.pageOf[i] = -1
+		}
+	}
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		page := at / basePage
+		slot := int(page % basePages)
+		buf := d.pages[slot*basePage : (slot+1)*basePage]
+		if d.pageOf[slot] != page {
+			d.pageOf[slot] = -1
+			want := min(basePage, d.baseSize-page*basePage)
+			got, err := d.r.ReadBlob(d.base, buf[:want], page*basePage)
+			if int64(got) < want {
+				if err == nil || errors.Is(err, io.EOF) {
+					err = fmt.Errorf("delta base %s: %w", d.base, errBadDelta)
+				}
+				return n, err
+			}
+			d.pageOf[slot] = page
+		}
+		n += copy(p[n:], buf[at-page*basePage:])
 	}
 	return n, nil
 }

@@ -20,14 +20,16 @@ static z_stream *gz_new(void) {
 }
 
 // gz_inflate inflates from in to out and says how much of each it used.
-// The Go buffers are only referenced during the call.
+// The Go buffers are only referenced during the call. Z_FINISH spares the
+// copy into the sliding window when the stream ends within this call (a
+// whole small blob); otherwise inflate carries on as with Z_NO_FLUSH.
 static int gz_inflate(z_stream *s, unsigned char *in, unsigned int inlen, unsigned int *inused,
 		unsigned char *out, unsigned int outlen, unsigned int *outused) {
 	s->next_in = in;
 	s->avail_in = inlen;
 	s->next_out = out;
 	s->avail_out = outlen;
-	int ret = inflate(s, Z_NO_FLUSH);
+	int ret = inflate(s, Z_FINISH);
 	*inused = inlen - s->avail_in;
 	*outused = outlen - s->avail_out;
 	s->next_in = Z_NULL;
@@ -150,6 +152,12 @@ func (z *cZlib) Read(p []byte) (int, error) {
 			}
 			if len(z.in) == 0 && z.srcEOF {
 				z.err = io.ErrUnexpectedEOF
+				return 0, z.err
+			}
+			if inUsed == 0 && len(z.in) > 0 {
+				// Input and room for output, and no progress: never
+				// expected of zlib; do not spin.
+				z.err = fmt.Errorf("zlib: inflate made no progress (%d)", int(ret))
 				return 0, z.err
 			}
 		case C.Z_NEED_DICT:
