@@ -19,10 +19,10 @@ import (
 // instructions are streamed and every copy is a ReadBlob of the base,
 // which the caches serve at random (a big base is spilled once).
 const (
-	deltaBufSize    = 64 << 10
-	deltaCopyMax    = 0x10000 // a copy instruction of size 0 means this
-	basePage        = 4 << 10
-	basePages       = 128
+	deltaBufSize = 64 << 10
+	deltaCopyMax = 0x10000 // a copy instruction of size 0 means this
+	basePage     = 4 << 10
+	basePages    = 128
 )
 
 // maxDeltaChain bounds a delta chain's length; git's own packs stop at
