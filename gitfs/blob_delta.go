@@ -1,7 +1,6 @@
 package gitfs
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -143,8 +142,9 @@ type deltaReader struct {
 	r        *Repo
 	base     imager.BlobID
 	baseSize int64
-	zr       zlibReader
-	br       *bufio.Reader
+	src      deltaSource // the delta's data, inflated
+	zr       zlibReader  // streamed delta data, or nil
+	buf      *[]byte     // or delta data inflated whole (from getBuf)
 
 	win    []byte // bytes of the base from winOff; shared with the cache: never written
 	winOff int64
@@ -162,7 +162,7 @@ var errBadDelta = errors.New("malformed delta")
 func (d *deltaReader) varint() (int64, error) {
 	var v int64
 	for shift := uint(0); shift <= 56; shift += 7 {
-		c, err := d.br.ReadByte()
+		c, err := d.src.ReadByte()
 		if err != nil {
 			return 0, err
 		}
@@ -175,6 +175,9 @@ func (d *deltaReader) varint() (int64, error) {
 }
 
 func (d *deltaReader) Read(p []byte) (int, error) {
+	if d.src == nil {
+		return 0, errors.New("delta reader is closed")
+	}
 	n := 0
 	for n < len(p) {
 		switch {
@@ -192,7 +195,7 @@ func (d *deltaReader) Read(p []byte) (int, error) {
 			}
 		case d.insLeft > 0:
 			k := min(int64(len(p)-n), d.insLeft)
-			got, err := io.ReadFull(d.br, p[n:n+int(k)])
+			got, err := io.ReadFull(d.src, p[n:n+int(k)])
 			n += got
 			d.insLeft -= int64(got)
 			if err != nil {
@@ -277,7 +280,7 @@ func (d *deltaReader) readBigBase(p []byte, off int64) (int, error) {
 
 // next reads the next instruction.
 func (d *deltaReader) next() error {
-	cmd, err := d.br.ReadByte()
+	cmd, err := d.src.ReadByte()
 	if err != nil {
 		return fmt.Errorf("delta data: %w", io.ErrUnexpectedEOF)
 	}
@@ -292,7 +295,7 @@ func (d *deltaReader) next() error {
 	var off, size int64
 	for i := uint(0); i < 4; i++ {
 		if cmd&(1<<i) != 0 {
-			c, err := d.br.ReadByte()
+			c, err := d.src.ReadByte()
 			if err != nil {
 				return errBadDelta
 			}
@@ -301,7 +304,7 @@ func (d *deltaReader) next() error {
 	}
 	for i := uint(0); i < 3; i++ {
 		if cmd&(0x10<<i) != 0 {
-			c, err := d.br.ReadByte()
+			c, err := d.src.ReadByte()
 			if err != nil {
 				return errBadDelta
 			}
@@ -319,6 +322,23 @@ func (d *deltaReader) next() error {
 	return nil
 }
 
-func (d *deltaReader) Close() error { return d.zr.Close() }
+// deltaSource is what delta instructions are read from.
+type deltaSource interface {
+	io.Reader
+	io.ByteReader
+}
+
+func (d *deltaReader) Close() error {
+	if d.zr != nil {
+		_ = d.zr.Close()
+		d.zr = nil
+	}
+	if d.buf != nil {
+		putBuf(d.buf)
+		d.buf = nil
+	}
+	d.src = nil
+	return nil
+}
 
 var _ io.ReadCloser = (*deltaReader)(nil)

@@ -2,10 +2,12 @@ package gitfs
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
 
@@ -89,14 +91,10 @@ func (r *Repo) readPacked(packs []*sizerPack, p *sizerPack, off int64, h plumbin
 		return directBlob{}, err
 	}
 	if e.typ == packBlob && e.size <= smallMax {
-		// The common case: inflated with a pooled reader, one pread.
+		// The common case: inflated whole, at once.
 		data := make([]byte, e.size)
-		n, err := inflateHead(io.NewSectionReader(p.f, e.dataOff, 1<<62), data)
-		if err != nil {
-			return directBlob{}, fmt.Errorf("pack entry at %d: %w", off, err)
-		}
-		if int64(n) != e.size {
-			return directBlob{}, shortBlob(int64(n), e.size, io.EOF)
+		if err := inflateEntry(p.f, off, e, data); err != nil {
+			return directBlob{}, err
 		}
 		return directBlob{data: data, size: e.size}, nil
 	}
@@ -136,17 +134,28 @@ func (r *Repo) openPackEntry(packs []*sizerPack, p *sizerPack, off int64, e *pac
 	if err := checkDeltaChain(packs, p, off); err != nil {
 		return nil, 0, err
 	}
-	zr, err := newZlibReader(data, bufSize)
-	if err != nil {
-		return nil, 0, fmt.Errorf("pack entry at %d: delta: %w", off, err)
+	d := &deltaReader{r: r, base: imager.BlobID(base)}
+	if e.size <= wholeDeltaMax {
+		// Delta data inflated whole, at once.
+		d.buf = getBuf(int(e.size))
+		if err := inflateEntry(p.f, off, e, *d.buf); err != nil {
+			d.Close()
+			return nil, 0, err
+		}
+		d.src = bytes.NewReader(*d.buf)
+	} else {
+		zr, err := newZlibReader(data, bufSize)
+		if err != nil {
+			return nil, 0, fmt.Errorf("pack entry at %d: delta: %w", off, err)
+		}
+		d.zr, d.src = zr, bufio.NewReaderSize(zr, deltaBufSize)
 	}
-	d := &deltaReader{r: r, base: imager.BlobID(base), zr: zr, br: bufio.NewReaderSize(zr, int(min(max(e.size, 16), deltaBufSize)))}
 	baseSize, err := d.varint()
 	if err == nil {
 		d.left, err = d.varint()
 	}
 	if err != nil {
-		_ = zr.Close()
+		d.Close()
 		return nil, 0, fmt.Errorf("pack entry at %d: delta header: %w", off, err)
 	}
 	d.baseSize = baseSize
@@ -191,4 +200,72 @@ func (r *Repo) openPacked(h plumbing.Hash, size int64) (rc io.ReadCloser, found 
 		return rc, true, err
 	}
 	return nil, false, nil
+}
+
+// wholeDeltaMax is the biggest delta data inflated whole rather than
+// streamed.
+const wholeDeltaMax = 1 << 20
+
+// inflateEntry inflates the data of pack entry off (header e) of f into
+// dst, which is e.size bytes, with inflateWhole: it reads a bound on the
+// compressed size, the size plus an eighth (deflate expands incompressible
+// data by a few percent at worst with git's zlib). A stream longer than
+// that, from another encoder, is inflated as a stream instead.
+func inflateEntry(f *os.File, off int64, e *packEntry, dst []byte) error {
+	bound := len(dst) + len(dst)/8 + packEntryHeaderMax
+	bp := getBuf(bound)
+	defer putBuf(bp)
+	src := *bp
+	n, err := f.ReadAt(src, e.dataOff)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("pack entry at %d: %w", off, err)
+	}
+	if _, err := inflateWhole(dst, src[:n]); err == nil {
+		return nil
+	} else if n < bound {
+		return fmt.Errorf("pack entry at %d: %w", off, err)
+	}
+	got, err := inflateHead(io.NewSectionReader(f, e.dataOff, 1<<62), dst)
+	if err != nil {
+		return fmt.Errorf("pack entry at %d: %w", off, err)
+	}
+	if got != len(dst) {
+		return shortBlob(int64(got), int64(len(dst)), io.EOF)
+	}
+	return nil
+}
+
+// bufPools hold byte buffers by power-of-two size, from 4 KiB to 4 MiB,
+// for compressed input and delta data.
+var bufPools [11]sync.Pool
+
+const minBufShift = 12
+
+// getBuf returns a buffer of n bytes, pooled when n is at most 4 MiB.
+func getBuf(n int) *[]byte {
+	class := 0
+	for class < len(bufPools) && 1<<(class+minBufShift) < n {
+		class++
+	}
+	if class == len(bufPools) {
+		b := make([]byte, n)
+		return &b
+	}
+	if bp, ok := bufPools[class].Get().(*[]byte); ok {
+		*bp = (*bp)[:n]
+		return bp
+	}
+	b := make([]byte, n, 1<<(class+minBufShift))
+	return &b
+}
+
+// putBuf gives a buffer from getBuf back.
+func putBuf(bp *[]byte) {
+	c := cap(*bp)
+	for class := range bufPools {
+		if c == 1<<(class+minBufShift) {
+			bufPools[class].Put(bp)
+			return
+		}
+	}
 }

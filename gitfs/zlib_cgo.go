@@ -3,9 +3,10 @@
 package gitfs
 
 /*
-#cgo LDFLAGS: -lz
+#cgo LDFLAGS: -l:libdeflate.a -lz
 #include <stdlib.h>
 #include <zlib.h>
+#include <libdeflate.h>
 
 // gz_new allocates and initializes an inflate stream; NULL when out of memory.
 static z_stream *gz_new(void) {
@@ -43,6 +44,12 @@ static void gz_free(z_stream *s) {
 	inflateEnd(s);
 	free(s);
 }
+
+// ld_zlib inflates the zlib stream at the start of in into out whole.
+static int ld_zlib(struct libdeflate_decompressor *d, unsigned char *in, size_t inlen,
+		unsigned char *out, size_t outlen, size_t *inused, size_t *outused) {
+	return libdeflate_zlib_decompress_ex(d, in, inlen, out, outlen, inused, outused);
+}
 */
 import "C"
 
@@ -57,6 +64,51 @@ import (
 
 // newZlibReader inflates with the system's C zlib (see zlib.go).
 var newZlibReader = newCZlib
+
+// inflateWhole inflates with libdeflate (see zlib.go).
+var inflateWhole = inflateLibdeflate
+
+// decompressors are idle libdeflate decompressors (one per concurrent
+// call; about 10 KB each).
+var decompressors = make(chan *C.struct_libdeflate_decompressor, zlibPoolMax)
+
+func inflateLibdeflate(dst, src []byte) (int, error) {
+	var d *C.struct_libdeflate_decompressor
+	select {
+	case d = <-decompressors:
+	default:
+		if d = C.libdeflate_alloc_decompressor(); d == nil {
+			return 0, errors.New("zlib: cannot allocate a decompressor")
+		}
+	}
+	defer func() {
+		select {
+		case decompressors <- d:
+		default:
+			C.libdeflate_free_decompressor(d)
+		}
+	}()
+	if len(src) == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	var outPtr *C.uchar
+	if len(dst) > 0 {
+		outPtr = (*C.uchar)(unsafe.Pointer(&dst[0]))
+	}
+	var inUsed, outUsed C.size_t
+	ret := C.ld_zlib(d, (*C.uchar)(unsafe.Pointer(&src[0])), C.size_t(len(src)), outPtr, C.size_t(len(dst)), &inUsed, &outUsed)
+	switch ret {
+	case C.LIBDEFLATE_SUCCESS:
+		if int(outUsed) != len(dst) {
+			return int(inUsed), fmt.Errorf("%w: inflates to %d bytes, not %d", errZlibData, int(outUsed), len(dst))
+		}
+		return int(inUsed), nil
+	case C.LIBDEFLATE_INSUFFICIENT_SPACE:
+		return 0, fmt.Errorf("%w: inflates to more than %d bytes", errZlibData, len(dst))
+	default:
+		return 0, fmt.Errorf("%w: damaged or cut short", errZlibData)
+	}
+}
 
 // cZlib is a C zlib inflate stream reading src through buf.
 type cZlib struct {

@@ -144,6 +144,46 @@ func TestZlibDamagedStreams(t *testing.T) {
 	}
 }
 
+// wholeImpls are the whole-buffer inflaters of this build.
+var wholeImpls = map[string]func(dst, src []byte) (int, error){
+	"build": inflateWhole,
+	"go":    inflateGo,
+}
+
+func TestInflateWhole(t *testing.T) {
+	data := bytes.Repeat([]byte("whole blobs inflate at once\n"), 3000)
+	z := deflated(t, data, zlib.DefaultCompression)
+	badSum := append([]byte{}, z...)
+	badSum[len(badSum)-2] ^= 1
+	for name, inflate := range wholeImpls {
+		dst := make([]byte, len(data))
+		// Trailing bytes (the next pack entry) are left alone.
+		n, err := inflate(dst, append(append([]byte{}, z...), "NEXT"...))
+		if err != nil || n != len(z) || !bytes.Equal(dst, data) {
+			t.Fatalf("%s: took %d of %d bytes, %v", name, n, len(z), err)
+		}
+		empty := deflated(t, nil, zlib.BestSpeed)
+		if n, err := inflate(nil, empty); err != nil || n != len(empty) {
+			t.Errorf("%s: empty blob: %d, %v", name, n, err)
+		}
+		for _, tc := range []struct {
+			name string
+			dst  []byte
+			src  []byte
+		}{
+			{"dst too small", make([]byte, len(data)-1), z},
+			{"dst too big", make([]byte, len(data)+1), z},
+			{"cut short", dst, z[:len(z)-10]},
+			{"bad checksum", dst, badSum},
+			{"nothing", dst, nil},
+		} {
+			if _, err := inflate(tc.dst, tc.src); !errors.Is(err, errZlibData) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("%s/%s: %v, want errZlibData", name, tc.name, err)
+			}
+		}
+	}
+}
+
 func TestZlibPoolReuses(t *testing.T) {
 	p := newZlibPool(512)
 	for i := 0; i < 3*zlibPoolMax; i++ {

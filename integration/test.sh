@@ -29,8 +29,10 @@ for pair in "${need[@]}"; do
 	read -r cmd pkg <<<"$pair"
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/sbin/$cmd" ] || missing+=("$pkg")
 done
-# gitblk inflates with the system's C zlib (cgo): the build needs zlib.h.
+# gitblk inflates with C zlib and libdeflate (cgo): the build needs their
+# headers (and libdeflate.a, linked in).
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+[ -f /usr/include/libdeflate.h ] || missing+=(libdeflate-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "installing: ${missing[*]}"
 	if [ "$(id -u)" != 0 ]; then
