@@ -44,26 +44,53 @@ func (r *Repo) readDirect(h plumbing.Hash, smallMax int64) (b directBlob, found 
 			return b, true, err
 		}
 	}
-	size, err := r.looseSize(h)
-	if errors.Is(err, errNotHere) {
-		return directBlob{}, false, nil
-	}
-	if err != nil {
-		return directBlob{}, true, err
-	}
-	rc, err := r.openLooseBlob(h, size)
-	if errors.Is(err, os.ErrNotExist) {
-		return directBlob{}, false, nil // packed meanwhile
-	}
-	if err != nil {
-		return directBlob{}, true, err
-	}
-	return whole(rc, size, smallMax)
+	return r.readLoose(h, smallMax)
 }
 
-// whole reads a small blob's stream into memory and closes it; a big
+// readLoose is readDirect for a loose object: a small one is read with
+// one read of its file and inflated whole.
+func (r *Repo) readLoose(h plumbing.Hash, smallMax int64) (directBlob, bool, error) {
+	f, err := r.openLoose(h)
+	if err != nil {
+		return directBlob{}, false, nil
+	}
+	defer f.Close()
+	size, hdrLen, err := looseHeader(f, h)
+	if err != nil {
+		return directBlob{}, true, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return directBlob{}, true, fmt.Errorf("loose object %s: %w", h, err)
+	}
+	whole := int64(hdrLen) + size
+	if size > smallMax || st.Size() > whole+whole/8+packEntryHeaderMax {
+		// Big, or compressed oddly: streamed.
+		rc, err := r.openLooseBlob(h, size)
+		if errors.Is(err, os.ErrNotExist) {
+			return directBlob{}, false, nil // packed meanwhile
+		}
+		if err != nil {
+			return directBlob{}, true, err
+		}
+		return readAllSmall(rc, size, smallMax)
+	}
+	bp := getBuf(int(st.Size()))
+	defer putBuf(bp)
+	src := *bp
+	if n, err := f.ReadAt(src, 0); n < len(src) {
+		return directBlob{}, true, fmt.Errorf("loose object %s: %w", h, err)
+	}
+	dst := make([]byte, whole)
+	if _, err := inflateWhole(dst, src); err != nil {
+		return directBlob{}, true, fmt.Errorf("loose object %s: %w", h, err)
+	}
+	return directBlob{data: dst[hdrLen:], size: size}, true, nil
+}
+
+// readAllSmall reads a small blob's stream into memory and closes it; a big
 // blob's stream is returned open.
-func whole(rc io.ReadCloser, size, smallMax int64) (directBlob, bool, error) {
+func readAllSmall(rc io.ReadCloser, size, smallMax int64) (directBlob, bool, error) {
 	if size > smallMax {
 		return directBlob{rc: rc, size: size}, true, nil
 	}
@@ -102,7 +129,7 @@ func (r *Repo) readPacked(packs []*sizerPack, p *sizerPack, off int64, h plumbin
 	if err != nil {
 		return directBlob{}, err
 	}
-	b, _, err := whole(rc, size, smallMax)
+	b, _, err := readAllSmall(rc, size, smallMax)
 	return b, err
 }
 

@@ -298,28 +298,40 @@ func leb128(b []byte) (int64, []byte, error) {
 
 // looseSize reads the size of loose blob h from its header.
 func (r *Repo) looseSize(h plumbing.Hash) (int64, error) {
-	hex := h.String()
-	f, err := os.Open(filepath.Join(commonDir(r.gitDir), "objects", hex[:2], hex[2:]))
+	f, err := r.openLoose(h)
 	if err != nil {
 		return 0, errNotHere
 	}
 	defer f.Close()
+	size, _, err := looseHeader(f, h)
+	return size, err
+}
+
+// openLoose opens the file of loose object h.
+func (r *Repo) openLoose(h plumbing.Hash) (*os.File, error) {
+	hex := h.String()
+	return os.Open(filepath.Join(commonDir(r.gitDir), "objects", hex[:2], hex[2:]))
+}
+
+// looseHeader reads the header of loose object h from f, checks that it
+// is a blob's, and returns the blob's size and the header's length.
+func looseHeader(f *os.File, h plumbing.Hash) (size int64, hdrLen int, err error) {
 	var buf [maxLooseHeader]byte
-	n, err := inflateHead(f, buf[:])
+	n, err := inflateHead(io.NewSectionReader(f, 0, 1<<62), buf[:])
 	if err != nil {
-		return 0, fmt.Errorf("loose object %s: %w", h, err)
+		return 0, 0, fmt.Errorf("loose object %s: %w", h, err)
 	}
 	hdr, _, ok := bytes.Cut(buf[:n], []byte{0})
 	if !ok {
-		return 0, fmt.Errorf("loose object %s: bad header", h)
+		return 0, 0, fmt.Errorf("loose object %s: bad header", h)
 	}
 	typ, num, ok := bytes.Cut(hdr, []byte{' '})
 	if !ok || string(typ) != "blob" {
-		return 0, fmt.Errorf("loose object %s: header %q, not a blob", h, hdr)
+		return 0, 0, fmt.Errorf("loose object %s: header %q, not a blob", h, hdr)
 	}
-	size, err := strconv.ParseInt(string(num), 10, 64)
+	size, err = strconv.ParseInt(string(num), 10, 64)
 	if err != nil || size < 0 {
-		return 0, fmt.Errorf("loose object %s: header %q", h, hdr)
+		return 0, 0, fmt.Errorf("loose object %s: header %q", h, hdr)
 	}
-	return size, nil
+	return size, len(hdr) + 1, nil
 }

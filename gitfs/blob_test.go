@@ -287,6 +287,29 @@ func TestReadBlobMissingAndCorrupt(t *testing.T) {
 			t.Errorf("ReadBlob of a removed blob = %v, want ErrMissingObject naming %s", err, id)
 		}
 	}
+	// Corrupt: small loose blobs cut short, or with a byte changed: an
+	// error naming the blob, never other bytes.
+	for i, damage := range []func([]byte) []byte{
+		func(b []byte) []byte { return b[:len(b)-3] },
+		func(b []byte) []byte { b[len(b)/2] ^= 0x40; return b },
+	} {
+		id := ids[3+i]
+		p := loosePath(dir, id)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, damage(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.ReadBlob(blobID(t, id), make([]byte, 10), 0)
+		if !errors.Is(err, ErrCorruptObject) || !strings.Contains(err.Error(), id) {
+			t.Errorf("ReadBlob of damaged small loose blob %d = %v, want ErrCorruptObject naming %s", i, err, id)
+		}
+	}
 	// Corrupt: a big loose blob cut short. Every read is either right or
 	// an error; the end of the blob is never silently missing.
 	bigID := ids[len(blobSizes)] // r5, 3 MiB + 17 of random bytes
