@@ -31,7 +31,9 @@ type directBlob struct {
 
 // readDirect opens blob h without go-git: read whole into data when it is
 // at most smallMax bytes, else as a stream. found is false when no pack
-// we know and no loose file holds h.
+// we know and no loose file holds h, or when the pack we found it in was
+// closed under us (the pack list is reloaded after a repack): go-git then
+// looks again.
 func (r *Repo) readDirect(h plumbing.Hash, smallMax int64) (b directBlob, found bool, err error) {
 	packs, err := r.sizes.current()
 	if err == nil {
@@ -41,6 +43,9 @@ func (r *Repo) readDirect(h plumbing.Hash, smallMax int64) (b directBlob, found 
 				continue
 			}
 			b, err := r.readPacked(packs, p, off, h, smallMax)
+			if errors.Is(err, os.ErrClosed) {
+				return directBlob{}, false, nil
+			}
 			return b, true, err
 		}
 	}
