@@ -247,3 +247,57 @@ func BenchmarkZlibInflate(b *testing.B) {
 		})
 	}
 }
+
+// FuzzZlib: on any input the inflaters of this build agree with
+// compress/zlib: the same bytes when it succeeds, an error when it fails,
+// and never a crash (the C ones read input a client's repository holds).
+func FuzzZlib(f *testing.F) {
+	text := bytes.Repeat([]byte("fuzz the inflaters "), 200)
+	for _, level := range []int{zlib.NoCompression, zlib.BestSpeed, zlib.BestCompression} {
+		var b bytes.Buffer
+		w, _ := zlib.NewWriterLevel(&b, level)
+		w.Write(text)
+		w.Close()
+		f.Add(b.Bytes())
+		f.Add(b.Bytes()[:b.Len()/2])
+	}
+	f.Add(paddedZlib([]byte("padded"), 3))
+	f.Add([]byte{0x78, 0x9c})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		zr, err := zlib.NewReader(bytes.NewReader(in))
+		var want []byte
+		if err == nil {
+			want, err = io.ReadAll(zr)
+		}
+		wantOK := err == nil
+
+		for name, newZ := range zlibImpls {
+			z, err := newZ(&oneByteReader{b: in}, 7)
+			var got []byte
+			if err == nil {
+				got, err = io.ReadAll(z)
+				z.Close()
+			}
+			if wantOK && (err != nil || !bytes.Equal(got, want)) {
+				t.Fatalf("%s stream: %d bytes, %v; compress/zlib: %d bytes", name, len(got), err, len(want))
+			}
+			if !wantOK && err == nil {
+				t.Fatalf("%s stream: read %d bytes of a stream compress/zlib refuses", name, len(got))
+			}
+		}
+		for name, inflate := range wholeImpls {
+			size := len(want)
+			if !wantOK {
+				size = len(in) * 2 // any size: it must fail
+			}
+			dst := make([]byte, size)
+			_, err := inflate(dst, in)
+			if wantOK && (err != nil || !bytes.Equal(dst, want)) {
+				t.Fatalf("%s whole: %v", name, err)
+			}
+			if !wantOK && err == nil {
+				t.Fatalf("%s whole: inflated a stream compress/zlib refuses", name)
+			}
+		}
+	})
+}
