@@ -10,13 +10,14 @@ import (
 	"github.com/gitblk/gitblk/imager"
 )
 
-// Big deltified blobs are rebuilt here rather than by go-git. go-git's
+// Deltified blobs are rebuilt here rather than by go-git. go-git's
 // streaming delta reader rereads its base from the start (copying through
 // a bufio.Reader) whenever a copy instruction points backwards, which is
 // quadratic: reading every file of the Go tree from a packed repository
 // took 15 s (git archive: 1.3 s), 80% of it in that copy. Here the delta
-// instructions are streamed and every copy is a ReadBlob of the base,
-// which the caches serve at random (a big base is spilled once).
+// instructions are read in order and every copy is served from the base
+// through the caches, which serve it at random (a big base is spilled
+// once); see deltaReader.
 const (
 	deltaBufSize = 64 << 10
 	deltaCopyMax = 0x10000 // a copy instruction of size 0 means this

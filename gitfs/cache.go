@@ -23,9 +23,9 @@ import (
 // are dropped); a blob that cannot be spilled (over the bound, or the
 // directory unwritable) is only streamed: forward reads continue the
 // stream, a read behind it restarts it. We chose spilling over inflate
-// checkpoints because go-git hands out plain io.Readers (zlib and delta
-// state cannot be saved and resumed through it), and because a spill makes
-// a backward scan of a 512 MiB blob cost one inflate instead of O(n^2).
+// checkpoints because a checkpoint must save zlib's 32 KiB window and, for
+// a delta, the state of its base's stream too, and because a spill makes a
+// backward scan of a 512 MiB blob cost one inflate instead of O(n^2).
 const (
 	// smallBlobMax is the biggest blob held whole in memory (capped to
 	// an eighth of the memory cache).

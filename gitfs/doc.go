@@ -3,8 +3,8 @@
 // and read blob ranges through bounded caches. The FUSE mount lives in
 // mount*.go.
 //
-// go-git reads the repository (refs, revisions, trees, small deltas), with
-// these rules, learnt the hard way:
+// go-git reads the repository (refs, revisions, trees), with these rules,
+// learnt the hard way:
 //   - Trees are walked here, not with go-git's TreeWalker (which ends a walk
 //     silently at a missing object): a missing or corrupt object is an
 //     error naming the object and its path.
@@ -20,10 +20,12 @@
 //     spilled once to a bounded on-disk cache (see cache.go).
 //
 // Where go-git measured far slower than git, this package reads the object
-// files itself, and falls back to go-git for anything it does not handle:
-// blob sizes from pack entry and loose headers (blob_size.go), small blobs
-// stored whole, big loose blobs (blob_loose.go) and big deltified blobs
-// (blob_delta.go). Each file states the numbers that justified it.
+// files itself, and falls back to go-git for anything it does not find:
+// blob sizes from pack entry and loose headers (blob_size.go), every blob's
+// content from packs and loose files (blob_direct.go, blob_loose.go),
+// deltas rebuilt against cached bases (blob_delta.go), inflated with C
+// zlib and libdeflate when built with cgo (zlib*.go). Each file states the
+// numbers that justified it.
 //
 // Limits: the user's global attributes file is not read for export-ignore;
 // objects in alternates (git clone --shared) are found only through
