@@ -349,7 +349,11 @@ func (r *Repo) Resolve(rev string) (*Commit, error) {
 	err := r.withStore(func(s *slot) error {
 		h, err := s.gr.ResolveRevision(plumbing.Revision(rev))
 		if err != nil {
-			return err
+			nested, ok := resolveNestedTag(s, rev)
+			if !ok {
+				return err
+			}
+			h = &nested
 		}
 		co, err := object.GetCommit(s.st, *h)
 		if err != nil {
@@ -365,6 +369,38 @@ func (r *Repo) Resolve(rev string) (*Commit, error) {
 		return nil, fmt.Errorf("%w %q in %s (%v); refs: %s", ErrUnknownRevision, rev, r.path, err, r.someRefs())
 	}
 	return c, nil
+}
+
+// maxTagDepth bounds the tags peeled to reach a commit.
+const maxTagDepth = 16
+
+// resolveNestedTag resolves rev when it names, as a ref or a full object
+// id, a tag of a tag (git tag -a t2 t1), which go-git's ResolveRevision
+// refuses ("unsupported object type") and git peels. ok is false when rev
+// is not such a tag.
+func resolveNestedTag(s *slot, rev string) (h plumbing.Hash, ok bool) {
+	found := false
+	// git's order for a short name (git help revisions).
+	for _, name := range []string{rev, "refs/" + rev, "refs/tags/" + rev, "refs/heads/" + rev, "refs/remotes/" + rev} {
+		if ref, err := s.gr.Reference(plumbing.ReferenceName(name), true); err == nil {
+			h, found = ref.Hash(), true
+			break
+		}
+	}
+	if !found && len(rev) == 40 && plumbing.IsHash(rev) {
+		h, found = plumbing.NewHash(rev), true
+	}
+	if !found {
+		return h, false
+	}
+	for depth := 0; depth < maxTagDepth; depth++ {
+		tag, err := object.GetTag(s.st, h)
+		if err != nil {
+			return h, depth > 1 // peeled a tag of a tag
+		}
+		h = tag.Target
+	}
+	return h, false
 }
 
 // someRefs names a few existing refs, for error messages.

@@ -107,6 +107,8 @@ func historyRepo(t *testing.T) (dir string, ids []string) {
 	git(t, dir, "branch", "side", ids[1])
 	git(t, dir, "tag", "light", ids[0])
 	git(t, dir, "tag", "-a", "-m", "annotated", "v1", ids[1])
+	git(t, dir, "-c", "advice.nestedTag=false", "tag", "-a", "-m", "a tag of a tag", "v1n", "v1")
+	git(t, dir, "-c", "advice.nestedTag=false", "tag", "-a", "-m", "and of that", "v1nn", "v1n")
 	return dir, ids
 }
 
@@ -117,6 +119,7 @@ func TestResolveForms(t *testing.T) {
 		"main", "HEAD", "side", "light", "v1", "refs/heads/main", "refs/tags/v1",
 		"heads/side", "tags/v1", "main~2", "main^", "main^^", "HEAD~1", "v1~1", "side^",
 		ids[0], ids[1][:7], ids[2][:12], ids[2][:5] + "~1",
+		"v1n", "refs/tags/v1nn", "tags/v1nn", git(t, dir, "rev-parse", "v1nn"),
 	} {
 		want := git(t, dir, "rev-parse", rev+"^{commit}")
 		c, err := r.Resolve(rev)
