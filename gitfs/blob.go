@@ -130,6 +130,7 @@ type spill struct {
 	f    *os.File // nil: stream only
 
 	filled atomic.Int64 // bytes of f written (f != nil)
+	failed atomic.Pointer[error] // the blob was found damaged: every read fails
 	refs   int          // guarded by blobCache.mu
 
 	mu  sync.Mutex    // guards rc, pos and growing f
@@ -139,6 +140,9 @@ type spill struct {
 
 // readAt serves a read from the spill, growing it as needed.
 func (s *spill) readAt(c *blobCache, p []byte, off int64) (int, error) {
+	if e := s.failed.Load(); e != nil {
+		return 0, *e
+	}
 	if off >= s.size {
 		return 0, io.EOF
 	}
@@ -214,11 +218,14 @@ func (s *spill) streamRead(c *blobCache, p []byte, off int64) error {
 // stream is reopened once (objects may have moved under us).
 func (s *spill) readStream(c *blobCache, p []byte, off int64) error {
 	err := s.readStreamOnce(c, p, off)
-	if err == nil || errors.Is(err, ErrCorruptObject) || errors.Is(err, ErrClosed) {
-		return err
+	if err != nil && !errors.Is(err, ErrCorruptObject) && !errors.Is(err, ErrClosed) {
+		s.closeStream(c)
+		err = s.readStreamOnce(c, p, off)
 	}
-	s.closeStream(c)
-	return s.readStreamOnce(c, p, off)
+	if errors.Is(err, ErrCorruptObject) {
+		s.failed.Store(&err)
+	}
+	return err
 }
 
 func (s *spill) readStreamOnce(c *blobCache, p []byte, off int64) error {
@@ -242,16 +249,47 @@ func (s *spill) readStreamOnce(c *blobCache, p []byte, off int64) error {
 	if err != nil {
 		return s.streamErr(err)
 	}
+	if s.pos == s.size {
+		if err := s.checkEnd(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // streamErr classifies a stream read error: the stream ending early
-// means the object is shorter than its header: corrupt.
+// means the object is shorter than its header, and damaged zlib data or a
+// malformed delta are damage too: corrupt. Anything else (a pack file
+// closed under us by a reload) may pass when the stream is reopened.
 func (s *spill) streamErr(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%w: blob %s: content ends at %d, before its %d-byte header size", ErrCorruptObject, s.id, s.pos, s.size)
 	}
+	if isDamage(err) {
+		return fmt.Errorf("%w: blob %s: at %d: %w", ErrCorruptObject, s.id, s.pos, err)
+	}
 	return fmt.Errorf("gitfs: blob %s: inflating at %d: %w", s.id, s.pos, err)
+}
+
+// isDamage reports whether err says an object's data is damaged.
+func isDamage(err error) bool {
+	return errors.Is(err, ErrCorruptObject) || errors.Is(err, errZlibData) ||
+		errors.Is(err, errBadDelta) || errors.Is(err, errDeltaChain)
+}
+
+// checkEnd checks, once the stream has given the blob's last byte, that
+// the stream ends there: an object longer than its header, or one whose
+// zlib checksum (checked at the stream's end) is wrong, is corrupt.
+func (s *spill) checkEnd() error {
+	var b [1]byte
+	n, err := io.ReadFull(s.rc, b[:])
+	if n > 0 {
+		return fmt.Errorf("%w: blob %s: content goes on past its %d-byte header size", ErrCorruptObject, s.id, s.size)
+	}
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return s.streamErr(err)
 }
 
 // openStream opens the blob's inflate stream at position 0; s.mu is held.

@@ -152,6 +152,8 @@ type deltaReader struct {
 	pages  []byte  // a big base: basePages pages of it, direct-mapped
 	pageOf []int64 // which page each slot holds, or -1
 
+	baseOK   bool  // the base was found to be baseSize bytes
+	ended    bool  // the end of the delta data was checked
 	left     int64 // target bytes still to produce
 	copyOff  int64 // current copy instruction: base offset
 	copyLeft int64 // and bytes left of it
@@ -200,9 +202,19 @@ func (d *deltaReader) Read(p []byte) (int, error) {
 			n += got
 			d.insLeft -= int64(got)
 			if err != nil {
-				return n, fmt.Errorf("delta data: %w", io.ErrUnexpectedEOF)
+				return n, deltaDataErr(err)
 			}
 		case d.left == 0:
+			if !d.ended {
+				// Nothing may follow the last instruction; reading on
+				// also has zlib check the stream's checksum.
+				if _, err := d.src.ReadByte(); err == nil {
+					return n, fmt.Errorf("%w: data after the delta's end", errBadDelta)
+				} else if !errors.Is(err, io.EOF) {
+					return n, deltaDataErr(err)
+				}
+				d.ended = true
+			}
 			if n > 0 {
 				return n, nil
 			}
@@ -216,10 +228,48 @@ func (d *deltaReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// checkBase checks once that the base is baseSize bytes, as the delta's
+// header says. A delta that lies about its base is corrupt (git: "delta
+// base size mismatch"), and trusting it would put a cut-down copy of the
+// base in the memory cache.
+func (d *deltaReader) checkBase() error {
+	if d.baseOK {
+		return nil
+	}
+	size, err := d.r.sizes.size(plumbing.Hash(d.base))
+	if err != nil {
+		// Not found by headers: ask ReadBlob where the base ends.
+		var b [1]byte
+		n, err := d.r.ReadBlob(d.base, b[:], max(d.baseSize-1, 0))
+		switch {
+		case d.baseSize == 0 && n == 0 && errors.Is(err, io.EOF):
+			size = 0
+		case n == 1:
+			if n, _ := d.r.ReadBlob(d.base, b[:], d.baseSize); n == 0 {
+				size = d.baseSize
+			} else {
+				size = -1 // longer
+			}
+		case err != nil && !errors.Is(err, io.EOF):
+			return fmt.Errorf("delta base %s: %w", d.base, err)
+		default:
+			size = -1 // shorter
+		}
+	}
+	if size != d.baseSize {
+		return fmt.Errorf("%w: its base %s is not the %d bytes it says", errBadDelta, d.base, d.baseSize)
+	}
+	d.baseOK = true
+	return nil
+}
+
 // readBase reads the base's bytes at off into p, through the window.
 func (d *deltaReader) readBase(p []byte, off int64) (int, error) {
 	if off >= d.winOff && off+int64(len(p)) <= d.winOff+int64(len(d.win)) {
 		return copy(p, d.win[off-d.winOff:]), nil
+	}
+	if err := d.checkBase(); err != nil {
+		return 0, err
 	}
 	c := d.r.blobs
 	if data, ok := c.getMem(d.base); ok && int64(len(data)) == d.baseSize {
@@ -279,11 +329,21 @@ func (d *deltaReader) readBigBase(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// deltaDataErr classifies an error reading the delta data: its end
+// before the instructions are done is a malformed delta; anything else
+// (a pack file closed under us, damaged zlib data) is kept as it is.
+func deltaDataErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: delta data ends early", errBadDelta)
+	}
+	return fmt.Errorf("delta data: %w", err)
+}
+
 // next reads the next instruction.
 func (d *deltaReader) next() error {
 	cmd, err := d.src.ReadByte()
 	if err != nil {
-		return fmt.Errorf("delta data: %w", io.ErrUnexpectedEOF)
+		return deltaDataErr(err)
 	}
 	if cmd&0x80 == 0 {
 		if cmd == 0 || int64(cmd) > d.left {
@@ -298,7 +358,7 @@ func (d *deltaReader) next() error {
 		if cmd&(1<<i) != 0 {
 			c, err := d.src.ReadByte()
 			if err != nil {
-				return errBadDelta
+				return deltaDataErr(err)
 			}
 			off |= int64(c) << (8 * i)
 		}
@@ -307,7 +367,7 @@ func (d *deltaReader) next() error {
 		if cmd&(0x10<<i) != 0 {
 			c, err := d.src.ReadByte()
 			if err != nil {
-				return errBadDelta
+				return deltaDataErr(err)
 			}
 			size |= int64(c) << (8 * i)
 		}

@@ -104,7 +104,24 @@ func readAllSmall(rc io.ReadCloser, size, smallMax int64) (directBlob, bool, err
 	if n, err := io.ReadFull(rc, data); err != nil {
 		return directBlob{}, true, shortBlob(int64(n), size, err)
 	}
+	if err := streamEnds(rc, size); err != nil {
+		return directBlob{}, true, err
+	}
 	return directBlob{data: data, size: size}, true, nil
+}
+
+// streamEnds checks that stream r, which gave a blob's size bytes, ends
+// there: nothing more, and (for zlib, checked at the end) a good checksum.
+func streamEnds(r io.Reader, size int64) error {
+	var b [1]byte
+	n, err := io.ReadFull(r, b[:])
+	switch {
+	case n > 0:
+		return fmt.Errorf("%w: content goes on past its %d-byte header size", ErrCorruptObject, size)
+	case errors.Is(err, io.EOF):
+		return nil
+	}
+	return err
 }
 
 // shortBlob is the error of a blob whose content ends before its size.
@@ -257,12 +274,16 @@ func inflateEntry(f *os.File, off int64, e *packEntry, dst []byte) error {
 	} else if n < bound {
 		return fmt.Errorf("pack entry at %d: %w", off, err)
 	}
-	got, err := inflateHead(io.NewSectionReader(f, e.dataOff, 1<<62), dst)
+	z, err := zpools[len(zpools)-1].get(io.NewSectionReader(f, e.dataOff, 1<<62))
 	if err != nil {
 		return fmt.Errorf("pack entry at %d: %w", off, err)
 	}
-	if got != len(dst) {
-		return shortBlob(int64(got), int64(len(dst)), io.EOF)
+	defer zpools[len(zpools)-1].put(z)
+	if got, err := io.ReadFull(z, dst); err != nil {
+		return fmt.Errorf("pack entry at %d: %w", off, shortBlob(int64(got), int64(len(dst)), err))
+	}
+	if err := streamEnds(z, int64(len(dst))); err != nil {
+		return fmt.Errorf("pack entry at %d: %w", off, err)
 	}
 	return nil
 }

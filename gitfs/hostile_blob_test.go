@@ -1,0 +1,288 @@
+package gitfs
+
+import (
+	"bytes"
+	"compress/zlib"
+	"crypto/sha1"
+	"errors"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+)
+
+// Hand-made packs for the damage a hostile or broken repository can hold:
+// every such read is an error wrapping ErrCorruptObject, never other
+// bytes, and never poisons what other blobs read.
+
+func zlibOf(data []byte) []byte {
+	var b bytes.Buffer
+	w := zlib.NewWriter(&b)
+	w.Write(data)
+	w.Close()
+	return b.Bytes()
+}
+
+// deltaVarint is a delta header's size varint.
+func deltaVarint(v int64) []byte {
+	var out []byte
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 {
+			return append(out, c)
+		}
+		out = append(out, c|0x80)
+	}
+}
+
+// entryHeader is a pack entry's type and size header.
+func entryHeader(typ byte, size int64) []byte {
+	c := typ<<4 | byte(size&0x0f)
+	size >>= 4
+	var out []byte
+	for size != 0 {
+		out = append(out, c|0x80)
+		c = byte(size & 0x7f)
+		size >>= 7
+	}
+	return append(out, c)
+}
+
+func refDeltaEntry(base plumbing.Hash, delta []byte) []byte {
+	e := append(entryHeader(packRefDelta, int64(len(delta))), base[:]...)
+	return append(e, zlibOf(delta)...)
+}
+
+func blobEntry(data []byte) []byte {
+	return append(entryHeader(packBlob, int64(len(data))), zlibOf(data)...)
+}
+
+// installPack writes a pack of raw entries, with an index naming them ids,
+// into the repository at dir.
+func installPack(t testing.TB, dir string, ids []plumbing.Hash, entries [][]byte) {
+	t.Helper()
+	n := len(entries)
+	body := []byte{'P', 'A', 'C', 'K', 0, 0, 0, 2, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	var offs []int64
+	for _, e := range entries {
+		offs = append(offs, int64(len(body)))
+		body = append(body, e...)
+	}
+	sum := sha1.Sum(body)
+	body = append(body, sum[:]...)
+	w := new(idxfile.Writer)
+	w.OnHeader(uint32(len(ids)))
+	for i, id := range ids {
+		if err := w.OnInflatedObjectContent(id, offs[i], 0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.OnFooter(plumbing.Hash(sum)); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := w.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pdir := filepath.Join(dir, ".git", "objects", "pack")
+	if err := os.MkdirAll(pdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(pdir, "pack-"+plumbing.Hash(sum).String())
+	if err := os.WriteFile(name+".pack", body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var ib bytes.Buffer
+	if _, err := idxfile.NewEncoder(&ib).Encode(idx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name+".idx", ib.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hashObject writes data as a loose blob with git.
+func hashObject(t testing.TB, dir string, data []byte) plumbing.Hash {
+	t.Helper()
+	cmd := exec.Command("git", "hash-object", "-w", "--stdin")
+	cmd.Dir = dir
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plumbing.NewHash(strings.TrimSpace(string(out)))
+}
+
+// writeLooseRaw writes a loose object file of raw (zlib) bytes for id.
+func writeLooseRaw(t testing.TB, dir string, id plumbing.Hash, raw []byte) {
+	t.Helper()
+	p := filepath.Join(dir, ".git", "objects", id.String()[:2], id.String()[2:])
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, raw, 0o444); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantCorrupt(t *testing.T, what string, n int, err error) {
+	t.Helper()
+	if !errors.Is(err, ErrCorruptObject) {
+		t.Errorf("%s: %d bytes, %v; want ErrCorruptObject", what, n, err)
+	}
+}
+
+// A delta whose header gives its base a wrong size is corrupt, and does
+// not leave a cut-down copy of the base in the cache.
+func TestDeltaBaseSizeMismatch(t *testing.T) {
+	dir := newRepo(t)
+	base := make([]byte, 20000)
+	rand.New(rand.NewSource(1)).Read(base)
+	b := hashObject(t, dir, base) // loose, and bigger than smallMax below
+	delta := append(deltaVarint(100), deltaVarint(100)...)
+	delta = append(delta, 0x90, 100) // copy 100 bytes from 0
+	d := plumbing.NewHash("dddddddddddddddddddddddddddddddddddddddd")
+	installPack(t, dir, []plumbing.Hash{d}, [][]byte{refDeltaEntry(b, delta)})
+	r := openRepo(t, dir, Options{CacheSize: 64 << 10})
+	n, err := r.ReadBlob(blobID(t, d.String()), make([]byte, 100), 0)
+	wantCorrupt(t, "delta with a lying base size", n, err)
+	got := make([]byte, len(base))
+	if n, err := r.ReadBlob(blobID(t, b.String()), got, 0); n != len(base) || !bytes.Equal(got, base) {
+		t.Errorf("the base after the delta was read: %d bytes, %v; want its %d bytes", n, err, len(base))
+	}
+}
+
+// A pack closed under a streaming read (the pack list is reloaded after
+// a repack) is not damage: the stream is reopened.
+func TestPackClosedUnderStream(t *testing.T) {
+	for _, asDelta := range []bool{false, true} {
+		dir := newRepo(t)
+		rng := rand.New(rand.NewSource(2))
+		base := make([]byte, 1000)
+		rng.Read(base)
+		b := hashObject(t, dir, base)
+		target := make([]byte, 3<<20)
+		rng.Read(target)
+		delta := append(deltaVarint(int64(len(base))), deltaVarint(int64(len(target)))...)
+		for i := 0; i < len(target); i += 127 { // inserts only: delta data over 1 MiB is streamed
+			k := min(127, len(target)-i)
+			delta = append(append(delta, byte(k)), target[i:i+k]...)
+		}
+		d := plumbing.NewHash("dddddddddddddddddddddddddddddddddddddddd")
+		entry := blobEntry(target)
+		if asDelta {
+			entry = refDeltaEntry(b, delta)
+		}
+		installPack(t, dir, []plumbing.Hash{d}, [][]byte{entry})
+		for _, opts := range []Options{{}, {DiskCacheSize: -1}} {
+			r := openRepo(t, dir, opts)
+			id := blobID(t, d.String())
+			p := make([]byte, 4096)
+			if _, err := r.ReadBlob(id, p, 0); err != nil || !bytes.Equal(p, target[:4096]) {
+				t.Fatal(err)
+			}
+			r.sizes.close() // as a reload does: the old pack files are closed
+			if _, err := r.ReadBlob(id, p, 2<<20); err != nil || !bytes.Equal(p, target[2<<20:2<<20+4096]) {
+				t.Errorf("delta %v, %+v: read after the pack was closed: %v", asDelta, opts, err)
+			}
+		}
+	}
+}
+
+// A stream that goes on past the size its header gives is corrupt, packed
+// or loose, compact or padded.
+func TestStreamLongerThanHeader(t *testing.T) {
+	dir := newRepo(t)
+	long := []byte("hello, and much more than five bytes")
+	a := plumbing.NewHash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+	b := plumbing.NewHash("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+	installPack(t, dir, []plumbing.Hash{a, b}, [][]byte{
+		append(entryHeader(packBlob, 5), zlibOf(long)...),
+		append(entryHeader(packBlob, 5), paddedZlib(long, 100)...),
+	})
+	lc := plumbing.NewHash("cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd")
+	writeLooseRaw(t, dir, lc, zlibOf(append([]byte("blob 5\x00"), long...)))
+	lp := plumbing.NewHash("cccccccccccccccccccccccccccccccccccccccc")
+	writeLooseRaw(t, dir, lp, paddedZlib(append([]byte("blob 5\x00"), long...), 100))
+	r := openRepo(t, dir, Options{})
+	for _, h := range []plumbing.Hash{a, b, lc, lp} {
+		n, err := r.ReadBlob(blobID(t, h.String()), make([]byte, 64), 0)
+		wantCorrupt(t, "blob "+h.String()[:4], n, err)
+	}
+}
+
+// A stored byte changed in a pack entry (only zlib's checksum can tell)
+// is caught whatever the entry's size and what follows it.
+func TestDamagedStoredEntry(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	sizes := []int{1 << 10}
+	for i := 131040; i < 131080; i += 3 { // the checksum across the 64 KiB input buffers
+		sizes = append(sizes, i)
+	}
+	for _, size := range sizes {
+		dir := newRepo(t)
+		data := make([]byte, size)
+		rng.Read(data)
+		var zb bytes.Buffer
+		w, _ := zlib.NewWriterLevel(&zb, zlib.NoCompression)
+		w.Write(data)
+		w.Close()
+		z := zb.Bytes()
+		z[100] ^= 0x20
+		a := plumbing.NewHash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+		b := plumbing.NewHash("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+		filler := make([]byte, size/4+4096)
+		rng.Read(filler)
+		installPack(t, dir, []plumbing.Hash{a, b}, [][]byte{
+			append(entryHeader(packBlob, int64(size)), z...),
+			blobEntry(filler),
+		})
+		r := openRepo(t, dir, Options{})
+		n, err := r.ReadBlob(blobID(t, a.String()), make([]byte, size), 0)
+		wantCorrupt(t, "damaged entry", n, err)
+	}
+}
+
+// Damage met while streaming a big blob, or a big delta's bad copy, is
+// ErrCorruptObject, and stays so for later reads.
+func TestBigBlobDamage(t *testing.T) {
+	dir := newRepo(t)
+	rng := rand.New(rand.NewSource(5))
+	target := make([]byte, 3<<20)
+	for i := range target {
+		target[i] = byte('a' + rng.Intn(4)) // compressible: Huffman blocks
+	}
+	z := zlibOf(target)
+	z[len(z)/2] ^= 0xff
+	base := make([]byte, 1000)
+	rng.Read(base)
+	b := hashObject(t, dir, base)
+	delta := append(deltaVarint(int64(len(base))), deltaVarint(int64(len(target)))...)
+	for i := 0; i < len(target)-100; i += 127 {
+		k := min(127, len(target)-100-i)
+		delta = append(append(delta, byte(k)), target[i:i+k]...)
+	}
+	delta = append(delta, 0x93, 0xff, 0xff, 100) // copy 100 bytes from 65535: past the 1000-byte base
+	x := plumbing.NewHash("1111111111111111111111111111111111111111")
+	d := plumbing.NewHash("dddddddddddddddddddddddddddddddddddddddd")
+	installPack(t, dir, []plumbing.Hash{x, d}, [][]byte{
+		append(entryHeader(packBlob, int64(len(target))), z...),
+		refDeltaEntry(b, delta),
+	})
+	for _, opts := range []Options{{}, {DiskCacheSize: -1}} {
+		r := openRepo(t, dir, opts)
+		for _, h := range []plumbing.Hash{x, d} {
+			for try := 0; try < 2; try++ {
+				n, err := r.ReadBlob(blobID(t, h.String()), make([]byte, 4096), int64(len(target)-4096))
+				wantCorrupt(t, "big blob "+h.String()[:4], n, err)
+			}
+		}
+	}
+}
