@@ -129,9 +129,9 @@ type spill struct {
 	size int64
 	f    *os.File // nil: stream only
 
-	filled atomic.Int64 // bytes of f written (f != nil)
+	filled atomic.Int64          // bytes of f written (f != nil)
 	failed atomic.Pointer[error] // the blob was found damaged: every read fails
-	refs   int          // guarded by blobCache.mu
+	refs   int                   // guarded by blobCache.mu
 
 	mu  sync.Mutex    // guards rc, pos and growing f
 	rc  io.ReadCloser // open inflate stream, or nil
