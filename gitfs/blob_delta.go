@@ -35,22 +35,28 @@ var errDeltaChain = errors.New("gitfs: corrupt pack: delta chain loops or exceed
 // checkDeltaChain follows the chain of delta bases from the entry at off
 // in pack p through pack headers only (no inflating) and fails on a loop
 // or an absurd length: rebuilding a looping delta would otherwise wait on
-// itself forever, each blob's reader waiting for its base's.
+// itself forever, each blob's reader waiting for its base's. It returns
+// the chain's depth: how many deltas are applied to build the entry's
+// object (0 for a whole object).
 //
 // go-git follows an OFS_DELTA base by its offset, our delta reader by the
 // base's id (an index may list an id twice, at another entry): both routes
-// are checked.
-func checkDeltaChain(packs []*sizerPack, p *sizerPack, off int64) error {
+// are checked, and the deeper one counts.
+func checkDeltaChain(packs []*sizerPack, p *sizerPack, off int64) (int, error) {
+	depth := 0
 	for _, byID := range []bool{false, true} {
-		if err := checkDeltaRoute(packs, p, off, byID); err != nil {
-			return err
+		d, err := checkDeltaRoute(packs, p, off, byID)
+		if err != nil {
+			return 0, err
 		}
+		depth = max(depth, d)
 	}
-	return nil
+	return depth, nil
 }
 
 // checkDeltaRoute follows one route of delta bases (see checkDeltaChain).
-func checkDeltaRoute(packs []*sizerPack, p *sizerPack, off int64, byID bool) error {
+// Entries on a chain found good are remembered with their depth.
+func checkDeltaRoute(packs []*sizerPack, p *sizerPack, off int64, byID bool) (int, error) {
 	route := 0
 	if byID {
 		route = 1
@@ -61,24 +67,29 @@ func checkDeltaRoute(packs []*sizerPack, p *sizerPack, off int64, byID bool) err
 	}
 	var path []at
 	seen := map[at]bool{}
-	ok := func() error { // the chain ends well: remember every entry on it
-		for _, a := range path {
-			a.p.chainOK[route].Store(a.off, true)
+	// ok records the chain as good: path[i] is len(path)-1-i+below
+	// deltas deep, below counting those under the last entry of path.
+	ok := func(below int) (int, error) {
+		for i, a := range path {
+			a.p.chainOK[route].Store(a.off, len(path)-1-i+below)
 		}
-		return nil
+		if len(path) == 0 {
+			return below - 1, nil
+		}
+		return len(path) - 1 + below, nil
 	}
 	for step := 0; ; step++ {
-		if _, good := p.chainOK[route].Load(off); good {
-			return ok()
+		if d, good := p.chainOK[route].Load(off); good {
+			return ok(d.(int) + 1)
 		}
 		if seen[at{p, off}] || step > maxDeltaChain {
-			return fmt.Errorf("%w (pack entry at %d)", errDeltaChain, off)
+			return 0, fmt.Errorf("%w (pack entry at %d)", errDeltaChain, off)
 		}
 		seen[at{p, off}] = true
 		path = append(path, at{p, off})
 		e, err := readPackEntry(p.f, off)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		var base plumbing.Hash
 		switch e.typ {
@@ -88,12 +99,12 @@ func checkDeltaRoute(packs []*sizerPack, p *sizerPack, off int64, byID bool) err
 				continue
 			}
 			if base, err = p.idx.FindHash(e.baseOff); err != nil {
-				return fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
+				return 0, fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
 			}
 		case packRefDelta:
 			base = e.baseID
 		default:
-			return ok() // a whole object ends the chain
+			return ok(0) // a whole object ends the chain
 		}
 		found := false
 		for _, q := range packs {
@@ -103,7 +114,7 @@ func checkDeltaRoute(packs []*sizerPack, p *sizerPack, off int64, byID bool) err
 			}
 		}
 		if !found {
-			return ok() // a loose base (never a delta) or missing: reading says which
+			return ok(1) // a loose base (never a delta) or missing: reading says which
 		}
 	}
 }
@@ -119,7 +130,8 @@ func (r *Repo) checkObject(h plumbing.Hash) error {
 	}
 	for _, p := range packs {
 		if off, err := p.idx.FindOffset(h); err == nil {
-			return checkDeltaChain(packs, p, off)
+			_, err := checkDeltaChain(packs, p, off)
+			return err
 		}
 	}
 	return nil

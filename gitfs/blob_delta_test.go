@@ -60,16 +60,22 @@ func TestCheckDeltaChain(t *testing.T) {
 	c := plumbing.NewHash("3333333333333333333333333333333333333333")
 
 	loop, offs := handPack(t, []plumbing.Hash{a, b}, [][]byte{refDelta(b), refDelta(a)})
-	if err := checkDeltaChain([]*sizerPack{loop}, loop, offs[0]); !errors.Is(err, errDeltaChain) {
+	if _, err := checkDeltaChain([]*sizerPack{loop}, loop, offs[0]); !errors.Is(err, errDeltaChain) {
 		t.Errorf("a <-> b loop: %v, want errDeltaChain", err)
 	}
 	self, offs := handPack(t, []plumbing.Hash{a}, [][]byte{refDelta(a)})
-	if err := checkDeltaChain([]*sizerPack{self}, self, offs[0]); !errors.Is(err, errDeltaChain) {
+	if _, err := checkDeltaChain([]*sizerPack{self}, self, offs[0]); !errors.Is(err, errDeltaChain) {
 		t.Errorf("delta against itself: %v, want errDeltaChain", err)
 	}
 	// a -> b -> c, c a whole 5-byte blob: fine.
 	chain, offs := handPack(t, []plumbing.Hash{a, b, c}, [][]byte{refDelta(b), refDelta(c), {packBlob<<4 | 5}})
-	if err := checkDeltaChain([]*sizerPack{chain}, chain, offs[0]); err != nil {
-		t.Errorf("a -> b -> blob: %v", err)
+	if depth, err := checkDeltaChain([]*sizerPack{chain}, chain, offs[0]); err != nil || depth != 2 {
+		t.Errorf("a -> b -> blob: depth %d, %v; want 2", depth, err)
+	}
+	// Remembered depths: b is 1 deep, c 0, and a again 2.
+	for i, want := range []int{2, 1, 0, 2} {
+		if depth, err := checkDeltaChain([]*sizerPack{chain}, chain, offs[i%3]); err != nil || depth != want {
+			t.Errorf("entry %d: depth %d, %v; want %d", i%3, depth, err, want)
+		}
 	}
 }

@@ -180,8 +180,14 @@ func (r *Repo) openPackEntry(packs []*sizerPack, p *sizerPack, off int64, e *pac
 	default:
 		return nil, 0, fmt.Errorf("is a %s, not a blob", plumbing.ObjectType(e.typ))
 	}
-	if err := checkDeltaChain(packs, p, off); err != nil {
+	depth, err := checkDeltaChain(packs, p, off)
+	if err != nil {
 		return nil, 0, err
+	}
+	if depth > shallowDeltaChain {
+		if err := r.buildBases(packs, p, off, depth); err != nil {
+			return nil, 0, err
+		}
 	}
 	d := &deltaReader{r: r, base: imager.BlobID(base)}
 	if e.size <= wholeDeltaMax {

@@ -59,7 +59,7 @@ type sizer struct {
 type sizerPack struct {
 	idx     *idxfile.MemoryIndex
 	f       *os.File
-	chainOK [2]sync.Map // int64 offset -> true: its delta chain ends in a whole object (by offset, by id)
+	chainOK [2]sync.Map // int64 offset -> int depth: its delta chain ends in a whole object (by offset, by id)
 }
 
 // size returns the size of blob h from its header.

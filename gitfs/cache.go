@@ -144,6 +144,20 @@ func (c *blobCache) putMem(id imager.BlobID, data []byte) {
 	c.log.put(dropped)
 }
 
+// holds reports whether the caches hold blob id whole: in memory, in the
+// blob log, or as a complete spill.
+func (c *blobCache) holds(id imager.BlobID) bool {
+	c.mu.Lock()
+	_, inMem := c.mem[id]
+	var complete bool
+	if e, ok := c.spills[id]; ok {
+		s := e.Value.(*spill)
+		complete = s.f != nil && s.filled.Load() == s.size
+	}
+	c.mu.Unlock()
+	return inMem || complete || c.log.has(id)
+}
+
 // getSpill returns the spill of id with a reference held (release it with
 // unref), or nil.
 func (c *blobCache) getSpill(id imager.BlobID) *spill {

@@ -64,6 +64,17 @@ func (l *blobLog) readAt(id imager.BlobID, p []byte, off int64) (n int, ok bool,
 	return n, true, nil
 }
 
+// has reports whether the log holds blob id.
+func (l *blobLog) has(id imager.BlobID) bool {
+	if l == nil {
+		return false
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	_, ok := l.index[id]
+	return ok
+}
+
 // put appends blobs to the log, skipping those it holds or cannot fit.
 func (l *blobLog) put(blobs []*memBlob) {
 	if l == nil || len(blobs) == 0 || l.c.closed.Load() {

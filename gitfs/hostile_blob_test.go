@@ -5,12 +5,16 @@ import (
 	"compress/zlib"
 	"crypto/sha1"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
@@ -282,6 +286,142 @@ func TestBigBlobDamage(t *testing.T) {
 			for try := 0; try < 2; try++ {
 				n, err := r.ReadBlob(blobID(t, h.String()), make([]byte, 4096), int64(len(target)-4096))
 				wantCorrupt(t, "big blob "+h.String()[:4], n, err)
+			}
+		}
+	}
+}
+
+// chainPack installs a whole blob of size random bytes and n deltas on
+// top of it, each a copy of its base made of copies of cp bytes, and
+// returns the ids, deepest first.
+func chainPack(t *testing.T, dir string, n, size, cp int) []plumbing.Hash {
+	t.Helper()
+	base := make([]byte, size)
+	rand.New(rand.NewSource(4)).Read(base)
+	ids := []plumbing.Hash{plumbing.NewHash(fmt.Sprintf("%040x", 1))}
+	entries := [][]byte{blobEntry(base)}
+	for i := 1; i <= n; i++ {
+		delta := append(deltaVarint(int64(size)), deltaVarint(int64(size))...)
+		for off := 0; off < size; off += cp {
+			// copy cp bytes (< 64 KiB, a multiple of 256) from off
+			delta = append(delta, 0x80|0x01|0x02|0x04|0x20, byte(off), byte(off>>8), byte(off>>16), byte(cp>>8))
+		}
+		ids = append(ids, plumbing.NewHash(fmt.Sprintf("%040x", i+1)))
+		entries = append(entries, refDeltaEntry(ids[i-1], delta))
+	}
+	installPack(t, dir, ids, entries)
+	return ids
+}
+
+// peakHeap runs f and samples the heap in use meanwhile.
+func peakHeap(f func()) uint64 {
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	f()
+	close(stop)
+	<-done
+	return peak.Load()
+}
+
+// A deep delta chain costs the memory of one level, not of all: it is
+// built from the bottom up.
+func TestDeepDeltaChainMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		n, size  int
+		cp       int // bytes per copy: under 4 KiB, copies go through the page cache
+		opts     Options
+		maxHeap  uint64
+		wantFail error
+	}{
+		{"small blobs", 300, 1 << 20, 0x2000, Options{}, 64 << 20, nil},
+		{"big blobs", 100, 2 << 20, 0x800, Options{}, 64 << 20, nil},
+		{"big blobs, no disk cache", maxChainUnheld - 4, 2 << 20, 0x800, Options{DiskCacheSize: -1}, 64 << 20, nil},
+		{"big blobs, no disk cache, too deep", maxChainUnheld + 36, 2 << 20, 0x800, Options{DiskCacheSize: -1}, 64 << 20, errChainNoDisk},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := newRepo(t)
+			ids := chainPack(t, dir, tc.n, tc.size, tc.cp)
+			want := make([]byte, tc.size)
+			rand.New(rand.NewSource(4)).Read(want)
+			r := openRepo(t, dir, tc.opts)
+			runtime.GC()
+			p := make([]byte, 4096)
+			var n int
+			var err error
+			peak := peakHeap(func() { n, err = r.ReadBlob(blobID(t, ids[tc.n].String()), p, 12345) })
+			t.Logf("%d levels of %d bytes: peak heap in use %d MiB", tc.n, tc.size, peak>>20)
+			if tc.wantFail != nil {
+				if !errors.Is(err, tc.wantFail) {
+					t.Errorf("read: %v, want %v", err, tc.wantFail)
+				}
+			} else if err != nil || !bytes.Equal(p[:n], want[12345:12345+4096]) {
+				t.Errorf("read: %d bytes, %v", n, err)
+			}
+			if peak > tc.maxHeap {
+				t.Errorf("peak heap in use %d MiB, want at most %d MiB", peak>>20, tc.maxHeap>>20)
+			}
+		})
+	}
+}
+
+// A file edited many times and repacked with deep chains (as git repack
+// --depth=N writes them): every version reads as git has it, the deep
+// ones through the bottom-up build.
+func TestDeepChainFromGit(t *testing.T) {
+	dir := newRepo(t)
+	rng := rand.New(rand.NewSource(6))
+	text := make([]byte, 200<<10)
+	for i := range text {
+		text[i] = "abcdefgh \n"[rng.Intn(10)]
+	}
+	var ids []string
+	for i := 0; i < 40; i++ {
+		at := rng.Intn(len(text) - 100)
+		copy(text[at:], fmt.Sprintf("edit %d", i))
+		writeFile(t, dir, "f.txt", text, 0o644)
+		commitAll(t, dir, fmt.Sprintf("edit %d", i))
+		ids = append(ids, git(t, dir, "rev-parse", "HEAD:f.txt"))
+	}
+	git(t, dir, "repack", "-q", "-a", "-d", "-f", "--depth=100", "--window=100")
+	idx, _ := filepath.Glob(filepath.Join(dir, ".git", "objects", "pack", "*.idx"))
+	if len(idx) != 1 {
+		t.Fatalf("packs: %v", idx)
+	}
+	deepest := 0
+	for _, line := range strings.Split(git(t, dir, "verify-pack", "-v", idx[0]), "\n") {
+		if f := strings.Fields(line); len(f) == 7 && f[1] == "blob" {
+			var d int
+			fmt.Sscan(f[5], &d)
+			deepest = max(deepest, d)
+		}
+	}
+	if deepest <= shallowDeltaChain {
+		t.Fatalf("deepest chain %d: the test needs one deeper than %d", deepest, shallowDeltaChain)
+	}
+	for _, opts := range []Options{{}, {CacheSize: 1 << 20}, {DiskCacheSize: -1}} {
+		r := openRepo(t, dir, opts)
+		for i := len(ids) - 1; i >= 0; i-- { // newest first: the deepest chains before their bases are cached
+			want := gitBytes(t, dir, "cat-file", "blob", ids[i])
+			got := make([]byte, len(want))
+			if n, err := r.ReadBlob(blobID(t, ids[i]), got, 0); n != len(want) || !bytes.Equal(got, want) {
+				t.Fatalf("%+v: version %d: %d bytes, %v", opts, i, n, err)
 			}
 		}
 	}
