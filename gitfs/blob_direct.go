@@ -244,10 +244,14 @@ func (r *Repo) openPacked(h plumbing.Hash, size int64) (rc io.ReadCloser, found 
 			continue
 		}
 		e, err := readPackEntry(p.f, off)
-		if err != nil {
-			return nil, true, err
+		var rc io.ReadCloser
+		var n int64
+		if err == nil {
+			rc, n, err = r.openPackEntry(packs, p, off, e, h)
 		}
-		rc, n, err := r.openPackEntry(packs, p, off, e, h)
+		if errors.Is(err, os.ErrClosed) {
+			return nil, false, nil // packs reloaded under us: go-git looks again
+		}
 		if err == nil && n != size {
 			_ = rc.Close()
 			err = fmt.Errorf("%w: pack entry at %d holds %d bytes, want %d", ErrCorruptObject, off, n, size)
