@@ -27,7 +27,9 @@
 // zlib and libdeflate when built with cgo (zlib*.go). Each file states the
 // numbers that justified it.
 //
-// Limits: the user's global attributes file is not read for export-ignore;
+// Limits: without a usable disk cache, a delta chain over big blobs deeper
+// than 64 is refused (blob_chain.go); the user's global attributes file is
+// not read for export-ignore;
 // objects in alternates (git clone --shared) are found only through
 // go-git, which reads a big packed blob there whole into memory; SHA-256
 // repositories are not supported; every storage of the pool holds the
