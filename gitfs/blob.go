@@ -99,13 +99,13 @@ func (c *blobCache) readNewSpill(id imager.BlobID, size int64, rc io.ReadCloser,
 	return s.readAt(c, p, off)
 }
 
-// blobReader opens the inflated content of blob object o.
+// blobReader opens the inflated content of blob object o, which go-git
+// found and the direct path did not. It runs inside withStore, so it must
+// not read other blobs (a delta's bases): a loose blob is read here, a
+// packed one by go-git.
 func (r *Repo) blobReader(o plumbing.EncodedObject) (io.ReadCloser, error) {
 	if isLoose(o) {
 		return r.openLooseBlob(o.Hash(), o.Size())
-	}
-	if rc, ok, err := r.openPacked(o.Hash(), o.Size()); ok {
-		return rc, err
 	}
 	return o.Reader()
 }
@@ -222,9 +222,6 @@ func (s *spill) readStream(c *blobCache, p []byte, off int64) error {
 		s.closeStream(c)
 		err = s.readStreamOnce(c, p, off)
 	}
-	if errors.Is(err, ErrCorruptObject) {
-		s.failed.Store(&err)
-	}
 	return err
 }
 
@@ -241,20 +238,30 @@ func (s *spill) readStreamOnce(c *blobCache, p []byte, off int64) error {
 		n, err := io.CopyN(io.Discard, s.rc, skip)
 		s.pos += n
 		if err != nil {
-			return s.streamErr(err)
+			return s.fail(s.streamErr(err))
 		}
 	}
 	n, err := io.ReadFull(s.rc, p)
 	s.pos += int64(n)
 	if err != nil {
-		return s.streamErr(err)
+		return s.fail(s.streamErr(err))
 	}
 	if s.pos == s.size {
 		if err := s.checkEnd(); err != nil {
-			return err
+			return s.fail(err)
 		}
 	}
 	return nil
+}
+
+// fail returns err, and when it says the blob's content is damaged makes
+// every later read of the spill fail with it. Errors opening the stream
+// (a pack reload, a full disk) are never sticky.
+func (s *spill) fail(err error) error {
+	if errors.Is(err, ErrCorruptObject) {
+		s.failed.Store(&err)
+	}
+	return err
 }
 
 // streamErr classifies a stream read error: the stream ending early

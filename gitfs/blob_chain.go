@@ -98,12 +98,23 @@ func (r *Repo) buildBlob(id plumbing.Hash) error {
 	if err != nil {
 		return err
 	}
+	c := r.blobs
+	if size > c.smallMax && (c.diskMax <= 0 || 2*size > c.diskMax) {
+		// The disk cache cannot keep this level and the next one up
+		// (which reads it): building it would be lost work.
+		return errNotHeld
+	}
 	var b [1]byte
 	if _, err := r.ReadBlob(imager.BlobID(id), b[:], max(size-1, 0)); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
-	if !r.blobs.holds(imager.BlobID(id)) && size > r.blobs.smallMax {
+	if !c.holds(imager.BlobID(id)) && size > c.smallMax {
 		return errNotHeld
+	}
+	// Building it read its base last: make it the most recently used,
+	// so that making room for the next level up does not drop it.
+	if s := c.getSpill(imager.BlobID(id)); s != nil {
+		c.unref(s)
 	}
 	return nil
 }

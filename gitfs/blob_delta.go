@@ -80,6 +80,9 @@ func checkDeltaRoute(packs []*sizerPack, p *sizerPack, off int64, byID bool) (in
 	}
 	for step := 0; ; step++ {
 		if d, good := p.chainOK[route].Load(off); good {
+			if d.(int)+len(path) > maxDeltaChain {
+				return 0, fmt.Errorf("%w (pack entry at %d)", errDeltaChain, off)
+			}
 			return ok(d.(int) + 1)
 		}
 		if seen[at{p, off}] || step > maxDeltaChain {
@@ -218,6 +221,10 @@ func (d *deltaReader) Read(p []byte) (int, error) {
 			}
 		case d.left == 0:
 			if !d.ended {
+				// A delta that copied nothing still needs its base.
+				if err := d.checkBase(); err != nil {
+					return n, err
+				}
 				// Nothing may follow the last instruction; reading on
 				// also has zlib check the stream's checksum.
 				if _, err := d.src.ReadByte(); err == nil {
@@ -246,6 +253,10 @@ func (d *deltaReader) Read(p []byte) (int, error) {
 // base in the memory cache.
 func (d *deltaReader) checkBase() error {
 	if d.baseOK {
+		return nil
+	}
+	if data, ok := d.r.blobs.getMem(d.base); ok && int64(len(data)) == d.baseSize {
+		d.baseOK = true // held blobs are exactly their size
 		return nil
 	}
 	size, err := d.r.sizes.size(plumbing.Hash(d.base))
@@ -312,8 +323,9 @@ func (d *deltaReader) readBigBase(p []byte, off int64) (int, error) {
 		return d.r.ReadBlob(d.base, p, off)
 	}
 	if d.pages == nil {
-		d.pages = make([]byte, basePages*basePage)
-		d.pageOf = make([]int64, basePages)
+		slots := int(max(1, min(basePages, (d.baseSize+basePage-1)/basePage)))
+		d.pages = make([]byte, slots*basePage)
+		d.pageOf = make([]int64, slots)
 		for i := range d.pageOf {
 			d.pageOf[i] = -1
 		}
@@ -322,7 +334,7 @@ func (d *deltaReader) readBigBase(p []byte, off int64) (int, error) {
 	for n < len(p) {
 		at := off + int64(n)
 		page := at / basePage
-		slot := int(page % basePages)
+		slot := int(page % int64(len(d.pageOf)))
 		buf := d.pages[slot*basePage : (slot+1)*basePage]
 		if d.pageOf[slot] != page {
 			d.pageOf[slot] = -1

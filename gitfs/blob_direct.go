@@ -231,36 +231,6 @@ func (r *Repo) openDirect(h plumbing.Hash, size int64) (rc io.ReadCloser, found 
 	return b.rc, true, nil
 }
 
-// openPacked opens blob h, expected to be size bytes, from a pack we
-// know; found is false when none holds it.
-func (r *Repo) openPacked(h plumbing.Hash, size int64) (rc io.ReadCloser, found bool, err error) {
-	packs, err := r.sizes.current()
-	if err != nil {
-		return nil, false, nil
-	}
-	for _, p := range packs {
-		off, err := p.idx.FindOffset(h)
-		if err != nil {
-			continue
-		}
-		e, err := readPackEntry(p.f, off)
-		var rc io.ReadCloser
-		var n int64
-		if err == nil {
-			rc, n, err = r.openPackEntry(packs, p, off, e, h)
-		}
-		if errors.Is(err, os.ErrClosed) {
-			return nil, false, nil // packs reloaded under us: go-git looks again
-		}
-		if err == nil && n != size {
-			_ = rc.Close()
-			err = fmt.Errorf("%w: pack entry at %d holds %d bytes, want %d", ErrCorruptObject, off, n, size)
-		}
-		return rc, true, err
-	}
-	return nil, false, nil
-}
-
 // wholeDeltaMax is the biggest delta data inflated whole rather than
 // streamed.
 const wholeDeltaMax = 1 << 20

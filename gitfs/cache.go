@@ -160,16 +160,28 @@ func (c *blobCache) holds(id imager.BlobID) bool {
 
 // getSpill returns the spill of id with a reference held (release it with
 // unref), or nil.
+//
+// A stream-only spill, made when the disk cache was full, that is idle
+// while there is room now is dropped instead, so that the blob is read
+// afresh into a file: a moment of pressure does not leave a blob
+// unspilled (and a deep delta chain over it unbuildable) for good.
 func (c *blobCache) getSpill(id imager.BlobID) *spill {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.spills[id]; ok {
-		c.spillLRU.MoveToFront(e)
-		s := e.Value.(*spill)
-		s.refs++
-		return s
+	e, ok := c.spills[id]
+	if !ok {
+		return nil
 	}
-	return nil
+	s := e.Value.(*spill)
+	if s.f == nil && s.refs == 0 && c.diskMax > 0 && s.size <= c.diskMax-c.diskUsed {
+		c.spillLRU.Remove(e)
+		delete(c.spills, id)
+		s.dropLocked(c)
+		return nil
+	}
+	c.spillLRU.MoveToFront(e)
+	s.refs++
+	return s
 }
 
 // addSpill registers a new spill for a big blob of size bytes, backed by

@@ -18,6 +18,8 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+
+	"github.com/gitblk/gitblk/imager"
 )
 
 // Hand-made packs for the damage a hostile or broken repository can hold:
@@ -424,5 +426,179 @@ func TestDeepChainFromGit(t *testing.T) {
 				t.Fatalf("%+v: version %d: %d bytes, %v", opts, i, n, err)
 			}
 		}
+	}
+}
+
+// ofsDeltaEntry is an OFS_DELTA entry rel bytes after its base.
+func ofsDeltaEntry(rel int64, delta []byte) []byte {
+	e := entryHeader(packOfsDelta, int64(len(delta)))
+	enc := []byte{byte(rel & 0x7f)}
+	for rel >>= 7; rel != 0; rel >>= 7 {
+		rel--
+		enc = append([]byte{byte(0x80 | rel&0x7f)}, enc...)
+	}
+	return append(append(e, enc...), zlibOf(delta)...)
+}
+
+// A deep chain of big blobs with a disk cache of a few levels: the level
+// just built stays for the next one up; with room for less than two it is
+// refused, not reported as damage.
+func TestDeepChainSmallDiskCache(t *testing.T) {
+	const n, size = 100, 2 << 20
+	dir := newRepo(t)
+	ids := chainPack(t, dir, n, size, 0x800)
+	want := make([]byte, size)
+	rand.New(rand.NewSource(4)).Read(want)
+	for _, room := range []int64{1, 2, 3} {
+		r := openRepo(t, dir, Options{DiskCacheSize: room*size + size/2})
+		p := make([]byte, 4096)
+		got, err := r.ReadBlob(blobID(t, ids[n].String()), p, 12345)
+		if room < 2 {
+			if !errors.Is(err, errChainNoDisk) || errors.Is(err, ErrCorruptObject) {
+				t.Errorf("room for %d level: %v; want errChainNoDisk, not corrupt", room, err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(p[:got], want[12345:12345+4096]) {
+			t.Errorf("room for %d levels: %d bytes, %v", room, got, err)
+		}
+	}
+}
+
+// A delta that copies nothing from its base still needs a base of the
+// size it names, and of a blob: git refuses both.
+func TestInsertOnlyDeltaChecksBase(t *testing.T) {
+	dir := newRepo(t)
+	insert := func(baseSize int) []byte {
+		d := append(deltaVarint(int64(baseSize)), deltaVarint(5)...)
+		return append(d, 5, 'h', 'e', 'l', 'l', 'o')
+	}
+	tree := []byte("100644 a\x00" + string(make([]byte, 20)))
+	treeEntry := append(entryHeader(packTree, int64(len(tree))), zlibOf(tree)...)
+	missing := plumbing.NewHash("1234123412341234123412341234123412341234")
+	blob := []byte("sixteen bytes!!!")
+	b := plumbing.NewHash("b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0")
+	tr := plumbing.NewHash("7171717171717171717171717171717171717171")
+	onMissing := plumbing.NewHash("d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1")
+	onTree := plumbing.NewHash("d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2")
+	wrongSize := plumbing.NewHash("d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3")
+	good := plumbing.NewHash("d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4")
+	installPack(t, dir,
+		[]plumbing.Hash{tr, onTree, b, onMissing, wrongSize, good},
+		[][]byte{
+			treeEntry,
+			ofsDeltaEntry(int64(len(treeEntry)), insert(len(tree))),
+			blobEntry(blob),
+			refDeltaEntry(missing, insert(999)),
+			refDeltaEntry(b, insert(999)),
+			refDeltaEntry(b, insert(len(blob))),
+		})
+	r := openRepo(t, dir, Options{})
+	for name, id := range map[string]plumbing.Hash{"missing base": onMissing, "tree base": onTree, "wrong base size": wrongSize} {
+		p := make([]byte, 5)
+		if n, err := r.ReadBlob(blobID(t, id.String()), p, 0); err == nil {
+			t.Errorf("%s: read %q without error", name, p[:n])
+		}
+	}
+	p := make([]byte, 5)
+	if n, err := r.ReadBlob(blobID(t, good.String()), p, 0); n != 5 || string(p) != "hello" {
+		t.Errorf("insert-only delta on a good base: %q, %v", p[:n], err)
+	}
+}
+
+// The chain limit holds whatever order the levels were read in (depths
+// are remembered per entry).
+func TestDeltaChainLimitWithMemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a pack of 8,000 deltas; skipped with -short")
+	}
+	dir := newRepo(t)
+	n := maxDeltaChain + 50
+	base := []byte("0123456789abcdef")
+	ids := []plumbing.Hash{plumbing.NewHash(fmt.Sprintf("%040x", 1))}
+	entries := [][]byte{blobEntry(base)}
+	delta := append(deltaVarint(16), deltaVarint(16)...)
+	delta = append(delta, 0x90, 16)
+	for i := 1; i <= n; i++ {
+		ids = append(ids, plumbing.NewHash(fmt.Sprintf("%040x", i+1)))
+		entries = append(entries, refDeltaEntry(ids[i-1], delta))
+	}
+	installPack(t, dir, ids, entries)
+	r := openRepo(t, dir, Options{})
+	p := make([]byte, 16)
+	for i := 1; i <= maxDeltaChain; i++ { // bottom up: every level within the limit reads
+		if _, err := r.ReadBlob(blobID(t, ids[i].String()), p, 0); err != nil {
+			t.Fatalf("level %d: %v", i, err)
+		}
+	}
+	if _, err := r.ReadBlob(blobID(t, ids[n].String()), p, 0); !errors.Is(err, errDeltaChain) {
+		t.Errorf("a chain %d deep: %v, want errDeltaChain", n, err)
+	}
+}
+
+// copyDelta is a delta of targetSize bytes made of the copies emitted.
+func copyDelta(baseSize, targetSize int64, pieces func(emit func(off, n int))) []byte {
+	d := append(deltaVarint(baseSize), deltaVarint(targetSize)...)
+	pieces(func(off, n int) {
+		d = append(d, 0x80|0x01|0x02|0x04|0x20, byte(off), byte(off>>8), byte(off>>16), byte(n>>8))
+	})
+	return d
+}
+
+// A failure to reopen a big blob's stream that comes from the moment (the
+// disk cache in use by another reader) is not damage: it does not stick.
+func TestTransientFailureDoesNotStick(t *testing.T) {
+	dir := newRepo(t)
+	const n, size, cp = 80, 1200 << 10, 0x8000
+	base := make([]byte, size)
+	rand.New(rand.NewSource(4)).Read(base)
+	ids := []plumbing.Hash{plumbing.NewHash(fmt.Sprintf("%040x", 1))}
+	entries := [][]byte{blobEntry(base)}
+	same := copyDelta(size, size, func(emit func(int, int)) {
+		for off := 0; off < size; off += cp {
+			emit(off, min(cp, size-off))
+		}
+	})
+	for i := 1; i <= n; i++ {
+		ids = append(ids, plumbing.NewHash(fmt.Sprintf("%040x", i+1)))
+		entries = append(entries, refDeltaEntry(ids[i-1], same))
+	}
+	const reps = 33 // a top blob bigger than the disk cache: stream only
+	top := copyDelta(size, size*reps, func(emit func(int, int)) {
+		for r := 0; r < reps; r++ {
+			for off := 0; off < size; off += cp {
+				emit(off, min(cp, size-off))
+			}
+		}
+	})
+	T := plumbing.NewHash("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee")
+	ids = append(ids, T)
+	entries = append(entries, refDeltaEntry(ids[n], top))
+	installPack(t, dir, ids, entries)
+
+	const disk = 32 << 20
+	r := openRepo(t, dir, Options{DiskCacheSize: disk})
+	id := blobID(t, T.String())
+	p := make([]byte, 4096)
+	if _, err := r.ReadBlob(id, p, 0); err != nil || !bytes.Equal(p, base[:4096]) {
+		t.Fatalf("first read: %v", err)
+	}
+	if _, err := r.ReadBlob(id, p, 20<<20); err != nil {
+		t.Fatalf("second read: %v", err)
+	}
+	// Another reader's spill takes the whole disk cache, and the levels
+	// built go with it; a read behind the stream must reopen it.
+	other := r.blobs.addSpill(&spill{id: imager.BlobID(plumbing.NewHash("ffffffffffffffffffffffffffffffffffffffff")), size: disk})
+	_, err := r.ReadBlob(id, p, 0)
+	if errors.Is(err, ErrCorruptObject) {
+		t.Errorf("while the disk cache is taken: %v; want an error that is not corruption", err)
+	}
+	r.blobs.unref(other)
+	r.blobs.mu.Lock()
+	for r.blobs.evictSpillLocked(true) {
+	}
+	r.blobs.mu.Unlock()
+	if _, err := r.ReadBlob(id, p, 0); err != nil || !bytes.Equal(p, base[:4096]) {
+		t.Errorf("once the disk cache is free again: %v", err)
 	}
 }

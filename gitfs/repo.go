@@ -460,5 +460,8 @@ func objectErr(what, path string, id plumbing.Hash, err error) error {
 	if errors.Is(err, ErrClosed) {
 		return err
 	}
+	if errors.Is(err, errChainNoDisk) {
+		return fmt.Errorf("gitfs: %s %s%s: %w", what, id, where, err)
+	}
 	return fmt.Errorf("%w: %s %s%s: %w", ErrCorruptObject, what, id, where, err)
 }
