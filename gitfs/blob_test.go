@@ -294,18 +294,8 @@ func TestReadBlobMissingAndCorrupt(t *testing.T) {
 		func(b []byte) []byte { b[len(b)/2] ^= 0x40; return b },
 	} {
 		id := ids[3+i]
-		p := loosePath(dir, id)
-		data, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, damage(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		_, err = r.ReadBlob(blobID(t, id), make([]byte, 10), 0)
+		damageLoose(t, dir, id, damage)
+		_, err := r.ReadBlob(blobID(t, id), make([]byte, 10), 0)
 		if !errors.Is(err, ErrCorruptObject) || !strings.Contains(err.Error(), id) {
 			t.Errorf("ReadBlob of damaged small loose blob %d = %v, want ErrCorruptObject naming %s", i, err, id)
 		}
@@ -314,17 +304,7 @@ func TestReadBlobMissingAndCorrupt(t *testing.T) {
 	// an error; the end of the blob is never silently missing.
 	bigID := ids[len(blobSizes)] // r5, 3 MiB + 17 of random bytes
 	want := gitBytes(t, dir, "cat-file", "blob", bigID)
-	p := loosePath(dir, bigID)
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data[:len(data)*2/3], 0o644); err != nil {
-		t.Fatal(err)
-	}
+	damageLoose(t, dir, bigID, func(b []byte) []byte { return b[:len(b)*2/3] })
 	for _, opts := range []Options{{}, {DiskCacheSize: -1}} {
 		r := openRepo(t, dir, opts)
 		sawErr := false
@@ -345,6 +325,22 @@ func TestReadBlobMissingAndCorrupt(t *testing.T) {
 		if !sawErr {
 			t.Errorf("%+v: a truncated blob read without error", opts)
 		}
+	}
+}
+
+// damageLoose rewrites the file of loose object id with damage applied.
+func damageLoose(t *testing.T, dir, id string, damage func([]byte) []byte) {
+	t.Helper()
+	p := loosePath(dir, id)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, damage(data), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
