@@ -288,13 +288,12 @@ func isDamage(err error) bool {
 // the stream ends there: an object longer than its header, or one whose
 // zlib checksum (checked at the stream's end) is wrong, is corrupt.
 func (s *spill) checkEnd() error {
-	var b [1]byte
-	n, err := io.ReadFull(s.rc, b[:])
-	if n > 0 {
-		return fmt.Errorf("%w: blob %s: content goes on past its %d-byte header size", ErrCorruptObject, s.id, s.size)
-	}
-	if errors.Is(err, io.EOF) {
+	err := streamEnds(s.rc, s.size)
+	switch {
+	case err == nil:
 		return nil
+	case errors.Is(err, ErrCorruptObject):
+		return fmt.Errorf("gitfs: blob %s: %w", s.id, err)
 	}
 	return s.streamErr(err)
 }
