@@ -30,7 +30,8 @@ const stubRecorder = `#!/bin/bash
 // xenstore reads and writes go to a key<TAB>value file (last one wins);
 // nbd-client creates and removes the sysfs pid file a connected device has.
 // With STUB_NBD_HANG set, nbd-client hangs after connecting the device, as a
-// client stuck in the kernel would. With -nonetlink it daemonizes as the real
+// client stuck in the kernel would; with STUB_NBD_HANG=before, before it,
+// as a client in a handshake with a server that never answers. With -nonetlink it daemonizes as the real
 // client does in ioctl mode (daemon(3): a new session, stdio on /dev/null,
 // every other inherited fd kept) and the daemon, which the device's pid file
 // names, lives until nbd-client -d removes that file.
@@ -46,6 +47,7 @@ while [ $# -ge 2 ]; do printf '%s\t%s\n' "$1" "$2" >>"$STUB_STORE"; shift 2; don
 	"nbd-client": stubRecorder + `
 if [ "$1" = -d ]; then rm -f "$GITBLK_XEN_SYSFS/block/${2##*/}/pid"; exit 0; fi
 [ -n "${STUB_NBD_FAIL:-}" ] && { echo "nbd-client: Connection refused" >&2; exit 1; }
+if [ "${STUB_NBD_HANG:-}" = before ]; then while :; do sleep 0.1; done; fi
 pidf=
 for a in "$@"; do case "$a" in "$GITBLK_XEN_DEV"/nbd*) pidf=$GITBLK_XEN_SYSFS/block/${a##*/}/pid; echo 4242 >"$pidf" ;; esac; done
 case " $* " in *" -nonetlink "*)

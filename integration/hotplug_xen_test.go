@@ -813,3 +813,62 @@ func TestHotplugShellcheck(t *testing.T) {
 		t.Errorf("shellcheck %s: %v\n%s", hotplugScript, err, out)
 	}
 }
+
+// TestHotplugKilledAttachKeepsItsDevice: an add SIGKILLed before its client
+// connected leaves its device unconnected until libxl's remove for it, which
+// detaches that device. A second guest attaching in between must not get the
+// same device, or the first guest's remove would detach the second guest's
+// disk.
+func TestHotplugKilledAttachKeepsItsDevice(t *testing.T) {
+	first, second := "backend/vbd/5/51728", "backend/vbd/6/51728"
+	e := newHotplugEnv(t, 3, map[string]string{
+		first + "/params":  "unix:/run/gitblk/a.sock:tar",
+		first + "/mode":    "r",
+		second + "/params": "unix:/run/gitblk/b.sock:tar",
+		second + "/mode":   "r",
+	})
+	script := e.installBesideXen()
+	cmd, outFile := e.libxlCmd(script, "add", first, "STUB_NBD_HANG=before")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(e.clientsLeft()) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			out, _ := os.ReadFile(outFile)
+			t.Fatalf("first attach did not start within 20 s\n%s", out)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hotplugWaitExit(cmd, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := e.runLibxl(script, "add", second); code != 0 {
+		t.Fatalf("second add: status %d\n%s", code, out)
+	}
+	got, _ := e.xenstore(second + "/physical-device-path")
+	if got != filepath.Join(e.dev, "nbd2") {
+		t.Errorf("second guest got %q, want nbd2 (nbd1 is the killed attach's)", got)
+	}
+	if code, out := e.runLibxl(script, "remove", first); code != 0 {
+		t.Errorf("remove of the killed attach: status %d\n%s", code, out)
+	}
+	if !e.connected(filepath.Base(got)) {
+		t.Errorf("the killed attach's remove detached the second guest's %s", filepath.Base(got))
+	}
+	wantCalls(t, "nbd-client -d", filterPrefix(e.calls("nbd-client"), "-d "), []string{"-d " + filepath.Join(e.dev, "nbd1")})
+	e.waitNoClients(5 * time.Second)
+}
+
+// filterPrefix returns the elements of calls that start with prefix.
+func filterPrefix(calls []string, prefix string) []string {
+	var out []string
+	for _, c := range calls {
+		if strings.HasPrefix(c, prefix) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
