@@ -366,7 +366,7 @@ func TestHotplugSlowServer(t *testing.T) {
 	default:
 		t.Error("the server never saw a connection: nbd-client did not run")
 	}
-	// 2 s, plus at most 3 s between timeout(1)'s SIGTERM and SIGKILL, plus
+	// 2 s, plus at most 2 s between timeout(1)'s SIGTERM and SIGKILL, plus
 	// the detach: far below libxl's 40 s even on a loaded machine.
 	if took > 20*time.Second {
 		t.Errorf("add took %v with a 2 s attach limit", took)
