@@ -29,6 +29,12 @@ const stubRecorder = `#!/bin/bash
 // hotplugStubs are the commands the script may run, with fake behaviour:
 // xenstore reads and writes go to a key<TAB>value file (last one wins);
 // nbd-client creates and removes the sysfs pid file a connected device has.
+// With STUB_NBD_HANG set, nbd-client hangs after connecting the device, as a
+// client stuck in the kernel would; with STUB_NBD_HANG=before, before it,
+// as a client in a handshake with a server that never answers. With -nonetlink it daemonizes as the real
+// client does in ioctl mode (daemon(3): a new session, stdio on /dev/null,
+// every other inherited fd kept) and the daemon, which the device's pid file
+// names, lives until nbd-client -d removes that file.
 var hotplugStubs = map[string]string{
 	"xenstore-read": stubRecorder + `
 v=$(awk -F '\t' -v k="$1" '$1 == k { v = $2; found = 1 } END { if (found) print v; else exit 1 }' "$STUB_STORE") || {
@@ -41,7 +47,15 @@ while [ $# -ge 2 ]; do printf '%s\t%s\n' "$1" "$2" >>"$STUB_STORE"; shift 2; don
 	"nbd-client": stubRecorder + `
 if [ "$1" = -d ]; then rm -f "$GITBLK_XEN_SYSFS/block/${2##*/}/pid"; exit 0; fi
 [ -n "${STUB_NBD_FAIL:-}" ] && { echo "nbd-client: Connection refused" >&2; exit 1; }
-for a in "$@"; do case "$a" in "$GITBLK_XEN_DEV"/nbd*) echo 4242 >"$GITBLK_XEN_SYSFS/block/${a##*/}/pid" ;; esac; done
+if [ "${STUB_NBD_HANG:-}" = before ]; then while :; do sleep 0.1; done; fi
+pidf=
+for a in "$@"; do case "$a" in "$GITBLK_XEN_DEV"/nbd*) pidf=$GITBLK_XEN_SYSFS/block/${a##*/}/pid; echo 4242 >"$pidf" ;; esac; done
+case " $* " in *" -nonetlink "*)
+	setsid bash -c 'exec </dev/null >/dev/null 2>&1; while [ -e "$1" ]; do sleep 0.1; done' nbd-client "$pidf" &
+	echo $! >"$pidf"
+	exit 0 ;;
+esac
+if [ -n "${STUB_NBD_HANG:-}" ]; then while :; do sleep 0.1; done; fi
 `,
 	"modprobe": stubRecorder + `
 for i in 0 1; do mkdir -p "$GITBLK_XEN_SYSFS/block/nbd$i"; echo 0 >"$GITBLK_XEN_SYSFS/block/nbd$i/size"; echo "43:$((i * 32))" >"$GITBLK_XEN_SYSFS/block/nbd$i/dev"; done
@@ -84,6 +98,10 @@ func newHotplugEnv(t *testing.T, nbdCount int, store map[string]string) *hotplug
 	}
 	for i := range nbdCount {
 		d := filepath.Join(e.sysfs, "block", "nbd"+string(rune('0'+i)))
+		// The device node: a plain file, which the real nbd-client takes
+		// through its handshake and then refuses as "Invalid nbd device
+		// target".
+		mustWrite(t, filepath.Join(e.dev, "nbd"+string(rune('0'+i))), "")
 		mustWrite(t, filepath.Join(d, "size"), "0\n")
 		mustWrite(t, filepath.Join(d, "dev"), "43:"+[]string{"0", "32", "64"}[i]+"\n")
 		if i == 0 {
@@ -98,6 +116,7 @@ func newHotplugEnv(t *testing.T, nbdCount int, store map[string]string) *hotplug
 	slices.Sort(lines)
 	mustWrite(t, e.store, strings.Join(lines, ""))
 	mustWrite(t, e.log, "")
+	t.Cleanup(e.killClients)
 	return e
 }
 
@@ -118,6 +137,8 @@ func (e *hotplugEnv) run(command string) (string, error) {
 	cmd := exec.Command("bash", hotplugScript, command)
 	cmd.Env = append([]string{
 		"PATH=" + filepath.Join(e.dir, "bin") + ":/usr/sbin:/usr/bin:/sbin:/bin",
+		// The script sets its own PATH; this puts the stubs before it.
+		"GITBLK_XEN_PATH=" + filepath.Join(e.dir, "bin"),
 		"XENBUS_PATH=" + hotplugBackend,
 		"STUB_LOG=" + e.log,
 		"STUB_STORE=" + e.store,
@@ -184,7 +205,7 @@ func TestHotplugAddRemove(t *testing.T) {
 	bk := hotplugBackend + "/"
 	for _, tc := range []struct {
 		name, target string
-		wantClient   string // without the device and -readonly
+		wantClient   string // without the device and the options after it
 	}{
 		{"unix socket", "unix:/run/gitblk/site.sock:tar", "-unix /run/gitblk/site.sock -N tar"},
 		{"unix default export", "unix:/run/gitblk/site.sock:", "-unix /run/gitblk/site.sock"},
@@ -192,6 +213,10 @@ func TestHotplugAddRemove(t *testing.T) {
 		{"ipv6", "[::1]:10809:tar", "::1 10809 -N tar"},
 		{"unix ref export", "unix:/run/gitblk/site.sock:refs/tags/v1:fat", "-unix /run/gitblk/site.sock -N refs/tags/v1:fat"},
 		{"tcp ref export", "[::1]:10809:refs/tags/v1", "::1 10809 -N refs/tags/v1"},
+		// xl passes target verbatim: blanks before the closing quote are
+		// not part of the export name.
+		{"trailing blanks", "unix:/run/gitblk/site.sock:tar  ", "-unix /run/gitblk/site.sock -N tar"},
+		{"leading blanks", "  [::1]:10809:fat ", "::1 10809 -N fat"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newHotplugEnv(t, 3, map[string]string{bk + "params": tc.target, bk + "mode": "r"})
@@ -199,7 +224,8 @@ func TestHotplugAddRemove(t *testing.T) {
 				t.Fatalf("add: %v\n%s", err, out)
 			}
 			dev := filepath.Join(e.dev, "nbd1") // nbd0 is busy
-			wantCalls(t, "nbd-client", e.calls("nbd-client"), []string{tc.wantClient + " " + dev + " -readonly"})
+			attach := tc.wantClient + " " + dev + " -readonly -timeout 30"
+			wantCalls(t, "nbd-client", e.calls("nbd-client"), []string{attach})
 			wantCalls(t, "modprobe", e.calls("modprobe"), nil)
 			wantCalls(t, "xenstore-write", e.calls("xenstore-write"), []string{
 				bk + "physical-device 2b:20",
@@ -210,10 +236,7 @@ func TestHotplugAddRemove(t *testing.T) {
 			if out, err := e.run("remove"); err != nil {
 				t.Fatalf("remove: %v\n%s", err, out)
 			}
-			wantCalls(t, "nbd-client", e.calls("nbd-client"), []string{
-				tc.wantClient + " " + dev + " -readonly",
-				"-d " + dev,
-			})
+			wantCalls(t, "nbd-client", e.calls("nbd-client"), []string{attach, "-d " + dev})
 			if _, err := os.Stat(filepath.Join(e.sysfs, "block", "nbd1", "pid")); !os.IsNotExist(err) {
 				t.Errorf("nbd1 still connected after remove (stat pid: %v)", err)
 			}
@@ -242,8 +265,8 @@ func TestHotplugLoadsModuleAndPicksFreeDevice(t *testing.T) {
 	}
 	second := filepath.Join(e.dev, "nbd1")
 	wantCalls(t, "nbd-client", e.calls("nbd-client"), []string{
-		"-unix /run/gitblk/a.sock -N tar " + first + " -readonly",
-		"-unix /run/gitblk/b.sock -N fat " + second + " -readonly",
+		"-unix /run/gitblk/a.sock -N tar " + first + " -readonly -timeout 30",
+		"-unix /run/gitblk/b.sock -N fat " + second + " -readonly -timeout 30",
 	})
 	wantCalls(t, "modprobe", e.calls("modprobe"), []string{"nbd"})
 	if v, _ := e.xenstore("backend/vbd/6/51728/physical-device"); v != "2b:20" {
@@ -251,8 +274,8 @@ func TestHotplugLoadsModuleAndPicksFreeDevice(t *testing.T) {
 	}
 }
 
-// TestHotplugRefuses: a writable disk, a bad target, a failing nbd-client and
-// no free device each end in hotplug-status=error with a hotplug-error
+// TestHotplugRefuses: a writable disk, a bad target or option, a failing
+// nbd-client and no free device each end in hotplug-status=error with a hotplug-error
 // message, exit status 1, and no device left attached.
 func TestHotplugRefuses(t *testing.T) {
 	bk := hotplugBackend + "/"
@@ -266,7 +289,12 @@ func TestHotplugRefuses(t *testing.T) {
 		{"writable", "unix:/run/gitblk/site.sock:tar", "w", 3, false, "read-only", 0},
 		{"no export separator", "site", "r", 3, false, "not unix:SOCKET:EXPORT", 0},
 		{"bad port", "localhost:http:tar", "r", 3, false, "not a number", 0},
-		{"nbd-client fails", "unix:/run/gitblk/site.sock:tar", "r", 3, true, "nbd-client", 1},
+		// The client's own message reaches hotplug-error, and the device
+		// is detached (the second call, nbd-client -d).
+		{"nbd-client fails", "unix:/run/gitblk/site.sock:tar", "r", 3, true, "Connection refused", 2},
+		{"unknown option", "tsl=/etc/gitblk/tls,unix:/run/gitblk/site.sock:tar", "r", 3, false, "unknown option 'tsl'", 0},
+		{"missing TLS file", "tls=/nonexistent/tls,unix:/run/gitblk/site.sock:tar", "r", 3, false, "cannot read TLS file /nonexistent/tls/client-cert.pem", 0},
+		{"bad io timeout", "timeout=soon,unix:/run/gitblk/site.sock:tar", "r", 3, false, "not a number of seconds", 0},
 		{"all devices busy", "unix:/run/gitblk/site.sock:tar", "r", 1, false, "no free", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

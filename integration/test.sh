@@ -23,6 +23,7 @@ need=(
 	"cpio cpio"
 	"losetup mount"
 	"systemd-analyze systemd"
+	"shellcheck shellcheck"
 )
 missing=()
 for pair in "${need[@]}"; do
@@ -33,6 +34,8 @@ done
 # headers (and libdeflate.a, linked in).
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 [ -f /usr/include/libdeflate.h ] || missing+=(libdeflate-dev)
+# The hotplug tests run block-gitblk beside Xen's own scripts.
+[ -f /etc/xen/scripts/block-common.sh ] || missing+=(xen-utils-common)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "installing: ${missing[*]}"
 	if [ "$(id -u)" != 0 ]; then
