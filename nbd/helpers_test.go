@@ -214,7 +214,7 @@ func startServer(t testing.TB, tweak func(*Server)) *testServer {
 	ts := &testServer{log: &syncBuffer{}}
 	ts.gate = &gateImage{memImage: smallImage(), entered: make(chan struct{}, 1), gate: make(chan struct{})}
 	ts.srv = &Server{
-		Resolve: func(ctx context.Context, name string) (*Export, error) {
+		Resolve: func(ctx context.Context, name string, peer Peer) (*Export, error) {
 			img, ok := ts.image(name)
 			if !ok {
 				return nil, fmt.Errorf("test resolver: %q: %w", name, ErrUnknownExport)
@@ -223,7 +223,7 @@ func startServer(t testing.TB, tweak func(*Server)) *testServer {
 			return &Export{Name: name, Description: testDescription, Image: img,
 				Release: func() { ts.releases.Add(1) }, LogAttrs: []any{"commit", "0123456789abcdef"}}, nil
 		},
-		List:   func() []string { return testExportNames },
+		List:   func(ctx context.Context, peer Peer) []string { return testExportNames },
 		Logger: slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if tweak != nil {
