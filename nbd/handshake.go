@@ -135,6 +135,10 @@ func (cn *conn) option(ctx context.Context, opt uint32, data []byte) (done bool,
 	if cn.tlsRequired(opt) {
 		return false, cn.optError(opt, repErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
 	}
+	if opt == optExportName && cn.mode == TLSRequire && cn.peer.TLS == nil {
+		// It cannot be refused with an error: doc/proto.md asks for a disconnect.
+		return false, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME before STARTTLS on a listener that requires TLS", errHangup)
+	}
 	switch opt {
 	case optExportName:
 		return cn.optExportName(ctx, data)

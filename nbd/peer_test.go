@@ -41,8 +41,18 @@ func recordPeers(pl *peerLog) func(*Server) {
 			pl.add(name, peer)
 			switch name {
 			case "policy":
-				return nil, fmt.Errorf("test policy: uid %d: %w", peer.Cred.UID, ErrPolicy)
+				return nil, fmt.Errorf("test policy: %s: %w", peer, ErrPolicy)
+			case "rootonly":
+				if peer.Cred == nil || peer.Cred.UID != 0 {
+					return nil, fmt.Errorf("test policy: %s: %w", peer, ErrPolicy)
+				}
+				name = "small"
 			case "tlsonly":
+				if peer.TLS == nil {
+					return nil, fmt.Errorf("test policy: %w", ErrTLSRequired)
+				}
+				name = "small"
+			case "alwaystls": // a resolver bug: asks for TLS even over TLS
 				return nil, fmt.Errorf("test policy: %w", ErrTLSRequired)
 			}
 			return resolve(ctx, name, peer)
