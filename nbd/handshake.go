@@ -424,8 +424,8 @@ func (cn *conn) optStartTLS(ctx context.Context, data []byte) error {
 	}
 	tc := tls.Server(cn.raw, cn.srv.TLSConfig)
 	if err := cn.clientIO(func() error { return tc.HandshakeContext(ctx) }); err != nil {
-		if errors.Is(err, errStopped) {
-			return err
+		if errors.Is(err, errStopped) || cn.stopping.Load() {
+			return errStopped
 		}
 		return fmt.Errorf("%w: TLS handshake: %w", errHangup, err)
 	}

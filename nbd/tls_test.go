@@ -348,6 +348,24 @@ func TestTLSOnRaw(t *testing.T) {
 		}
 		checkTLSPeer(t, ps[1], certs, 0)
 	})
+	t.Run("Shutdown ends TLS connections", func(t *testing.T) {
+		rc := dialRaw(t, "unix", ts.sock)
+		rc.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
+		rc.mustStartTLS(certs.client)
+		rc.sendOpt(optGo, infoData("small"))
+		rc.infoReplies(optGo)
+		rc.readSmall(1)
+		idle := dialRaw(t, "tcp", ts.tcp) // in the TLS handshake
+		idle.greet(clientFlagFixedNewstyle)
+		idle.sendOpt(optStartTLS, nil)
+		idle.expectOpt(optStartTLS, repAck)
+		if err := ts.srv.Shutdown(t.Context()); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		rc.expectClosed()
+		idle.expectClosed()
+		waitLog(t, ts, `tls="TLS 1.3" tls_client="CN=guest-1.example,O=gitblk test" export=small description="test image (commit 0123456789abcdef)" commit=0123456789abcdef end="server shutdown"`)
+	})
 }
 
 // TestTLSModeWithoutConfig: a TLS mode needs a TLSConfig.
