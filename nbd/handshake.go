@@ -18,7 +18,7 @@ import (
 // (Resolve and List run between these operations, under no deadline).
 func (cn *conn) clientIO(f func() error) error {
 	if cn.hsLeft <= 0 {
-		return fmt.Errorf("nbd: handshake took longer than %v: %w", cn.srv.handshakeTimeout(), os.ErrDeadlineExceeded)
+		return fmt.Errorf("nbd: the client used up the handshake timeout of %v: %w", cn.srv.handshakeTimeout(), os.ErrDeadlineExceeded)
 	}
 	start := time.Now()
 	if err := cn.raw.SetDeadline(start.Add(cn.hsLeft)); err != nil {
