@@ -14,6 +14,8 @@ need=(
 	"mcopy mtools"
 	"nbdinfo libnbd-bin"
 	"nbdsh python3-libnbd"
+	"nbd-client nbd-client"
+	"setpriv util-linux"
 	"qemu-img qemu-utils"
 	"fusermount3 fuse3"
 	"nbdkit nbdkit"
