@@ -120,14 +120,15 @@ func (c *Config) Mode(l Listener) TLSMode {
 type Export struct {
 	Name       string
 	Repository string
-	// Ref is the revision the export serves; "" when Refs is set.
+	// Ref is the revision the name serves; "" when only Refs are served.
 	Ref string
-	// Refs are path.Match patterns on full ref names: the export then
+	// Refs are path.Match patterns on full ref names: the export also
 	// serves every matching ref, as NAME/REF (or REF when Name is "").
 	Refs []string
-	// FormatSuffix lets a name end in ":tar" or ":fat" to pick a format.
+	// FormatSuffix lets a ref name (NAME/REF) end in ":tar" or ":fat" to
+	// pick that format.
 	FormatSuffix bool
-	Image        imager.Options
+	Image        Image
 
 	Secret bool
 	// Decrypt is an identity file (age X25519, or an OpenSSH ed25519 key):
@@ -313,6 +314,9 @@ func (c *Config) decodeError(err error) error {
 	if errors.As(err, &de) {
 		line, _ := de.Position()
 		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		if strings.Contains(msg, "already exists") {
+			msg = "defined twice (a duplicate export name?): " + msg
+		}
 		return &Error{File: c.File, Line: line, Key: keyPath(de.Key()), Msg: msg}
 	}
 	return &Error{File: c.File, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
@@ -383,7 +387,7 @@ func (c *Config) size(key string, v any, def int64) (int64, error) {
 func (c *Config) export(name, key string, fe *fileExport) (Export, error) {
 	x := Export{Name: name, Repository: fe.Repository, Ref: fe.Ref, Refs: fe.Refs, FormatSuffix: fe.FormatSuffix,
 		Secret: fe.Secret, Decrypt: fe.Decrypt, key: key, cfg: c}
-	opts, err := ImageOptions(fe.Format, fe.Symlinks, fe.FATType, fe.SectorSize)
+	opts, err := ParseImage(fe.Format, fe.Symlinks, fe.FATType, fe.SectorSize)
 	if err != nil {
 		var oe *optionError
 		if errors.As(err, &oe) {
@@ -471,46 +475,64 @@ type optionError struct{ key, msg string }
 
 func (e *optionError) Error() string { return e.key + ": " + e.msg }
 
-// ImageOptions checks and canonicalizes image options as the command
-// line's flags give them ("" format: tar; 0 sector size: 512): options
-// that do not apply to the format are cleared, so equal images have
-// equal options.
-func ImageOptions(format, symlinks string, fatType, sectorSize int) (imager.Options, error) {
-	var o imager.Options
+// Image is an export's image options as given: the format, and options
+// that apply to some formats only. A name with a format suffix picks
+// another format with the same options.
+type Image struct {
+	Format     imager.Format
+	Symlinks   imager.SymlinkMode
+	FATType    int // 0, 16 or 32
+	SectorSize int // 512 or 4096
+}
+
+// ParseImage checks image options as the command line's flags give them
+// ("" format: tar; 0 sector size: 512).
+func ParseImage(format, symlinks string, fatType, sectorSize int) (Image, error) {
+	var im Image
 	var err error
 	if format == "" {
 		format = string(imager.FormatTar)
 	}
-	if o.Format, err = imager.ParseFormat(format); err != nil {
-		return o, &optionError{"format", fmt.Sprintf("unknown format %q (want tar or fat)", format)}
+	if im.Format, err = imager.ParseFormat(format); err != nil {
+		return im, &optionError{"format", fmt.Sprintf("unknown format %q (want tar or fat)", format)}
 	}
 	if symlinks != "" {
-		if o.Symlinks, err = imager.ParseSymlinkMode(symlinks); err != nil {
-			return o, &optionError{"symlinks", fmt.Sprintf("unknown symlink mode %q (want keep, follow or skip)", symlinks)}
-		}
-		if o.Format == imager.FormatFAT && o.Symlinks == imager.SymlinksKeep {
-			o.Symlinks = imager.SymlinksDefault // FAT cannot keep links: follow
+		if im.Symlinks, err = imager.ParseSymlinkMode(symlinks); err != nil {
+			return im, &optionError{"symlinks", fmt.Sprintf("unknown symlink mode %q (want keep, follow or skip)", symlinks)}
 		}
 	}
 	switch fatType {
 	case 0, 16, 32:
-		o.FATType = fatType
+		im.FATType = fatType
 	default:
-		return o, &optionError{"fat-type", fmt.Sprintf("want 16 or 32, got %d", fatType)}
+		return im, &optionError{"fat-type", fmt.Sprintf("want 16 or 32, got %d", fatType)}
 	}
 	switch sectorSize {
-	case 0, 512, 4096:
-		o.SectorSize = sectorSize
-		if o.SectorSize == 0 {
-			o.SectorSize = 512
-		}
+	case 0:
+		im.SectorSize = 512
+	case 512, 4096:
+		im.SectorSize = sectorSize
 	default:
-		return o, &optionError{"sector-size", fmt.Sprintf("want 512 or 4096, got %d", sectorSize)}
+		return im, &optionError{"sector-size", fmt.Sprintf("want 512 or 4096, got %d", sectorSize)}
+	}
+	return im, nil
+}
+
+// Options returns the imager options for format ("" for the export's
+// own): options that do not apply to it are cleared, so equal images
+// have equal options (the command line's --format flags do the same).
+func (im Image) Options(format imager.Format) imager.Options {
+	if format == "" {
+		format = im.Format
+	}
+	o := imager.Options{Format: format, Symlinks: im.Symlinks, FATType: im.FATType, SectorSize: im.SectorSize}
+	if o.Format == imager.FormatFAT && o.Symlinks == imager.SymlinksKeep {
+		o.Symlinks = imager.SymlinksDefault // FAT cannot keep links: follow
 	}
 	if o.Format == imager.FormatTar {
-		o.FATType, o.SectorSize = 0, 0 // irrelevant: keep cache keys canonical
+		o.FATType, o.SectorSize = 0, 0
 	}
-	return o, nil
+	return o
 }
 
 // Validate checks what no single key can: names, defaults, and how
@@ -569,11 +591,11 @@ func (x *Export) validate() error {
 	if x.Repository == "" {
 		return x.Errorf("", "missing key repository")
 	}
-	switch {
-	case x.Ref == "" && len(x.Refs) == 0:
+	if x.Ref == "" && len(x.Refs) == 0 {
 		return x.Errorf("", "missing key ref (or refs, for ref patterns)")
-	case x.Ref != "" && len(x.Refs) > 0:
-		return x.Errorf("refs", "give ref or refs, not both")
+	}
+	if x.FormatSuffix && len(x.Refs) == 0 {
+		return x.Errorf("format-suffix", "only applies with refs")
 	}
 	for _, p := range x.Refs {
 		if !strings.HasPrefix(p, "refs/") {

@@ -76,11 +76,12 @@ func TestParseExample(t *testing.T) {
 		t.Errorf("exports %q", names)
 	}
 	site := c.Export("site")
-	if site.Image != (imager.Options{Format: imager.FormatFAT, SectorSize: 4096}) || site.Ref != "main" || site.Secret {
+	if site.Image.Options("") != (imager.Options{Format: imager.FormatFAT, SectorSize: 4096}) || site.Ref != "main" || site.Secret {
 		t.Errorf("site: %+v", site)
 	}
 	rel := c.Export("releases")
-	if !rel.FormatSuffix || len(rel.Refs) != 1 || rel.Image.Format != imager.FormatTar || rel.Image.SectorSize != 0 {
+	if !rel.FormatSuffix || len(rel.Refs) != 1 || rel.Image.Options("") != (imager.Options{Format: imager.FormatTar}) ||
+		rel.Image.Options(imager.FormatFAT) != (imager.Options{Format: imager.FormatFAT, SectorSize: 512}) {
 		t.Errorf("releases: %+v", rel)
 	}
 	keys := c.Export("keys")
@@ -148,7 +149,7 @@ func TestErrors(t *testing.T) {
 		{base + "secret = true\n", "f.toml:1: export.a: a secret export needs at least one allow rule"},
 		{base + "decrypt = \"id\"\n", "f.toml:4: export.a.decrypt: a decrypting export must be secret"},
 		{base + "max-secret-file = \"1M\"\n", "f.toml:4: export.a.max-secret-file: only applies with decrypt"},
-		{base + "refs = [\"refs/tags/*\"]\n", "f.toml:4: export.a.refs: give ref or refs, not both"},
+		{base + "format-suffix = true\n", "f.toml:4: export.a.format-suffix: only applies with refs"},
 		{"[export.a]\nrepository = \".\"\nrefs = [\"tags/*\"]\n", "f.toml:3: export.a.refs: pattern \"tags/*\""},
 		{"[export.a]\nrepository = \".\"\n", "f.toml:1: export.a: missing key ref"},
 		{"[export.a]\nref = \"x\"\n", "f.toml:1: export.a: missing key repository"},
@@ -200,7 +201,7 @@ func TestEqual(t *testing.T) {
 	if !a.Equal(b) {
 		t.Error("same config from two files is not Equal")
 	}
-	built := &Config{Exports: []Export{{Name: "a", Repository: ".", Ref: "HEAD", Image: imager.Options{Format: imager.FormatTar}}}}
+	built := &Config{Exports: []Export{{Name: "a", Repository: ".", Ref: "HEAD", Image: Image{Format: imager.FormatTar, SectorSize: 512}}}}
 	if err := built.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -145,11 +145,11 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	for _, x := range cfg.Exports {
 		names = append(names, x.Name)
 	}
-	log.Info("serving", "config", cfg.File, "exports", strings.Join(names, ","), "listen", listenNames(cfg))
-
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	log.Info("serving", "config", cfg.File, "exports", strings.Join(names, ","), "listen", listenNames(cfg))
+
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))
 	for i, l := range lns {
