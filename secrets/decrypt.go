@@ -78,6 +78,13 @@ type Budget struct {
 // NewBudget returns a budget of max bytes.
 func NewBudget(max int64) *Budget { return &Budget{max: max} }
 
+// SetMax changes the bound; bytes held beyond it stay until released.
+func (b *Budget) SetMax(max int64) {
+	b.mu.Lock()
+	b.max = max
+	b.mu.Unlock()
+}
+
 // Used returns the bytes held now.
 func (b *Budget) Used() int64 {
 	b.mu.Lock()

@@ -509,7 +509,7 @@ func TestShorthandIsConfig(t *testing.T) {
 	cf := commonFlags{imageFlags: imageFlags{format: "fat", symlinks: "skip", fatType: 16, sectorSize: 4096},
 		repoFlags: repoFlags{cacheSize: "32M", cacheDir: "/var/cache/x"}}
 	af := accessFlags{tlsCerts: "/etc/gitblk/tls", secret: true, decrypt: "/etc/gitblk/id",
-		allow: stringList{"uid=0,gid=100", "cert-cn=vm-*,cert-dns=*.example.org", "source=10.0.0.0/8,cert-uri=spiffe://f/*"},
+		allow:         stringList{"uid=0,gid=100", "cert-cn=vm-*,cert-dns=*.example.org", "source=10.0.0.0/8,cert-uri=spiffe://f/*"},
 		maxSecretFile: "64K", maxSecretMemory: "8M"}
 	got, err := shorthandConfig(&cf, stringList{"unix:/run/g.sock", "0.0.0.0:10809"}, stringList{"refs/tags/*"}, &af, "/srv/keys.git", "main")
 	if err != nil {
