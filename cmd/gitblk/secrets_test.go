@@ -315,6 +315,21 @@ func TestServeSecretExports(t *testing.T) {
 			t.Errorf("%s: the ciphertext is in the image too", uri)
 		}
 	}
+	// qemu's client, with tls-creds-x509, reads the same bytes.
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		for i, server := range []string{"server.type=unix,server.path=" + sock,
+			fmt.Sprintf("server.type=inet,server.host=127.0.0.1,server.port=%d", port)} {
+			out := filepath.Join(s.dir, fmt.Sprintf("qemu-%d.img", i))
+			sh(t, "", nil, "qemu-img", "convert", "--object", "tls-creds-x509,id=tls0,dir="+good+",endpoint=client",
+				"--image-opts", "driver=nbd,"+server+",export=keys,tls-creds=tls0,tls-hostname=localhost", "-O", "raw", out)
+			if img, _ := os.ReadFile(out); !bytes.Equal(img, built.Bytes()) {
+				t.Errorf("qemu-img over %s: %d bytes differ from build --export keys", server, len(img))
+			}
+			os.Remove(out)
+		}
+	} else {
+		t.Log("qemu-img not installed (Debian qemu-utils): its case is not run")
+	}
 	// The public export needs no certificate, over TLS or (on unix) not.
 	if out := sh(t, "", nil, "nbdinfo", "--size", unixURI("site", noCert)); strings.TrimSpace(string(out)) == "" {
 		t.Error("site over TLS without a client certificate: no size")
@@ -584,5 +599,45 @@ address = "0.0.0.0:10809"
 		if _, err := shorthandConfig(&cf, nil, nil, &bad, "/r", "main"); !errors.Is(err, errUsage) {
 			t.Errorf("%+v: %v, want a usage error", bad, err)
 		}
+	}
+}
+
+// SIGHUP reloads the certificates too, here for the REPO REF shorthand:
+// new connections get the new server certificate and CA.
+func TestServeReloadsCertificates(t *testing.T) {
+	s := setupSecrets(t)
+	srvDir := filepath.Join(s.dir, "server-tls")
+	sock := filepath.Join(s.dir, "r.sock")
+	logs := startServe(t, "--listen", "unix:"+sock, "--tls-certificates", srvDir, "--secret", "--decrypt", s.identity,
+		"--allow", "cert-cn=vm-*", s.keys, "main")
+	old := clientDir(t, filepath.Join(s.dir, "c-old"), s.ca, s.ca, "vm1")
+	uri := func(certs string) string { return "nbds+unix:///?socket=" + sock + "&tls-certificates=" + certs }
+	before := sh(t, "", nil, "nbdcopy", uri(old), "-")
+	if got := tarFile(t, before, "tls/server.key"); !bytes.Equal(got, s.plainKey) {
+		t.Fatalf("tls/server.key = %q", got)
+	}
+	// A new CA signs the new server certificate and the new client's.
+	ca2 := filepath.Join(s.dir, "ca2")
+	makeCA(t, ca2, "second CA")
+	makeCert(t, ca2, "server", "localhost", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth")
+	makeCert(t, ca2, "vm2", "vm-2", "extendedKeyUsage=clientAuth")
+	for _, f := range []string{"ca-cert.pem", "server-cert.pem", "server-key.pem"} {
+		copyFile(t, filepath.Join(ca2, f), filepath.Join(srvDir, f))
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitLog(t, logs, "msg=reloaded")
+	if out, err := shErr("", nil, "nbdcopy", uri(old), "-"); err == nil || len(out) > 0 {
+		t.Errorf("a client trusting only the old CA read %d bytes after the reload (err %v)", len(out), err)
+	}
+	fresh := clientDir(t, filepath.Join(s.dir, "c-new"), ca2, ca2, "vm2")
+	if after := sh(t, "", nil, "nbdcopy", uri(fresh), "-"); !bytes.Equal(after, before) {
+		t.Error("after the certificate reload: other bytes")
+	}
+	// Certificates that do not load: logged, the old ones kept.
+	os.WriteFile(filepath.Join(srvDir, "server-key.pem"), []byte("broken"), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitLog(t, logs, "reload failed")
+	if after := sh(t, "", nil, "nbdcopy", uri(fresh), "-"); !bytes.Equal(after, before) {
+		t.Error("after a failed certificate reload: other bytes")
 	}
 }
