@@ -641,3 +641,60 @@ func TestServeReloadsCertificates(t *testing.T) {
 		t.Error("after a failed certificate reload: other bytes")
 	}
 }
+
+// mount --config --export shows what the export serves: its image, and
+// its tree with the decrypted files under their plain names.
+func TestMountExport(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("no /dev/fuse: FUSE mounts cannot exist here (%v)", err)
+	}
+	needTools(t, "fusermount3")
+	s := setupSecrets(t)
+	cfgPath := filepath.Join(s.dir, "m.toml")
+	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "m.sock"), freePort(t), "")), 0o600)
+	var built bytes.Buffer
+	if err := Run(context.Background(), []string{"build", "-q", "--config", cfgPath, "--export", "keys"}, &built, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(s.dir, "mnt")
+	os.MkdirAll(dir, 0o755)
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"mount", "--config", cfgPath, "--export", "keys", dir}, io.Discard, logs)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("mount: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			exec.Command("fusermount3", "-u", "-z", dir).Run()
+			t.Error("mount did not stop")
+		}
+	}()
+	waitLog(t, logs, "msg=mounted")
+	if got, err := os.ReadFile(filepath.Join(dir, "tree", "tls", "server.key")); err != nil || !bytes.Equal(got, s.plainKey) {
+		t.Errorf("tree/tls/server.key = %q, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tree", "tls", "server.key.age")); !os.IsNotExist(err) {
+		t.Errorf("tree/tls/server.key.age: %v, want it absent", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "image.tar")); err != nil || !bytes.Equal(got, built.Bytes()) {
+		t.Errorf("image.tar: %d bytes, %v; want build --export keys (%d bytes)", len(got), err, built.Len())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "image.fat")); !os.IsNotExist(err) {
+		t.Errorf("image.fat of a tar export: %v", err)
+	}
+	// Usage: --config and --export go together, and take no REPO REF.
+	for _, args := range [][]string{{"build", "--config", cfgPath}, {"build", "--export", "keys", ".", "HEAD"},
+		{"build", "--config", cfgPath, "--export", "keys", ".", "HEAD"}, {"build", "--config", cfgPath, "--export", "keys", "--format", "fat"},
+		{"mount", "--config", cfgPath, "--export", "keys", ".", "HEAD", dir}, {"build", "--config", cfgPath, "--export", "nope"}} {
+		if err := Run(context.Background(), args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+			t.Errorf("%q: %v, want a usage error", args, err)
+		}
+	}
+}
