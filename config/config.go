@@ -5,7 +5,8 @@
 // The file is TOML. Validation is strict: an unknown key, a value of the
 // wrong type or out of range, a duplicate name or listener, a rule that
 // cannot match is an *Error naming the file, the line and the key. Parse
-// touches no file but the one it reads; what the config names (repositories,
+// touches no file but the one it reads (relative paths in it are taken
+// from the file's directory); what the config names (repositories,
 // identities, certificates) is opened by the caller, which reports failures
 // with Export.Errorf or Config.Errorf so they name the line too.
 //
@@ -22,6 +23,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -299,7 +301,32 @@ func Parse(doc []byte, file string) (*Config, error) {
 	if err := c.fill(&fc); err != nil {
 		return nil, err
 	}
+	c.resolvePaths()
 	return c, nil
+}
+
+// resolvePaths makes the paths a file names relative to the file's
+// directory, as a reader of the file expects (not to the server's working
+// directory, which a service manager chooses).
+func (c *Config) resolvePaths() {
+	if c.File == "" {
+		return
+	}
+	base, err := filepath.Abs(filepath.Dir(c.File))
+	if err != nil {
+		return
+	}
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	abs(&c.CacheDir)
+	abs(&c.TLS.Certificates)
+	for i := range c.Exports {
+		abs(&c.Exports[i].Repository)
+		abs(&c.Exports[i].Decrypt)
+	}
 }
 
 // decodeError turns the TOML library's errors into one *Error with a line.

@@ -179,12 +179,18 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load(missing) = %v", err)
 	}
 	p := filepath.Join(dir, "c.toml")
-	os.WriteFile(p, []byte("[export.a]\nrepository = \".\"\nref = \"HEAD\"\n"), 0o644)
+	os.WriteFile(p, []byte("[tls]\ncertificates = \"tls\"\n[export.a]\nrepository = \"site.git\"\nref = \"HEAD\"\n"+
+		"[export.b]\nrepository = \"/srv/b.git\"\nref = \"HEAD\"\nsecret = true\ndecrypt = \"../id\"\nallow = [{uid=[0]}]\n"), 0o644)
 	c, err := Load(p)
 	if err != nil || c.File != p {
 		t.Fatalf("Load = %+v, %v", c, err)
 	}
-	if err := c.Export("a").Errorf("repository", "cannot open: %s", "gone"); err.Error() != p+":2: export.a.repository: cannot open: gone" {
+	// Relative paths are taken from the file's directory.
+	if c.Export("a").Repository != filepath.Join(dir, "site.git") || c.Export("b").Repository != "/srv/b.git" ||
+		c.Export("b").Decrypt != filepath.Join(filepath.Dir(dir), "id") || c.TLS.Certificates != filepath.Join(dir, "tls") {
+		t.Errorf("paths: %q %q %q %q", c.Export("a").Repository, c.Export("b").Repository, c.Export("b").Decrypt, c.TLS.Certificates)
+	}
+	if err := c.Export("a").Errorf("repository", "cannot open: %s", "gone"); err.Error() != p+":4: export.a.repository: cannot open: gone" {
 		t.Errorf("Export.Errorf = %v", err)
 	}
 	big := make([]byte, maxFileSize+1)
@@ -195,13 +201,13 @@ func TestLoad(t *testing.T) {
 }
 
 func TestEqual(t *testing.T) {
-	doc := "[export.a]\nrepository = \".\"\nref = \"HEAD\"\n"
+	doc := "[export.a]\nrepository = \"/srv/a.git\"\nref = \"HEAD\"\n"
 	a, _ := Parse([]byte(doc), "one.toml")
 	b, _ := Parse([]byte("\n\n"+doc), "two.toml")
 	if !a.Equal(b) {
 		t.Error("same config from two files is not Equal")
 	}
-	built := &Config{Exports: []Export{{Name: "a", Repository: ".", Ref: "HEAD", Image: Image{Format: imager.FormatTar, SectorSize: 512}}}}
+	built := &Config{Exports: []Export{{Name: "a", Repository: "/srv/a.git", Ref: "HEAD", Image: Image{Format: imager.FormatTar, SectorSize: 512}}}}
 	if err := built.Validate(); err != nil {
 		t.Fatal(err)
 	}
