@@ -23,6 +23,10 @@ need=(
 	"cpio cpio"
 	"losetup mount"
 	"systemd-analyze systemd"
+	"age age"
+	"openssl openssl"
+	"ssh-keygen openssh-client"
+	"setpriv util-linux"
 )
 missing=()
 for pair in "${need[@]}"; do
