@@ -513,6 +513,14 @@ func TestServeConfigErrors(t *testing.T) {
 			t.Errorf("config %d: a socket was created", i)
 		}
 	}
+	// The shorthand's flags: an unreadable certificate directory or
+	// identity is a usage error naming the flag.
+	for _, args := range [][]string{{"--tls-certificates", dir}, {"--secret", "--allow", "uid=0", "--decrypt", id}} {
+		err := Run(context.Background(), append(append([]string{"serve", "--listen", "unix:" + sock}, args...), repo, "main"), io.Discard, io.Discard)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), args[len(args)-2]) {
+			t.Errorf("serve %q: %v, want a usage error naming %s", args, err, args[len(args)-2])
+		}
+	}
 	// Flags the file sets cannot be given with --config.
 	if err := Run(context.Background(), []string{"serve", "--config", "x.toml", "--format", "fat"}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 		t.Errorf("--config with --format: %v", err)

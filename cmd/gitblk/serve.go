@@ -97,7 +97,14 @@ func configError(err error) error {
 	case ce.File != "":
 		return usagef("%v", err)
 	}
-	// The command line's own config: a bad REPO or REF, as before.
+	// The command line's own config: an unreadable certificate or identity
+	// is a usage error too; a bad REPO or REF is an error, as before.
+	switch {
+	case ce.Key == "tls.certificates":
+		return usagef("--tls-certificates: %s", ce.Msg)
+	case strings.HasSuffix(ce.Key, ".decrypt"):
+		return usagef("--decrypt: %s", ce.Msg)
+	}
 	return errors.New(ce.Msg)
 }
 
