@@ -2,6 +2,9 @@ package integration
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -268,4 +271,94 @@ allow = [{ cert-cn = ["unikernel-*"] }]
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.waitLog(t, "msg=reloaded")
 	runOut(t, "", nil, "nbdinfo", "--size", "nbds+unix:///more?socket="+sock+"&tls-certificates="+noCert)
+}
+
+// TestGuestReadsSecretExportOverTLS boots a Linux guest under QEMU whose
+// virtio disk is the secret export, fetched over nbds:// (TCP, TLS
+// required) with a client certificate: every file the guest reads equals
+// `age -d` of the stored file, and no .age file is there.
+func TestGuestReadsSecretExportOverTLS(t *testing.T) {
+	qemu := requireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	for _, tool := range []struct{ prog, pkg string }{{"age", "age"}, {"age-keygen", "age"}, {"openssl", "openssl"}} {
+		requireTool(t, tool.prog, tool.pkg)
+	}
+	kernel, initrd := prepareGuest(t)
+	dir, err := os.MkdirTemp("", "gitblk-guest-secret-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	identity := filepath.Join(dir, "host.txt")
+	runOut(t, dir, nil, "age-keygen", "-o", identity)
+	recipient := strings.TrimSpace(string(runOut(t, dir, nil, "age-keygen", "-y", identity)))
+	plain := map[string]string{
+		"tls/server.key": "-----BEGIN PRIVATE KEY-----\n" + secretMarker + "\n-----END PRIVATE KEY-----\n",
+		"dns/update.key": "key \"update\" { algorithm hmac-sha256; secret \"c2VjcmV0\"; };\n",
+		"api-token":      "token-" + secretMarker,
+		"tls/server.pem": "a public certificate, stored in clear\n",
+		"README":         "keys of unikernel-1\n",
+	}
+	stored := map[string]string{}
+	want := map[string]string{}
+	for p, content := range plain {
+		if strings.HasSuffix(p, ".key") || p == "api-token" {
+			ct := runOut(t, "", []byte(content), "age", "-e", "-r", recipient)
+			stored[p+".age"] = string(ct)
+			content = string(runOut(t, "", ct, "age", "-d", "-i", identity))
+		} else {
+			stored[p] = content
+		}
+		sum := sha256.Sum256([]byte(content))
+		want[p] = hex.EncodeToString(sum[:])
+	}
+	keys := newRepo(t, stored)
+	srvTLS, client, _ := tlsDirs(t, dir, "unikernel-1")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfgPath := filepath.Join(dir, "gitblk.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`[tls]
+certificates = %q
+[[listen]]
+address = "127.0.0.1:%d"
+[export.keys]
+repository = %q
+ref = "main"
+format = "fat"
+secret = true
+decrypt = %q
+allow = [{ cert-cn = ["unikernel-*"] }]
+`, srvTLS, port, keys, identity)), 0o600)
+	startServeConfig(t, cfgPath, nil, func() error {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+
+	ctx, cancel := context.WithTimeout(t.Context(), guestBootTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, qemu,
+		"-accel", "tcg", "-m", guestMemory, "-nographic", "-no-reboot", "-nic", "none",
+		"-kernel", kernel, "-initrd", initrd,
+		"-append", "console=ttyS0 quiet loglevel=1 panic=-1 gitblk.mode=fat",
+		"-object", "tls-creds-x509,id=tls0,dir="+client+",endpoint=client",
+		"-blockdev", fmt.Sprintf("driver=nbd,node-name=keys,server.type=inet,server.host=127.0.0.1,server.port=%d,export=keys,tls-creds=tls0,tls-hostname=localhost,read-only=on", port),
+		"-device", "virtio-blk-pci,drive=keys")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("QEMU did not power off within %v\nconsole:\n%s", guestBootTimeout, out)
+	}
+	if err != nil {
+		t.Fatalf("QEMU: %v\nconsole:\n%s", err, out)
+	}
+	got, err := parseGuestSums(string(out))
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, out)
+	}
+	compareSums(t, want, got)
 }
