@@ -23,6 +23,9 @@ import (
 const serveExamples = `  gitblk serve /srv/site.git main                       # nbd://127.0.0.1:10809/
   gitblk serve --format fat --listen unix:/run/gitblk/site.sock /srv/site.git main
   gitblk serve --refs 'refs/tags/*' . main               # also nbd://.../refs/tags/v1:fat
+  gitblk serve --config /etc/gitblk/gitblk.toml          # several exports, access rules, TLS, secrets
+  gitblk serve --tls-certificates /etc/gitblk/tls --secret --decrypt /etc/gitblk/host.key \
+      --allow cert-cn=vm-1 --listen 0.0.0.0:10809 /srv/keys.git main
 `
 
 // defaultListen is loopback only: nothing is exposed unless asked.
