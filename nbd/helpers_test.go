@@ -319,3 +319,20 @@ var (
 	_ Image       = (*failImage)(nil)
 	_ Image       = (*genImage)(nil)
 )
+
+// firstDiff is the first offset where a and b differ (or the shorter length).
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// osExec is exec.Command with /usr/bin first in PATH.
+func osExec(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
+	return cmd
+}

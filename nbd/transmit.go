@@ -454,6 +454,9 @@ func (cn *conn) serveBlockStatus(r request) (int64, error) {
 			if n <= 0 {
 				n, zero = end-pos, false // the image does not know: allocated
 			}
+			if zero {
+				n, zero = sectorZeros(pos, n)
+			}
 		}
 		if n > end-pos {
 			// The last run may extend past the request (the spec allows
@@ -484,6 +487,30 @@ func (cn *conn) serveBlockStatus(r request) (int64, error) {
 	putChunkHeader(b, replyFlagDone, replyTypeBlockStatus, r.cookie, uint32(len(b)-chunkHeaderLen))
 	be.PutUint32(b[chunkHeaderLen:], allocationContextID)
 	return 0, cn.write(b)
+}
+
+// statusAlign is the granularity of the zero runs block status reports.
+// qemu-img convert works in 512-byte sectors: it takes a sector in which a
+// zero extent starts or ends as all zeros, so a zero run that does not
+// start and end on a sector boundary (tar padding after a file's last
+// byte) would cost the file its last bytes. Reporting a zero run's
+// unaligned edges as data is always correct (doc/proto.md: a clear ZERO
+// flag only means the area may not read as zeros).
+const statusAlign = 512
+
+// sectorZeros splits the zero run [pos, pos+n) for block status: it
+// returns the length and class of its first part, data up to the first
+// sector boundary, then zeros to the last one, then data again.
+func sectorZeros(pos, n int64) (int64, bool) {
+	first := (pos + statusAlign - 1) / statusAlign * statusAlign
+	last := (pos + n) / statusAlign * statusAlign
+	switch {
+	case first >= last:
+		return n, false // no whole sector of zeros
+	case first > pos:
+		return first - pos, false
+	}
+	return last - pos, true
 }
 
 // runCache remembers the last runs an ExtentImage reported, so that
