@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -148,7 +149,7 @@ func (p *serveProcess) waitLog(t *testing.T, s string) {
 // plaintext, and a SIGHUP with a broken config keeps the old one.
 func TestSecretExportOverTLS(t *testing.T) {
 	for _, tool := range []struct{ prog, pkg string }{{"age", "age"}, {"age-keygen", "age"}, {"openssl", "openssl"},
-		{"nbdcopy", "libnbd-bin"}, {"nbdinfo", "libnbd-bin"}, {"tar", "tar"}} {
+		{"nbdcopy", "libnbd-bin"}, {"nbdinfo", "libnbd-bin"}, {"nbdsh", "python3-libnbd"}} {
 		requireTool(t, tool.prog, tool.pkg)
 	}
 	dir, err := os.MkdirTemp("", "gitblk-secret-") // short: unix socket paths are limited
@@ -259,6 +260,41 @@ allow = [{ cert-cn = ["unikernel-*"] }]
 		t.Error("no file in the cache directory: the scan proves nothing")
 	}
 
+	// While a connection holds the secret export, its plaintext is locked
+	// in the server's memory (VmLck); when the connection closes, freed.
+	hold := exec.Command("nbdsh", "-c", fmt.Sprintf(`import sys
+h.set_uri_allow_local_file(True)
+h.connect_uri(%q)
+h.pread(512, 0)
+print("held", flush=True)
+sys.stdin.readline()
+`, unixURI))
+	hold.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
+	stdin, _ := hold.StdinPipe()
+	stdout, _ := hold.StdoutPipe()
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	held := bufio.NewScanner(stdout)
+	for held.Scan() && !strings.HasSuffix(held.Text(), "held") {
+	}
+	if !strings.HasSuffix(held.Text(), "held") {
+		t.Fatalf("nbdsh did not hold the export: %v", held.Err())
+	}
+	if locked := vmLck(t, p.cmd.Process.Pid); locked == 0 {
+		t.Log("VmLck 0 while the secret is held: RLIMIT_MEMLOCK did not allow locking here")
+		p.waitLog(t, "could not be locked")
+	}
+	stdin.Close()
+	hold.Wait()
+	deadline := time.Now().Add(serveStopTimeout)
+	for vmLck(t, p.cmd.Process.Pid) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("VmLck %d kB after the last connection closed", vmLck(t, p.cmd.Process.Pid))
+		}
+		time.Sleep(servePollInterval)
+	}
+
 	// SIGHUP with a broken config: logged, still serving the old one.
 	os.WriteFile(cfgPath, []byte(cfgText("colour = \"red\"\n")), 0o600)
 	p.cmd.Process.Signal(syscall.SIGHUP)
@@ -361,4 +397,22 @@ allow = [{ cert-cn = ["unikernel-*"] }]
 		t.Fatalf("%v\nconsole:\n%s", err, out)
 	}
 	compareSums(t, want, got)
+}
+
+// vmLck returns a process's locked memory in kB (/proc/PID/status).
+func vmLck(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmLck:"); ok {
+			var n int
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &n)
+			return n
+		}
+	}
+	t.Fatal("no VmLck in /proc/PID/status")
+	return 0
 }
