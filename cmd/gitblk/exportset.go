@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/gitblk/gitblk/config"
 	"github.com/gitblk/gitblk/gitfs"
@@ -32,20 +33,27 @@ type liveExport struct {
 	id *secrets.Identity // nil unless x.Decrypt
 }
 
-// openRepo is a repository opened once per process and shared by every
-// export and generation that names it.
+// openRepo is a repository opened once and shared by every export and
+// generation of the config that names it.
 type openRepo struct {
 	path     string // absolute
 	repo     *gitfs.Repo
 	images   *gitfs.Images
 	cacheDir string
+
+	holds   int  // connections using it (repoSet.mu)
+	dropped bool // the current config no longer names it: close with the last hold
+	closed  bool
 }
 
-// repoSet opens repositories on first use and keeps them open.
+// repoSet opens repositories on first use. A repository that a reload
+// drops is closed once no connection holds it. Safe for concurrent use.
 type repoSet struct {
 	cacheSize int64
 	cacheDir  string
-	repos     map[string]*openRepo
+
+	mu    sync.Mutex
+	repos map[string]*openRepo
 }
 
 func newRepoSet(cacheSize int64, cacheDir string) *repoSet {
@@ -58,6 +66,8 @@ func (rs *repoSet) open(path string) (*openRepo, error) {
 	if err != nil {
 		return nil, err
 	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
 	if r, ok := rs.repos[abs]; ok {
 		return r, nil
 	}
@@ -77,9 +87,65 @@ func (rs *repoSet) open(path string) (*openRepo, error) {
 	return r, nil
 }
 
-func (rs *repoSet) close() {
+// hold counts a connection's use of r; false if r was closed meanwhile
+// (a reload dropped it: look the name up again).
+func (rs *repoSet) hold(r *openRepo) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.holds++
+	return true
+}
+
+// unhold ends a hold, closing r with the last one if it was dropped.
+func (rs *repoSet) unhold(r *openRepo) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	r.holds--
+	if r.holds == 0 && r.dropped {
+		rs.closeLocked(r)
+	}
+}
+
+// prune marks the repositories set does not name as dropped, closing
+// those no connection holds.
+func (rs *repoSet) prune(set *exportSet) {
+	named := map[*openRepo]bool{}
+	for _, le := range set.exports {
+		named[le.r] = true
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
 	for _, r := range rs.repos {
+		r.dropped = !named[r]
+		if r.dropped && r.holds == 0 {
+			rs.closeLocked(r)
+		}
+	}
+}
+
+func (rs *repoSet) closeLocked(r *openRepo) {
+	if !r.closed {
+		r.closed = true
 		r.repo.Close()
+		delete(rs.repos, r.path)
+	}
+}
+
+// len returns how many repositories are open.
+func (rs *repoSet) len() int {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return len(rs.repos)
+}
+
+func (rs *repoSet) close() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, r := range rs.repos {
+		rs.closeLocked(r)
 	}
 }
 

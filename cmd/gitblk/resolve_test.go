@@ -251,3 +251,67 @@ func startTLS(addr string, cfg *tls.Config) error {
 	}
 	return nil
 }
+
+// A repository a reload drops stays open while a connection holds an
+// image of it, and is closed with the last hold.
+func TestReloadClosesDroppedRepos(t *testing.T) {
+	needTools(t, "git")
+	dir := t.TempDir()
+	one, two := filepath.Join(dir, "one"), filepath.Join(dir, "two")
+	gitRepo(t, one, map[string][]byte{"a": []byte("one")})
+	gitRepo(t, two, map[string][]byte{"a": []byte("two")})
+	cfgPath := filepath.Join(dir, "c.toml")
+	write := func(repo string) {
+		os.WriteFile(cfgPath, []byte(fmt.Sprintf("[export.x]\nrepository = %q\nref = \"main\"\n", repo)), 0o600)
+	}
+	write(one)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repos := newRepoSet(0, filepath.Join(dir, "cache"))
+	defer repos.close()
+	set, err := prepare(cfg, repos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(slog.New(slog.NewTextHandler(io.Discard, nil)), set, repos, func() (*config.Config, error) { return config.Load(cfgPath) })
+	peer := nbd.Peer{Network: "unix", Cred: &nbd.Cred{}}
+	held, err := srv.resolve(context.Background(), "x", peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldRepo := set.exports["x"].r
+	write(two)
+	if err := srv.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if oldRepo.closed || repos.len() != 2 {
+		t.Fatalf("a held repository was closed (closed=%v, open=%d)", oldRepo.closed, repos.len())
+	}
+	// The held image still reads; a new connection gets the new repository.
+	buf := make([]byte, held.Image.Size())
+	if _, err := held.Image.ReadAt(buf, 0); err != nil && err != io.EOF {
+		t.Errorf("held image after the reload: %v", err)
+	}
+	fresh, err := srv.resolve(context.Background(), "x", peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := srv.cur.Load().exports["x"].r; r == oldRepo || r.path != two {
+		t.Errorf("the new config serves %s, want %s", r.path, two)
+	}
+	fresh.Release()
+	held.Release()
+	if !oldRepo.closed || repos.len() != 1 {
+		t.Errorf("after the last hold: closed=%v, open=%d; want closed, 1", oldRepo.closed, repos.len())
+	}
+	// A reload that fails closes what it opened.
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[export.x]\nrepository = %q\nref = \"main\"\n[export.y]\nrepository = %q\nref = \"nope\"\n", two, one)), 0o600)
+	if err := srv.reload(); err == nil {
+		t.Fatal("a reload with a bad ref succeeded")
+	}
+	if repos.len() != 1 {
+		t.Errorf("after a failed reload: %d repositories open, want 1", repos.len())
+	}
+}

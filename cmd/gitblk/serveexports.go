@@ -30,7 +30,7 @@ type server struct {
 	pool   *secrets.Pool
 	budget *secrets.Budget
 
-	reloadMu sync.Mutex // one reload at a time; guards repos
+	reloadMu sync.Mutex // one reload at a time
 
 	mu     sync.Mutex
 	warned map[string]bool        // tree+format whose warnings were logged
@@ -130,12 +130,36 @@ func peerOf(p nbd.Peer) policy.Peer {
 // as a name that does not exist, so its name cannot be probed; the reason
 // goes to the log.
 func (s *server) resolve(ctx context.Context, name string, np nbd.Peer) (*nbd.Export, error) {
-	set := s.cur.Load()
-	le, rev, format, err := set.lookup(name)
+	le, rev, format, err := s.lookup(name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
 	}
-	peer := peerOf(np)
+	x, err := s.decide(le, name, rev, format, peerOf(np))
+	if err != nil {
+		s.repos.unhold(le.r)
+		return nil, err
+	}
+	release := x.Release
+	x.Release = func() {
+		release()
+		s.repos.unhold(le.r)
+	}
+	return x, nil
+}
+
+// lookup finds name in the current set and holds its repository open.
+func (s *server) lookup(name string) (*liveExport, string, imager.Format, error) {
+	for {
+		le, rev, format, err := s.cur.Load().lookup(name)
+		if err != nil || s.repos.hold(le.r) {
+			return le, rev, format, err
+		}
+		// A reload closed the repository in between: the set is new.
+	}
+}
+
+// decide applies the export's rules to peer and pins the image.
+func (s *server) decide(le *liveExport, name, rev string, format imager.Format, peer policy.Peer) (*nbd.Export, error) {
 	if d := le.x.Access.Decide(peer); !d.Allowed {
 		s.log.Warn("refused", "export", name, "peer", peer.String(), "secret", le.x.Secret, "reason", d.Reason)
 		switch {
@@ -243,6 +267,7 @@ func (s *server) reload() error {
 		set, err = prepare(cfg, s.repos)
 	}
 	if err != nil {
+		s.repos.prune(old) // what a failed prepare opened
 		s.log.Error("reload failed; still serving the previous config", "err", err)
 		return err
 	}
@@ -254,6 +279,7 @@ func (s *server) reload() error {
 	}
 	s.budget.SetMax(cfg.MaxSecretMemory)
 	s.cur.Store(set)
-	s.log.Info("reloaded", "config", cfg.File, "exports", len(cfg.Exports))
+	s.repos.prune(set)
+	s.log.Info("reloaded", "config", cfg.File, "exports", len(cfg.Exports), "repositories", s.repos.len())
 	return nil
 }
