@@ -26,6 +26,9 @@ need=(
 	"losetup mount"
 	"systemd-analyze systemd"
 	"shellcheck shellcheck"
+	"age age"
+	"openssl openssl"
+	"ssh-keygen openssh-client"
 )
 missing=()
 for pair in "${need[@]}"; do

@@ -13,6 +13,7 @@ import (
 )
 
 const buildExamples = `  gitblk build -o site.tar /srv/site.git main
+  gitblk build --config /etc/gitblk/gitblk.toml --export keys | tar -tvf -
   gitblk build --format fat --sector-size 4096 -o site.img . v1.2
   gitblk build . HEAD | sha256sum
 `
@@ -21,20 +22,37 @@ const buildExamples = `  gitblk build -o site.tar /srv/site.git main
 const copyChunk = 1 << 20
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("build", "build [flags] REPO REF", buildExamples, stderr)
+	fs := newFlags("build", "build [flags] REPO REF\n       gitblk build [-o FILE] --config FILE --export NAME", buildExamples, stderr)
 	var cf commonFlags
 	cf.register(fs)
 	out := fs.String("o", "-", "output file, or - for standard output")
 	quiet := fs.Bool("q", false, "no progress bar")
-	pos, err := parseArgs(fs, args, 2)
+	var ef exportFlags
+	ef.register(fs)
+	pos, err := parsePositionals(fs, args)
 	if err != nil {
 		return err
 	}
-	o, layout, opts, warnings, err := cf.openImage(pos[0], pos[1])
-	if err != nil {
+	if err := ef.check(fs, pos, 0, 2); err != nil {
 		return err
 	}
-	defer o.repo.Close()
+	var layout *imager.Layout
+	var opts imager.Options
+	var warnings []imager.Warning
+	if ef.config != "" {
+		x, err := ef.openExport()
+		if err != nil {
+			return err
+		}
+		defer x.close()
+		layout, opts, warnings = x.layout, x.opts, x.warnings
+	} else {
+		var o *opened
+		if o, layout, opts, warnings, err = cf.openImage(pos[0], pos[1]); err != nil {
+			return err
+		}
+		defer o.repo.Close()
+	}
 	printWarnings(stderr, opts.Format, warnings)
 
 	var prog *progress

@@ -17,15 +17,23 @@ const mountExamples = `  gitblk mount . HEAD /mnt/site &
 `
 
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("mount", "mount [flags] REPO REF MOUNTPOINT", mountExamples, stderr)
+	fs := newFlags("mount", "mount [flags] REPO REF MOUNTPOINT\n       gitblk mount --config FILE --export NAME MOUNTPOINT", mountExamples, stderr)
 	var cf commonFlags
 	cf.register(fs)
 	allowOther := fs.Bool("allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
-	pos, err := parseArgs(fs, args, 3)
+	var ef exportFlags
+	ef.register(fs)
+	pos, err := parsePositionals(fs, args)
 	if err != nil {
 		return err
 	}
+	if err := ef.check(fs, pos, 1, 3); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if ef.config != "" {
+		return mountExport(ctx, &ef, pos[0], *allowOther, log)
+	}
 	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err

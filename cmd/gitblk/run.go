@@ -101,6 +101,25 @@ func newFlags(name, synopsis, examples string, out io.Writer) *flag.FlagSet {
 // parseArgs parses flags that may come before, between or after the
 // positional arguments, and checks the number of positionals.
 func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
+	pos, err := parsePositionals(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	return pos, wantArgs(fs, pos, want)
+}
+
+// wantArgs checks the number of positional arguments.
+func wantArgs(fs *flag.FlagSet, pos []string, want int) error {
+	if len(pos) != want {
+		fs.Usage()
+		return usagef("%s: want %d arguments, got %d", fs.Name(), want, len(pos))
+	}
+	return nil
+}
+
+// parsePositionals parses flags that may come before, between or after
+// the positional arguments, and returns the positionals.
+func parsePositionals(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -121,10 +140,6 @@ func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 		}
 		pos = append(pos, rest[0])
 		args = rest[1:]
-	}
-	if len(pos) != want {
-		fs.Usage()
-		return nil, usagef("%s: want %d arguments, got %d", fs.Name(), want, len(pos))
 	}
 	return pos, nil
 }

@@ -9,12 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/config"
 	"github.com/gitblk/gitblk/imager"
 	"github.com/gitblk/gitblk/nbd"
 )
@@ -22,6 +23,9 @@ import (
 const serveExamples = `  gitblk serve /srv/site.git main                       # nbd://127.0.0.1:10809/
   gitblk serve --format fat --listen unix:/run/gitblk/site.sock /srv/site.git main
   gitblk serve --refs 'refs/tags/*' . main               # also nbd://.../refs/tags/v1:fat
+  gitblk serve --config /etc/gitblk/gitblk.toml          # several exports, access rules, TLS, secrets
+  gitblk serve --tls-certificates /etc/gitblk/tls --secret --decrypt /etc/gitblk/host.key \
+      --allow cert-cn=vm-1 --listen 0.0.0.0:10809 /srv/keys.git main
 `
 
 // defaultListen is loopback only: nothing is exposed unless asked.
@@ -42,25 +46,40 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 var _ flag.Value = (*stringList)(nil)
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "serve [flags] REPO REF", serveExamples, stderr)
+	fs := newFlags("serve", "serve [flags] REPO REF\n       gitblk serve --config FILE", serveExamples, stderr)
 	var cf commonFlags
 	var listens, refs stringList
+	var af accessFlags
 	cf.register(fs)
 	fs.Var(&listens, "listen", "address to serve on: HOST:PORT or unix:PATH; repeatable (default "+defaultListen+")")
 	fs.Var(&refs, "refs", "also serve refs matching this pattern, e.g. 'refs/tags/*', as exports REF and REF:FORMAT; repeatable")
+	af.register(fs)
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
-	pos, err := parseArgs(fs, args, 2)
+	pos, err := parsePositionals(fs, args)
 	if err != nil {
 		return err
 	}
-	if _, err := cf.options(""); err != nil {
-		return err
+	var load func() (*config.Config, error)
+	if af.config != "" {
+		if err := checkConfigFlags(fs); err != nil {
+			return err
+		}
+		if err := wantArgs(fs, pos, 0); err != nil {
+			return err
+		}
+		load = func() (*config.Config, error) { return config.Load(af.config) }
+	} else {
+		if err := wantArgs(fs, pos, 2); err != nil {
+			return err
+		}
+		if _, err := cf.options(""); err != nil {
+			return err
+		}
+		load = func() (*config.Config, error) { return shorthandConfig(&cf, listens, refs, &af, pos[0], pos[1]) }
 	}
-	if err := checkPatterns(refs); err != nil {
-		return err
-	}
-	if len(listens) == 0 {
-		listens = stringList{defaultListen}
+	cfg, err := load()
+	if err != nil {
+		return configError(err)
 	}
 	var log *slog.Logger
 	if *logJSON {
@@ -68,19 +87,52 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		log = slog.New(slog.NewTextHandler(stderr, nil))
 	}
+	return serveConfig(ctx, cfg, load, log)
+}
 
-	// Fail fast on a bad REF, and lay out the default image while
-	// listeners come up, so the first client does not wait for it.
-	o, err := cf.openRev(pos[0], pos[1])
-	if err != nil {
+// configError makes a config file's errors usage errors (exit status 2):
+// nothing is served.
+func configError(err error) error {
+	var ce *config.Error
+	switch {
+	case !errors.As(err, &ce):
 		return err
+	case ce.File != "":
+		return usagef("%v", err)
 	}
-	repo, c := o.repo, o.commit
-	defer repo.Close()
-	s := &server{repo: repo, images: gitfs.NewImages(repo, 0, o.cacheDir), img: cf.imageFlags, log: log,
-		names: exportNamer{defaultRev: pos[1], patterns: refs}, warned: map[string]bool{},
-		pinned: map[*imager.Layout]int{}}
-	go s.image(c, "")
+	// The command line's own config: an unreadable certificate or identity
+	// is a usage error too; a bad REPO or REF is an error, as before.
+	switch {
+	case ce.Key == "tls.certificates":
+		return usagef("--tls-certificates: %s", ce.Msg)
+	case strings.HasSuffix(ce.Key, ".decrypt"):
+		return usagef("--decrypt: %s", ce.Msg)
+	}
+	return errors.New(ce.Msg)
+}
+
+// serveConfig serves cfg until ctx ends; SIGHUP reloads it with load.
+func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.Config, error), log *slog.Logger) error {
+	repos := newRepoSet(cfg.CacheSize, cfg.CacheDir)
+	defer repos.close()
+	set, err := prepare(cfg, repos)
+	if err != nil {
+		return configError(err)
+	}
+	s := newServer(log, set, repos, load)
+	// Lay out the public images while listeners come up, so the first
+	// client does not wait for them.
+	for _, le := range set.sorted() {
+		if le.x.Ref != "" && le.id == nil {
+			go func() {
+				if c, err := le.r.repo.Resolve(le.x.Ref); err == nil {
+					if _, ws, err := le.r.images.Image(c, le.x.Image.Options("")); err == nil {
+						s.warnOnce(c, le.x.Image.Options(""), ws)
+					}
+				}
+			}()
+		}
+	}
 
 	var lns []net.Listener
 	defer func() {
@@ -88,31 +140,49 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			l.Close()
 		}
 	}()
-	for _, a := range listens {
-		l, err := listen(a)
+	for _, a := range cfg.Listen {
+		l, err := listen(a.Address)
 		if err != nil {
 			return err
 		}
 		lns = append(lns, l)
 	}
 	srv := &nbd.Server{Resolve: s.resolve, List: s.list, Logger: log}
-	log.Info("serving", "repo", pos[0], "ref", pos[1], "commit", c.ID, "format", cf.format, "listen", listens.String())
+	if set.tls != nil {
+		srv.TLSConfig = s.tlsConfig()
+	}
+	var names []string
+	for _, x := range cfg.Exports {
+		names = append(names, x.Name)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log.Info("serving", "config", cfg.File, "exports", strings.Join(names, ","), "listen", listenNames(cfg))
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))
-	for _, l := range lns {
+	for i, l := range lns {
+		mode := nbdTLSMode(cfg.Mode(cfg.Listen[i]))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Serve(ctx, l); err != nil {
+			if err := srv.ServeMode(ctx, l, mode); err != nil {
 				errc <- fmt.Errorf("serve %s: %w", l.Addr(), err)
 			}
 		}()
 	}
 	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case serveErr = <-errc:
+			break loop
+		case <-hup:
+			s.reload()
+		}
 	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -125,6 +195,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	wg.Wait()
 	return serveErr
+}
+
+// listenNames lists the listeners with their TLS modes, for the log.
+func listenNames(cfg *config.Config) string {
+	var out []string
+	for _, l := range cfg.Listen {
+		out = append(out, l.Address+" tls="+string(cfg.Mode(l)))
+	}
+	return strings.Join(out, ",")
 }
 
 // listen opens a TCP or unix listener. A unix socket gets mode 0660, a
@@ -177,111 +256,3 @@ func listen(addr string) (net.Listener, error) {
 
 // Layouts know their zero runs: NBD block status reports them as holes.
 var _ nbd.ExtentImage = (*imager.Layout)(nil)
-
-// server maps export names to pinned images of the repository.
-type server struct {
-	repo   *gitfs.Repo
-	images *gitfs.Images
-	img    imageFlags
-	names  exportNamer
-	log    *slog.Logger
-
-	mu     sync.Mutex
-	warned map[string]bool        // tree+format whose warnings were logged
-	pinned map[*imager.Layout]int // layouts held by connections, with their pin counts
-}
-
-// maxPinnedImages bounds the distinct images connections hold at once: each
-// is a layout in memory (about 1 KiB per file), and with --refs clients
-// could otherwise pin one per ref. A connection asking for one more is told
-// the export is unavailable until others close.
-const maxPinnedImages = 16
-
-// errTooManyImages refuses a new image while maxPinnedImages are held.
-var errTooManyImages = errors.New("serve: too many different images in use; try again when connections close")
-
-// pin counts a connection's hold on l, unless that would make more than
-// maxPinnedImages distinct layouts held; the returned func releases it.
-func (s *server) pin(l *imager.Layout) (release func(), err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pinned[l] == 0 && len(s.pinned) >= maxPinnedImages {
-		return nil, errTooManyImages
-	}
-	s.pinned[l]++
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.pinned[l]--; s.pinned[l] <= 0 {
-			delete(s.pinned, l)
-		}
-	}, nil
-}
-
-// image returns the layout of commit c in format ("" = default), logging
-// its warnings once per tree and options.
-func (s *server) image(c *gitfs.Commit, format string) (*imager.Layout, imager.Options, error) {
-	opts, err := s.img.options(format)
-	if err != nil {
-		return nil, opts, err
-	}
-	l, ws, err := s.images.Image(c, opts)
-	if err != nil {
-		s.log.Error("image", "rev", c.Rev, "commit", c.ID, "format", string(opts.Format), "err", err)
-		return nil, opts, err
-	}
-	key := fmt.Sprintf("%s %+v", c.Tree, opts)
-	s.mu.Lock()
-	first := !s.warned[key]
-	if len(s.warned) >= maxWarnedKeys {
-		clear(s.warned) // a long-running server sees many trees: forget, at worst warn again
-	}
-	s.warned[key] = true
-	s.mu.Unlock()
-	if first {
-		logWarnings(s.log, c, opts.Format, ws)
-	}
-	return l, opts, nil
-}
-
-// resolve pins an export name to the commit its ref names now.
-func (s *server) resolve(ctx context.Context, name string, _ nbd.Peer) (*nbd.Export, error) {
-	x, err := s.names.parse(name)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
-	}
-	c, err := s.repo.Resolve(x.rev)
-	if err != nil {
-		if x.rev != s.names.defaultRev {
-			return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
-		}
-		return nil, err
-	}
-	l, opts, err := s.image(c, x.format)
-	if err != nil {
-		return nil, err
-	}
-	release, err := s.pin(l)
-	if err != nil {
-		return nil, err
-	}
-	return &nbd.Export{
-		Name:        name,
-		Description: fmt.Sprintf("gitblk %s %s commit %s", opts.Format, x.rev, c.ID),
-		Image:       l,
-		Release:     release,
-		LogAttrs:    []any{"ref", x.rev, "commit", c.ID, "format", string(opts.Format)},
-	}, nil
-}
-
-// list names the exports for NBD_OPT_LIST.
-func (s *server) list(_ context.Context, _ nbd.Peer) []string {
-	var refs []string
-	if len(s.names.patterns) > 0 {
-		var err error
-		if refs, err = s.repo.Refs(); err != nil {
-			s.log.Warn("list refs", "err", err)
-		}
-	}
-	return s.names.list(refs)
-}

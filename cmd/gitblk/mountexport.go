@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/imager"
+)
+
+// mountExport mounts what a config's export serves: its one image, as
+// image.FORMAT, and the tree it shows (decrypted files under their plain
+// names for a decrypting export, read from memory).
+func mountExport(ctx context.Context, ef *exportFlags, dir string, allowOther bool, log *slog.Logger) error {
+	x, err := ef.openExport()
+	if err != nil {
+		return err
+	}
+	defer x.close()
+	logWarnings(log, x.commit, x.opts.Format, x.warnings)
+	m, err := gitfs.Mount(dir, gitfs.MountConfig{
+		CommitID: x.commit.ID, Ref: x.rev, Time: x.commit.Time, Tree: x.tree, Blobs: x.blobs,
+		Images: map[string]imager.Image{"image." + string(x.opts.Format): x.layout}, Logger: log, AllowOther: allowOther,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("mounted", "dir", m.Dir(), "export", ef.export, "ref", x.rev, "commit", x.commit.ID)
+	go func() {
+		<-ctx.Done()
+		if err := m.Unmount(); err != nil {
+			log.Warn("cannot unmount yet: close the files open under it, or detach it lazily with fusermount3 -u -z",
+				"dir", m.Dir(), "err", err)
+		}
+	}()
+	m.Wait()
+	log.Info("unmounted", "dir", m.Dir())
+	return nil
+}

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"reflect"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gitblk/gitblk/config"
+	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/nbd"
+	"github.com/gitblk/gitblk/policy"
+	"github.com/gitblk/gitblk/secrets"
+)
+
+// server resolves export names for NBD connections against the current
+// exportSet, applying each export's access rules to the peer.
+type server struct {
+	log    *slog.Logger
+	cur    atomic.Pointer[exportSet]
+	repos  *repoSet
+	load   func() (*config.Config, error) // reads the config again (SIGHUP)
+	pool   *secrets.Pool
+	budget *secrets.Budget
+
+	reloadMu sync.Mutex // one reload at a time
+
+	mu     sync.Mutex
+	warned map[string]bool        // tree+format whose warnings were logged
+	pinned map[*imager.Layout]int // public layouts held by connections, with their pin counts
+	noLock bool                   // logged that plaintext memory could not be locked
+}
+
+func newServer(log *slog.Logger, set *exportSet, repos *repoSet, load func() (*config.Config, error)) *server {
+	s := &server{log: log, repos: repos, load: load, pool: secrets.NewPool(),
+		budget: secrets.NewBudget(set.cfg.MaxSecretMemory), warned: map[string]bool{}, pinned: map[*imager.Layout]int{}}
+	s.cur.Store(set)
+	return s
+}
+
+// maxPinnedImages bounds the distinct public images connections hold at
+// once: each is a layout in memory (about 1 KiB per file), and with ref
+// patterns clients could otherwise pin one per ref. A connection asking
+// for one more is told the export is unavailable until others close.
+// (Decrypted images are bounded by the secret memory budget instead.)
+const maxPinnedImages = 16
+
+// errTooManyImages refuses a new image while maxPinnedImages are held.
+var errTooManyImages = errors.New("serve: too many different images in use; try again when connections close")
+
+// pin counts a connection's hold on l, unless that would make more than
+// maxPinnedImages distinct layouts held; the returned func releases it.
+func (s *server) pin(l *imager.Layout) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pinned[l] == 0 && len(s.pinned) >= maxPinnedImages {
+		return nil, errTooManyImages
+	}
+	s.pinned[l]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.pinned[l]--; s.pinned[l] <= 0 {
+			delete(s.pinned, l)
+		}
+	}, nil
+}
+
+// warnOnce logs an image's warnings the first time its tree and options
+// are seen.
+func (s *server) warnOnce(c *gitfs.Commit, opts imager.Options, ws []imager.Warning) {
+	key := fmt.Sprintf("%s %+v", c.Tree, opts)
+	s.mu.Lock()
+	first := !s.warned[key]
+	if len(s.warned) >= maxWarnedKeys {
+		clear(s.warned) // a long-running server sees many trees: forget, at worst warn again
+	}
+	s.warned[key] = true
+	s.mu.Unlock()
+	if first {
+		logWarnings(s.log, c, opts.Format, ws)
+	}
+}
+
+// warnUnlocked logs, once, that plaintext memory could not be locked.
+func (s *server) warnUnlocked() {
+	s.mu.Lock()
+	first := !s.noLock
+	s.noLock = true
+	s.mu.Unlock()
+	if first {
+		s.log.Warn("decrypted files are held in memory that could not be locked (RLIMIT_MEMLOCK too small): it may be swapped out; raise LimitMEMLOCK")
+	}
+}
+
+// peerOf turns what nbd established into what policy decides on. A
+// certificate counts only when crypto/tls verified it against the CA.
+func peerOf(p nbd.Peer) policy.Peer {
+	q := policy.Peer{Network: p.Network}
+	if a, ok := p.Addr.(*net.TCPAddr); ok {
+		if ap := a.AddrPort(); ap.Addr().IsValid() {
+			q.Addr = ap.Addr().Unmap()
+		}
+	} else if p.Network == "tcp" && p.Addr != nil {
+		if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+			q.Addr = ap.Addr().Unmap()
+		}
+	}
+	if p.Cred != nil {
+		q.Cred = &policy.Cred{PID: p.Cred.PID, UID: p.Cred.UID, GID: p.Cred.GID}
+	}
+	if p.TLS != nil {
+		q.TLS = true
+		if len(p.TLS.VerifiedChains) > 0 && len(p.TLS.VerifiedChains[0]) > 0 {
+			q.Cert = p.TLS.VerifiedChains[0][0]
+		}
+	}
+	return q
+}
+
+// resolve pins an export name, for peer, to the commit its ref names now.
+// A secret export answers every failure (refused, missing, undecryptable)
+// as a name that does not exist, so its name cannot be probed; the reason
+// goes to the log.
+func (s *server) resolve(ctx context.Context, name string, np nbd.Peer) (*nbd.Export, error) {
+	le, rev, format, err := s.lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
+	}
+	x, err := s.decide(le, name, rev, format, peerOf(np))
+	if err != nil {
+		s.repos.unhold(le.r)
+		return nil, err
+	}
+	release := x.Release
+	x.Release = func() {
+		release()
+		s.repos.unhold(le.r)
+	}
+	return x, nil
+}
+
+// lookup finds name in the current set and holds its repository open.
+func (s *server) lookup(name string) (*liveExport, string, imager.Format, error) {
+	for {
+		le, rev, format, err := s.cur.Load().lookup(name)
+		if err != nil || s.repos.hold(le.r) {
+			return le, rev, format, err
+		}
+		// A reload closed the repository in between: the set is new.
+	}
+}
+
+// decide applies the export's rules to peer and pins the image.
+func (s *server) decide(le *liveExport, name, rev string, format imager.Format, peer policy.Peer) (*nbd.Export, error) {
+	if d := le.x.Access.Decide(peer); !d.Allowed {
+		s.log.Warn("refused", "export", name, "peer", peer.String(), "secret", le.x.Secret, "reason", d.Reason)
+		switch {
+		case le.x.Secret:
+			return nil, fmt.Errorf("%w: %q refused", nbd.ErrUnknownExport, name)
+		case d.NeedTLS:
+			return nil, fmt.Errorf("%w: %s", nbd.ErrTLSRequired, d.Reason)
+		}
+		return nil, fmt.Errorf("%w: %s", nbd.ErrPolicy, d.Reason)
+	}
+	x, err := s.pinExport(le, name, rev, format)
+	if err != nil && le.x.Secret {
+		s.log.Error("secret export unavailable", "export", name, "peer", peer.String(), "err", err)
+		return nil, fmt.Errorf("%w: %q unavailable", nbd.ErrUnknownExport, name)
+	}
+	return x, err
+}
+
+// pinExport resolves rev and pins the image for a connection.
+func (s *server) pinExport(le *liveExport, name, rev string, format imager.Format) (*nbd.Export, error) {
+	c, err := le.r.repo.Resolve(rev)
+	if err != nil {
+		if rev != le.x.Ref {
+			return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
+		}
+		return nil, err
+	}
+	opts := le.x.Image.Options(format)
+	var l *imager.Layout
+	var release func()
+	if le.id != nil {
+		var ws []imager.Warning
+		l, ws, release, err = s.pool.Acquire(secretKey(le, c, opts), func() (*imager.Layout, []imager.Warning, *secrets.Decrypted, error) {
+			l, ws, dec, err := secretImage(le, c, opts, s.budget)
+			if err == nil {
+				if !dec.Locked() {
+					s.warnUnlocked()
+				}
+				s.log.Info("decrypted", "export", name, "commit", c.ID, "files", dec.Files(), "bytes", dec.Bytes(),
+					"secret_memory_used", s.budget.Used())
+			}
+			return l, ws, dec, err
+		})
+		if err != nil {
+			s.log.Error("image", "export", name, "rev", rev, "commit", c.ID, "format", string(opts.Format), "err", err)
+			return nil, err
+		}
+		s.warnOnce(c, opts, ws)
+	} else {
+		var ws []imager.Warning
+		l, ws, err = le.r.images.Image(c, opts)
+		if err != nil {
+			s.log.Error("image", "export", name, "rev", rev, "commit", c.ID, "format", string(opts.Format), "err", err)
+			return nil, err
+		}
+		s.warnOnce(c, opts, ws)
+		if release, err = s.pin(l); err != nil {
+			return nil, err
+		}
+	}
+	return &nbd.Export{
+		Name:        name,
+		Description: fmt.Sprintf("gitblk %s %s commit %s", opts.Format, rev, c.ID),
+		Image:       l,
+		Release:     release,
+		LogAttrs:    []any{"ref", rev, "commit", c.ID, "format", string(opts.Format)},
+	}, nil
+}
+
+// list names the exports peer may learn of for NBD_OPT_LIST: secret
+// exports are never listed.
+func (s *server) list(_ context.Context, np nbd.Peer) []string {
+	peer := peerOf(np)
+	return s.cur.Load().names(func(le *liveExport) bool { return le.x.Access.Listed(peer) },
+		func(err error) { s.log.Warn("list refs", "err", err) })
+}
+
+// tlsConfig is what nbd uses for STARTTLS: the current set's certificates,
+// read at each handshake, so a reload takes effect for new connections.
+func (s *server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			if t := s.cur.Load().tls; t != nil {
+				return t, nil
+			}
+			return nil, errors.New("serve: no TLS certificates configured")
+		},
+	}
+}
+
+// reload reads the config and the certificates again. New connections
+// see the new set; open ones keep what they pinned. A config that does
+// not validate is logged and the old one kept.
+func (s *server) reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	old := s.cur.Load()
+	cfg, err := s.load()
+	if err == nil && (cfg.TLS.Certificates == "") != (old.cfg.TLS.Certificates == "") {
+		err = cfg.Errorf("tls.certificates", "%v", errNoCertificates)
+	}
+	var set *exportSet
+	if err == nil {
+		set, err = prepare(cfg, s.repos)
+	}
+	if err != nil {
+		s.repos.prune(old) // what a failed prepare opened
+		s.log.Error("reload failed; still serving the previous config", "err", err)
+		return err
+	}
+	if !reflect.DeepEqual(cfg.Listen, old.cfg.Listen) || cfg.TLS.Mode != old.cfg.TLS.Mode {
+		s.log.Warn("reload: listeners and TLS modes are not changed by a reload; restart the server to apply them")
+	}
+	if cfg.CacheSize != old.cfg.CacheSize || cfg.CacheDir != old.cfg.CacheDir {
+		s.log.Warn("reload: cache-size and cache-dir apply to repositories opened from now on")
+	}
+	s.budget.SetMax(cfg.MaxSecretMemory)
+	s.cur.Store(set)
+	s.repos.prune(set)
+	s.log.Info("reloaded", "config", cfg.File, "exports", len(cfg.Exports), "repositories", s.repos.len())
+	return nil
+}
