@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -59,16 +60,20 @@ func (p *pin) canonicalName() string {
 // conn is one client connection.
 type conn struct {
 	srv   *Server
-	c     net.Conn
-	r     *bufio.Reader
+	raw   net.Conn      // the accepted connection: deadlines and hard closes
+	c     net.Conn      // raw, or the *tls.Conn over it after STARTTLS
+	r     *bufio.Reader // reads c
 	log   *slog.Logger
 	start time.Time
+	peer  Peer
+	mode  TLSMode
 
 	stopping atomic.Bool
 	lim      *limiter
 	cancel   context.CancelFunc // cancels the resolver's context on stop
 
 	// Handshake state.
+	hsLeft     time.Duration   // what is left of the time the handshake may wait on the client
 	structured bool            // NBD_OPT_STRUCTURED_REPLY acknowledged
 	noZeroes   bool            // client set NBD_FLAG_C_NO_ZEROES
 	pins       map[string]*pin // by requested name
@@ -90,10 +95,13 @@ type conn struct {
 	bytes    atomic.Int64
 }
 
-func newConn(s *Server, c net.Conn) *conn {
+func newConn(s *Server, c net.Conn, mode TLSMode) *conn {
 	return &conn{
 		srv:   s,
+		raw:   c,
 		c:     c,
+		peer:  peerOf(c),
+		mode:  mode,
 		r:     bufio.NewReaderSize(c, readBufferSize),
 		log:   s.logger(),
 		start: time.Now(),
@@ -106,7 +114,7 @@ func newConn(s *Server, c net.Conn) *conn {
 // are answered. Safe to call from any goroutine, more than once.
 func (cn *conn) stop() {
 	cn.stopping.Store(true)
-	cn.c.SetReadDeadline(time.Now())
+	cn.raw.SetReadDeadline(time.Now())
 	cn.lim.close()
 	if cn.cancel != nil {
 		cn.cancel()
@@ -122,7 +130,7 @@ func (cn *conn) serve(ctx context.Context) {
 		// its pins.
 		if v := recover(); v != nil {
 			cn.log.Error("nbd: panic serving a connection", "panic", v, "stack", string(debug.Stack()))
-			cn.c.Close()
+			cn.raw.Close()
 			cn.lim.close()
 			err = fmt.Errorf("%w: internal error", errHangup)
 		}
@@ -140,7 +148,17 @@ func (cn *conn) serve(ctx context.Context) {
 			}
 		}
 		cn.logEnd(err)
+		if o := cn.srv.Observer; o != nil {
+			export := ""
+			if cn.cur != nil {
+				export = cn.cur.name
+			}
+			o.ConnClosed(cn.peer, export)
+		}
 	}()
+	if o := cn.srv.Observer; o != nil {
+		o.ConnOpened(cn.peer)
+	}
 	err = cn.handshake(ctx)
 	if err == nil {
 		err = cn.transmit()
@@ -151,7 +169,7 @@ func (cn *conn) linger() {
 	if cw, ok := cn.c.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
-	cn.c.SetReadDeadline(time.Now().Add(lingerTimeout))
+	cn.raw.SetReadDeadline(time.Now().Add(lingerTimeout))
 	io.CopyN(io.Discard, cn.r, lingerMaxBytes)
 }
 
@@ -165,10 +183,16 @@ func peerName(c net.Conn) string {
 
 func (cn *conn) logEnd(err error) {
 	attrs := []any{
-		"peer", peerName(cn.c),
+		"peer", cn.peer.String(),
 		"requests", cn.requests.Load(),
 		"bytes", cn.bytes.Load(),
 		"duration", time.Since(cn.start).Round(time.Microsecond),
+	}
+	if cs := cn.peer.TLS; cs != nil {
+		attrs = append(attrs, "tls", tls.VersionName(cs.Version))
+		if len(cs.PeerCertificates) > 0 {
+			attrs = append(attrs, "tls_client", cs.PeerCertificates[0].Subject.String())
+		}
 	}
 	if cn.cur != nil {
 		attrs = append(attrs, "export", cn.cur.name, "description", cn.cur.exp.Description)
@@ -223,7 +247,7 @@ func (cn *conn) resolve(ctx context.Context, name string) (*pin, error) {
 	if cn.srv.Resolve == nil {
 		return nil, ErrUnknownExport
 	}
-	exp, err := cn.srv.Resolve(ctx, name)
+	exp, err := cn.srv.Resolve(ctx, name, cn.peer)
 	if err != nil {
 		return nil, err
 	}

@@ -20,13 +20,13 @@ func (m memDisk) Size() int64 { return m.Reader.Size() }
 func ExampleServer() {
 	disk := memDisk{bytes.NewReader(make([]byte, 1<<20))}
 	srv := &nbd.Server{
-		Resolve: func(ctx context.Context, name string) (*nbd.Export, error) {
+		Resolve: func(ctx context.Context, name string, peer nbd.Peer) (*nbd.Export, error) {
 			if name != "" {
 				return nil, nbd.ErrUnknownExport
 			}
 			return &nbd.Export{Description: "1 MiB of zeros", Image: disk}, nil
 		},
-		List: func() []string { return []string{""} },
+		List: func(ctx context.Context, peer nbd.Peer) []string { return []string{""} },
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

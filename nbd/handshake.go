@@ -1,35 +1,63 @@
 package nbd
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 )
+
+// clientIO runs one read or write of the handshake with a deadline of what
+// is left of the time the handshake may wait on the client, and charges it
+// the time the operation took. So HandshakeTimeout bounds the client's
+// silence, summed over the handshake, and never the server's own work
+// (Resolve and List run between these operations, under no deadline).
+func (cn *conn) clientIO(f func() error) error {
+	if cn.hsLeft <= 0 {
+		return fmt.Errorf("nbd: handshake took longer than %v: %w", cn.srv.handshakeTimeout(), os.ErrDeadlineExceeded)
+	}
+	start := time.Now()
+	if err := cn.raw.SetDeadline(start.Add(cn.hsLeft)); err != nil {
+		return fmt.Errorf("nbd: setting handshake deadline: %w", err)
+	}
+	// stop sets stopping before it moves the read deadline: checked after
+	// our deadline is set, one of the two always ends the operation.
+	if cn.stopping.Load() {
+		return errStopped
+	}
+	err := f()
+	cn.hsLeft -= time.Since(start)
+	return err
+}
+
+// readClient reads len(b) bytes from the client during the handshake.
+func (cn *conn) readClient(b []byte) error {
+	return cn.clientIO(func() error {
+		_, err := io.ReadFull(cn.r, b)
+		return err
+	})
+}
 
 // handshake runs the fixed newstyle negotiation. It returns nil when the
 // client has selected an export (GO acknowledged or EXPORT_NAME answered).
 func (cn *conn) handshake(ctx context.Context) error {
-	deadline := time.Now().Add(cn.srv.handshakeTimeout())
-	if err := cn.c.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("nbd: setting handshake deadline: %w", err)
-	}
-	// The resolver works under the same deadline.
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	if cn.stopping.Load() {
-		return errStopped
-	}
+	cn.hsLeft = cn.srv.handshakeTimeout()
 	var hs [handshakeLen]byte
 	be.PutUint64(hs[0:], magicNBDMAGIC)
 	be.PutUint64(hs[8:], magicIHAVEOPT)
 	be.PutUint16(hs[16:], serverHandshakeFlags)
-	if _, err := cn.c.Write(hs[:]); err != nil {
+	if err := cn.clientIO(func() error { _, err := cn.c.Write(hs[:]); return err }); err != nil {
+		if errors.Is(err, errStopped) {
+			return err
+		}
 		return fmt.Errorf("nbd: writing handshake: %w", err)
 	}
 	var cf [clientFlagsLen]byte
-	if _, err := io.ReadFull(cn.r, cf[:]); err != nil {
+	if err := cn.readClient(cf[:]); err != nil {
 		return fmt.Errorf("nbd: reading client flags: %w", err)
 	}
 	flags := be.Uint32(cf[:])
@@ -44,7 +72,7 @@ func (cn *conn) handshake(ctx context.Context) error {
 			return fmt.Errorf("%w: more than %d options", errHangup, maxOpts)
 		}
 		var h [optHeaderLen]byte
-		if _, err := io.ReadFull(cn.r, h[:]); err != nil {
+		if err := cn.readClient(h[:]); err != nil {
 			return fmt.Errorf("nbd: reading option: %w", err)
 		}
 		if magic := be.Uint64(h[0:]); magic != magicIHAVEOPT {
@@ -56,6 +84,8 @@ func (cn *conn) handshake(ctx context.Context) error {
 			// handshake: answer if the option allows, then hang up.
 			switch {
 			case opt == optExportName:
+			case cn.tlsRequired(opt):
+				cn.optError(opt, repErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
 			case knownOption(opt):
 				cn.optError(opt, repErrTooBig, fmt.Sprintf("option data of %d bytes exceeds the limit of %d", length, maxLen))
 			default:
@@ -67,7 +97,7 @@ func (cn *conn) handshake(ctx context.Context) error {
 			cn.optBuf = make([]byte, length)
 		}
 		data := cn.optBuf[:length]
-		if _, err := io.ReadFull(cn.r, data); err != nil {
+		if err := cn.readClient(data); err != nil {
 			return fmt.Errorf("nbd: reading option %d data: %w", opt, err)
 		}
 		done, err := cn.option(ctx, opt, data)
@@ -75,6 +105,20 @@ func (cn *conn) handshake(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// tlsRequired reports whether opt must be answered NBD_REP_ERR_TLS_REQD:
+// on a TLSRequire listener before STARTTLS, every option but STARTTLS,
+// ABORT and EXPORT_NAME (which cannot be answered with an error).
+func (cn *conn) tlsRequired(opt uint32) bool {
+	if cn.mode != TLSRequire || cn.peer.TLS != nil {
+		return false
+	}
+	switch opt {
+	case optStartTLS, optAbort, optExportName:
+		return false
+	}
+	return true
 }
 
 func knownOption(opt uint32) bool {
@@ -88,6 +132,13 @@ func knownOption(opt uint32) bool {
 
 // option handles one option; done reports that transmission starts.
 func (cn *conn) option(ctx context.Context, opt uint32, data []byte) (done bool, err error) {
+	if cn.tlsRequired(opt) {
+		return false, cn.optError(opt, repErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
+	}
+	if opt == optExportName && cn.mode == TLSRequire && cn.peer.TLS == nil {
+		// It cannot be refused with an error: doc/proto.md asks for a disconnect.
+		return false, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME before STARTTLS on a listener that requires TLS", errHangup)
+	}
 	switch opt {
 	case optExportName:
 		return cn.optExportName(ctx, data)
@@ -95,9 +146,9 @@ func (cn *conn) option(ctx context.Context, opt uint32, data []byte) (done bool,
 		cn.optReply(opt, repAck, nil) // the client may already be gone
 		return false, errAbort
 	case optList:
-		return false, cn.optList(data)
+		return false, cn.optList(ctx, data)
 	case optStartTLS:
-		return false, cn.optError(opt, repErrUnsup, "TLS is not supported by this server")
+		return false, cn.optStartTLS(ctx, data)
 	case optInfo, optGo:
 		return cn.optInfoGo(ctx, opt, data)
 	case optStructuredReply:
@@ -121,7 +172,7 @@ func (cn *conn) optReply(opt, typ uint32, payload []byte) error {
 	be.PutUint32(b[12:], typ)
 	be.PutUint32(b[16:], uint32(len(payload)))
 	copy(b[optReplyHeaderLen:], payload)
-	if _, err := cn.c.Write(b); err != nil {
+	if err := cn.clientIO(func() error { _, err := cn.c.Write(b); return err }); err != nil {
 		return fmt.Errorf("nbd: writing reply to option %d: %w", opt, err)
 	}
 	return nil
@@ -132,10 +183,20 @@ func (cn *conn) optError(opt, typ uint32, msg string) error {
 	return cn.optReply(opt, typ, []byte(truncateString(msg, maxStringLen)))
 }
 
-// resolveError answers an option whose export could not be resolved.
+// resolveError answers an option whose export could not be resolved. The
+// resolver logs its refusals; other errors are logged here.
 func (cn *conn) resolveError(opt uint32, name string, err error) error {
 	shown := truncateString(name, 256)
-	if errors.Is(err, ErrUnknownExport) {
+	switch {
+	case errors.Is(err, ErrTLSRequired) && cn.peer.TLS == nil && cn.mode != TLSOff:
+		return cn.optError(opt, repErrTLSReqd, fmt.Sprintf("export %q requires TLS: send NBD_OPT_STARTTLS first", shown))
+	case errors.Is(err, ErrTLSRequired):
+		// Never TLS_REQD after TLS, nor where the client cannot start it.
+		cn.log.Warn("nbd: export requires TLS the connection cannot give", "export", shown, "peer", cn.peer.String(), "tls_mode", cn.mode.String(), "err", err)
+		return cn.optError(opt, repErrPolicy, fmt.Sprintf("export %q is not available to this client", shown))
+	case errors.Is(err, ErrPolicy):
+		return cn.optError(opt, repErrPolicy, fmt.Sprintf("export %q is not available to this client", shown))
+	case errors.Is(err, ErrUnknownExport):
 		return cn.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", shown))
 	}
 	// The details (paths, refs) are for the log, not for any client.
@@ -160,20 +221,20 @@ func (cn *conn) optExportName(ctx context.Context, data []byte) (bool, error) {
 	b := make([]byte, n)
 	be.PutUint64(b[0:], uint64(p.size))
 	be.PutUint16(b[8:], cn.transmissionFlags())
-	if _, err := cn.c.Write(b); err != nil {
+	if err := cn.clientIO(func() error { _, err := cn.c.Write(b); return err }); err != nil {
 		return false, fmt.Errorf("nbd: writing NBD_OPT_EXPORT_NAME reply: %w", err)
 	}
 	cn.enter(p)
 	return true, nil
 }
 
-func (cn *conn) optList(data []byte) error {
+func (cn *conn) optList(ctx context.Context, data []byte) error {
 	if len(data) != 0 {
 		return cn.optError(optList, repErrInvalid, "NBD_OPT_LIST takes no data")
 	}
 	var names []string
 	if cn.srv.List != nil {
-		names = cn.srv.List()
+		names = cn.srv.List(ctx, cn.peer)
 	}
 	for _, name := range names {
 		if !validString([]byte(name)) {
@@ -340,6 +401,57 @@ func (cn *conn) optMetaContext(ctx context.Context, opt uint32, data []byte) err
 	return cn.optReply(opt, repAck, nil)
 }
 
+// optStartTLS answers NBD_OPT_STARTTLS and upgrades the connection
+// (doc/proto.md "TLS support"). A failed TLS handshake ends the connection.
+func (cn *conn) optStartTLS(ctx context.Context, data []byte) error {
+	switch {
+	case cn.peer.TLS != nil:
+		return cn.optError(optStartTLS, repErrInvalid, "TLS is already started")
+	case cn.mode == TLSOff:
+		return cn.optError(optStartTLS, repErrPolicy, "TLS is not enabled on this listener")
+	case len(data) != 0:
+		return cn.optError(optStartTLS, repErrInvalid, "NBD_OPT_STARTTLS takes no data")
+	}
+	if err := cn.optReply(optStartTLS, repAck, nil); err != nil {
+		return err
+	}
+	// The client must wait for the ACK before it starts TLS: bytes already
+	// read past STARTTLS are plaintext it injected, and must never be taken
+	// as sent under TLS (Postfix CVE-2011-0411). The buffered reader is
+	// empty, so the TLS handshake reads the raw connection from here.
+	if n := cn.r.Buffered(); n > 0 {
+		return fmt.Errorf("%w: %d bytes of plaintext after NBD_OPT_STARTTLS", errHangup, n)
+	}
+	tc := tls.Server(cn.raw, cn.srv.TLSConfig)
+	if err := cn.clientIO(func() error { return tc.HandshakeContext(ctx) }); err != nil {
+		if errors.Is(err, errStopped) {
+			return err
+		}
+		return fmt.Errorf("%w: TLS handshake: %w", errHangup, err)
+	}
+	cs := tc.ConnectionState()
+	cn.c = tc
+	cn.r = bufio.NewReaderSize(tc, readBufferSize)
+	cn.peer.TLS = &cs
+	cn.forget()
+	return nil
+}
+
+// forget drops what was negotiated before STARTTLS, as doc/proto.md asks:
+// structured replies, meta contexts, and the pinned exports (resolved
+// again, with the TLS peer, when asked for).
+func (cn *conn) forget() {
+	cn.structured = false
+	cn.metaName, cn.metaAlloc = "", false
+	for name, p := range cn.pins {
+		if p.exp.Release != nil {
+			p.exp.Release()
+		}
+		delete(cn.pins, name)
+	}
+	cn.pinOrder = nil
+}
+
 // enter fixes the export for transmission and drops the other pins.
 func (cn *conn) enter(p *pin) {
 	cn.cur = p
@@ -353,4 +465,7 @@ func (cn *conn) enter(p *pin) {
 		}
 	}
 	cn.pinOrder = []string{p.name}
+	if o := cn.srv.Observer; o != nil {
+		o.ExportChosen(cn.peer, p.name)
+	}
 }

@@ -211,10 +211,17 @@ var testExportNames = []string{"", "small", "plain", "big", "bad", "gate"}
 
 func startServer(t testing.TB, tweak func(*Server)) *testServer {
 	t.Helper()
+	return startServerMode(t, -1, tweak)
+}
+
+// startServerMode is startServer with both listeners served by ServeMode
+// with mode (a negative mode: by Serve).
+func startServerMode(t testing.TB, mode TLSMode, tweak func(*Server)) *testServer {
+	t.Helper()
 	ts := &testServer{log: &syncBuffer{}}
 	ts.gate = &gateImage{memImage: smallImage(), entered: make(chan struct{}, 1), gate: make(chan struct{})}
 	ts.srv = &Server{
-		Resolve: func(ctx context.Context, name string) (*Export, error) {
+		Resolve: func(ctx context.Context, name string, peer Peer) (*Export, error) {
 			img, ok := ts.image(name)
 			if !ok {
 				return nil, fmt.Errorf("test resolver: %q: %w", name, ErrUnknownExport)
@@ -223,7 +230,7 @@ func startServer(t testing.TB, tweak func(*Server)) *testServer {
 			return &Export{Name: name, Description: testDescription, Image: img,
 				Release: func() { ts.releases.Add(1) }, LogAttrs: []any{"commit", "0123456789abcdef"}}, nil
 		},
-		List:   func() []string { return testExportNames },
+		List:   func(ctx context.Context, peer Peer) []string { return testExportNames },
 		Logger: slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if tweak != nil {
@@ -247,7 +254,13 @@ func startServer(t testing.TB, tweak func(*Server)) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	errs := make(chan error, 2)
 	for _, l := range []net.Listener{tl, ul} {
-		go func() { errs <- ts.srv.Serve(ctx, l) }()
+		go func() {
+			if mode < 0 {
+				errs <- ts.srv.Serve(ctx, l)
+			} else {
+				errs <- ts.srv.ServeMode(ctx, l, mode)
+			}
+		}()
 	}
 	t.Cleanup(func() {
 		select {
@@ -306,3 +319,20 @@ var (
 	_ Image       = (*failImage)(nil)
 	_ Image       = (*genImage)(nil)
 )
+
+// firstDiff is the first offset where a and b differ (or the shorter length).
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// osExec is exec.Command with /usr/bin first in PATH.
+func osExec(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
+	return cmd
+}

@@ -82,10 +82,10 @@ func TestHostileHandshake(t *testing.T) {
 			rc.sendOpt(optInfo, infoData(""))
 			rc.infoReplies(optInfo)
 		}},
-		{"STARTTLS", func(t *testing.T, rc *rawClient) {
+		{"STARTTLS without TLS", func(t *testing.T, rc *rawClient) {
 			rc.greet(clientFlagFixedNewstyle)
 			rc.sendOpt(optStartTLS, nil)
-			rc.expectOpt(optStartTLS, repErrUnsup)
+			rc.expectOpt(optStartTLS, repErrPolicy)
 			rc.sendOpt(optInfo, infoData(""))
 			rc.infoReplies(optInfo)
 		}},

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,8 +37,51 @@ type Export struct {
 	LogAttrs    []any  // optional: slog key-value pairs added to the connection's log line (e.g. the commit)
 }
 
-// ErrUnknownExport is returned by a resolver for a name it does not serve.
-var ErrUnknownExport = errors.New("nbd: unknown export")
+// Errors a resolver returns (possibly wrapped); the server maps them to
+// option replies (doc/proto.md "Option reply types"). Any other error is
+// answered like an unknown export, with the details in the log only.
+var (
+	// ErrUnknownExport: a name the resolver does not serve
+	// (NBD_REP_ERR_UNKNOWN; NBD_OPT_EXPORT_NAME closes the connection).
+	ErrUnknownExport = errors.New("nbd: unknown export")
+	// ErrPolicy: the export exists but this peer is refused
+	// (NBD_REP_ERR_POLICY). A resolver that must not reveal a name
+	// returns ErrUnknownExport instead.
+	ErrPolicy = errors.New("nbd: refused by policy")
+	// ErrTLSRequired: the export needs TLS and the peer has not started it
+	// (NBD_REP_ERR_TLS_REQD before STARTTLS on a TLSOn listener; after TLS,
+	// or on a TLSOff listener, where the client cannot start TLS, it is
+	// answered NBD_REP_ERR_POLICY).
+	ErrTLSRequired = errors.New("nbd: export requires TLS")
+)
+
+// TLSMode says how a listener treats NBD_OPT_STARTTLS (doc/proto.md "TLS
+// support").
+type TLSMode int
+
+const (
+	// TLSOff: STARTTLS gets NBD_REP_ERR_POLICY (NOTLS mode).
+	TLSOff TLSMode = iota
+	// TLSOn: STARTTLS is allowed and options work before it; a resolver
+	// may still require TLS per export with ErrTLSRequired (SELECTIVETLS).
+	TLSOn
+	// TLSRequire: before STARTTLS every option but STARTTLS and ABORT gets
+	// NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME closes the connection
+	// (FORCEDTLS).
+	TLSRequire
+)
+
+func (m TLSMode) String() string {
+	switch m {
+	case TLSOff:
+		return "off"
+	case TLSOn:
+		return "on"
+	case TLSRequire:
+		return "require"
+	}
+	return fmt.Sprintf("TLSMode(%d)", int(m))
+}
 
 // Defaults for the Server's zero-valued limits.
 const (
@@ -58,20 +102,35 @@ const (
 // Server serves exports over NBD. Set the fields before the first Serve or
 // ServeConn; they are read without locking afterwards.
 type Server struct {
-	// Resolve maps an export name to an export. It is called once per name
-	// per connection (the result is pinned for that connection). It
-	// returns ErrUnknownExport (possibly wrapped) for names it does not serve.
-	Resolve func(ctx context.Context, name string) (*Export, error)
-	// List returns the export names for NBD_OPT_LIST (nil: an empty list).
-	List func() []string
+	// Resolve maps an export name, asked for by peer, to an export. It is
+	// called once per name per connection (the result is pinned for that
+	// connection; STARTTLS forgets the pins, so a name is resolved again
+	// with the TLS peer). It returns ErrUnknownExport, ErrPolicy or
+	// ErrTLSRequired (possibly wrapped) to refuse. Its time does not count
+	// against HandshakeTimeout: the client waits for it, however long it
+	// takes, and ctx ends only when the connection is stopped.
+	Resolve func(ctx context.Context, name string, peer Peer) (*Export, error)
+	// List returns the export names for NBD_OPT_LIST as peer may see them
+	// (nil: an empty list). It may leave out names peer must not learn.
+	List func(ctx context.Context, peer Peer) []string
+	// TLSConfig is the server side of NBD_OPT_STARTTLS (nil: no TLS; then
+	// ServeMode with TLSOn or TLSRequire fails). Client certificates are
+	// checked as it says (ClientAuth, ClientCAs); certificates are reloaded
+	// by the caller through GetConfigForClient or GetCertificate.
+	TLSConfig *tls.Config
+	// Observer, when set, is told about connections and requests.
+	Observer Observer
 	// Logger receives one line per connection and read errors (nil: slog.Default()).
 	Logger *slog.Logger
 
-	HandshakeTimeout time.Duration // whole handshake deadline
-	MaxInFlight      int           // concurrent requests per connection
-	MaxOptions       int           // options per connection before a hard disconnect
-	MaxOptionLength  int           // option data bytes before a hard disconnect
-	MaxBufferBytes   int64         // read buffer bytes in use per connection (at least one max read)
+	// HandshakeTimeout bounds the time the handshake waits on the client
+	// (reads, writes, the TLS handshake), summed over the handshake; time
+	// the server spends in Resolve or List does not count.
+	HandshakeTimeout time.Duration
+	MaxInFlight      int   // concurrent requests per connection
+	MaxOptions       int   // options per connection before a hard disconnect
+	MaxOptionLength  int   // option data bytes before a hard disconnect
+	MaxBufferBytes   int64 // read buffer bytes in use per connection (at least one max read)
 	// MaxTotalBufferBytes bounds read buffer bytes across connections (at
 	// least MaxBufferBytes).
 	MaxTotalBufferBytes int64
@@ -133,11 +192,43 @@ func (s *Server) maxBufferBytes() int64 {
 	return DefaultMaxBufferBytes
 }
 
-// Serve accepts connections on l and serves each in its own goroutine. It
-// returns nil once ctx is done or Shutdown is called, after the listener is
-// closed and its connections have finished their in-flight requests and
-// closed; otherwise it returns the accept error.
+// defaultMode is the TLS mode of Serve and ServeConn: TLSOn when a
+// TLSConfig is set, else TLSOff.
+func (s *Server) defaultMode() TLSMode {
+	if s.TLSConfig != nil {
+		return TLSOn
+	}
+	return TLSOff
+}
+
+func (s *Server) checkMode(mode TLSMode) error {
+	switch mode {
+	case TLSOff:
+		return nil
+	case TLSOn, TLSRequire:
+		if s.TLSConfig == nil {
+			return fmt.Errorf("nbd: TLS mode %s without a TLSConfig", mode)
+		}
+		return nil
+	}
+	return fmt.Errorf("nbd: unknown TLS mode %d", int(mode))
+}
+
+// Serve is ServeMode with TLSOn when TLSConfig is set, else TLSOff.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	return s.ServeMode(ctx, l, s.defaultMode())
+}
+
+// ServeMode accepts connections on l and serves each in its own goroutine
+// with the given TLS mode. It returns nil once ctx is done or Shutdown is
+// called, after the listener is closed and its connections have finished
+// their in-flight requests and closed; otherwise it returns the accept
+// error, or at once an error for a TLS mode without a TLSConfig.
+func (s *Server) ServeMode(ctx context.Context, l net.Listener, mode TLSMode) error {
+	if err := s.checkMode(mode); err != nil {
+		l.Close()
+		return err
+	}
 	s.mu.Lock()
 	s.init()
 	if s.shutdown {
@@ -190,7 +281,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.ServeConn(ctx, c)
+			s.serveConn(ctx, c, mode)
 		}()
 	}
 }
@@ -202,12 +293,27 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// ServeConn runs the handshake and transmission phases on c and closes it.
-// It returns when the client disconnects, a protocol violation ends the
-// connection, or ctx is done or Shutdown is called (in-flight requests are
-// answered first).
+// ServeConn is ServeConnMode with TLSOn when TLSConfig is set, else TLSOff.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
-	cn := newConn(s, c)
+	s.serveConn(ctx, c, s.defaultMode())
+}
+
+// ServeConnMode runs the handshake and transmission phases on c with the
+// given TLS mode and closes it. It returns when the client disconnects, a
+// protocol violation ends the connection, or ctx is done or Shutdown is
+// called (in-flight requests are answered first). A TLS mode without a
+// TLSConfig closes c at once, with a log line.
+func (s *Server) ServeConnMode(ctx context.Context, c net.Conn, mode TLSMode) {
+	if err := s.checkMode(mode); err != nil {
+		c.Close()
+		s.logger().Error("nbd: serving a connection", "err", err)
+		return
+	}
+	s.serveConn(ctx, c, mode)
+}
+
+func (s *Server) serveConn(ctx context.Context, c net.Conn, mode TLSMode) {
+	cn := newConn(s, c, mode)
 	s.mu.Lock()
 	s.init()
 	if s.shutdown {
@@ -276,7 +382,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for cn := range s.conns {
-			cn.c.Close()
+			cn.raw.Close()
 		}
 		s.mu.Unlock()
 		<-finished

@@ -57,7 +57,7 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 // with nil after its connections close.
 func TestServeContextCancel(t *testing.T) {
 	srv := &Server{
-		Resolve: func(ctx context.Context, name string) (*Export, error) {
+		Resolve: func(ctx context.Context, name string, peer Peer) (*Export, error) {
 			return &Export{Image: smallImage()}, nil
 		},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -89,7 +89,7 @@ func TestPinning(t *testing.T) {
 	var resolves, releases atomic.Int64
 	logs := &syncBuffer{}
 	srv := &Server{
-		Resolve: func(ctx context.Context, name string) (*Export, error) {
+		Resolve: func(ctx context.Context, name string, peer Peer) (*Export, error) {
 			if name != "moving" && name != "other" {
 				return nil, ErrUnknownExport
 			}
@@ -210,7 +210,7 @@ func FuzzServer(f *testing.F) {
 		f.Add(s)
 	}
 	srv := &Server{
-		Resolve: func(ctx context.Context, name string) (*Export, error) {
+		Resolve: func(ctx context.Context, name string, peer Peer) (*Export, error) {
 			switch name {
 			case "", "small":
 				return &Export{Name: name, Image: smallImage()}, nil
@@ -219,7 +219,7 @@ func FuzzServer(f *testing.F) {
 			}
 			return nil, ErrUnknownExport
 		},
-		List:             func() []string { return []string{"", "small", "bad"} },
+		List:             func(ctx context.Context, peer Peer) []string { return []string{"", "small", "bad"} },
 		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 		HandshakeTimeout: time.Second,
 	}
@@ -247,11 +247,11 @@ func FuzzServer(f *testing.F) {
 func TestResolverPanic(t *testing.T) {
 	ts := startServer(t, func(s *Server) {
 		resolve := s.Resolve
-		s.Resolve = func(ctx context.Context, name string) (*Export, error) {
+		s.Resolve = func(ctx context.Context, name string, peer Peer) (*Export, error) {
 			if name == "panic" {
 				panic("resolver bug")
 			}
-			return resolve(ctx, name)
+			return resolve(ctx, name, peer)
 		}
 	})
 	rc := dialRaw(t, "unix", ts.sock)
@@ -283,7 +283,7 @@ func (c *countingImage) ExtentAt(off int64) (int64, bool) {
 func TestRunCache(t *testing.T) {
 	img := &countingImage{memImage: smallImage()}
 	srv := &Server{
-		Resolve: func(ctx context.Context, name string) (*Export, error) { return &Export{Image: img}, nil },
+		Resolve: func(ctx context.Context, name string, peer Peer) (*Export, error) { return &Export{Image: img}, nil },
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	sc, cc := net.Pipe()
@@ -397,7 +397,7 @@ func TestGlobalBufferBudget(t *testing.T) {
 func TestPinCap(t *testing.T) {
 	var live atomic.Int64
 	ts := startServer(t, func(s *Server) {
-		s.Resolve = func(ctx context.Context, name string) (*Export, error) {
+		s.Resolve = func(ctx context.Context, name string, peer Peer) (*Export, error) {
 			live.Add(1)
 			return &Export{Name: name, Image: smallImage(), Release: func() { live.Add(-1) }}, nil
 		}

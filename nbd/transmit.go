@@ -16,6 +16,7 @@ type request struct {
 	cookie uint64
 	off    uint64
 	length uint32
+	start  time.Time // when its header was read, for Observer.Request
 }
 
 // Reads and block status answers are shaped by these.
@@ -30,7 +31,7 @@ const (
 // transmit reads requests until DISC, a hard disconnect, or a stop. Reads
 // and block status run on workers; everything else is answered inline.
 func (cn *conn) transmit() error {
-	if err := cn.c.SetDeadline(time.Time{}); err != nil {
+	if err := cn.raw.SetDeadline(time.Time{}); err != nil {
 		return fmt.Errorf("nbd: clearing handshake deadline: %w", err)
 	}
 	if cn.stopping.Load() {
@@ -53,6 +54,9 @@ func (cn *conn) transmit() error {
 			cookie: be.Uint64(h[8:]),
 			off:    be.Uint64(h[16:]),
 			length: be.Uint32(h[24:]),
+		}
+		if cn.srv.Observer != nil {
+			r.start = time.Now()
 		}
 		cn.requests.Add(1)
 		if err := cn.request(r); err != nil {
@@ -79,22 +83,22 @@ func (cn *conn) request(r request) error {
 		if _, err := io.CopyN(io.Discard, cn.r, int64(r.length)); err != nil {
 			return fmt.Errorf("nbd: draining NBD_CMD_WRITE payload: %w", err)
 		}
-		return cn.replyError(r, errPerm, "the export is read-only")
+		return cn.fail(r, errPerm, "the export is read-only")
 	case cmdTrim, cmdWriteZeroes:
-		return cn.replyError(r, errPerm, "the export is read-only")
+		return cn.fail(r, errPerm, "the export is read-only")
 	case cmdFlush:
 		if r.flags != 0 {
-			return cn.replyError(r, errInval, "unsupported command flags")
+			return cn.fail(r, errInval, "unsupported command flags")
 		}
-		return cn.replyOK(r)
+		return cn.succeed(r)
 	case cmdCache:
 		if r.flags != 0 {
-			return cn.replyError(r, errInval, "unsupported command flags")
+			return cn.fail(r, errInval, "unsupported command flags")
 		}
 		if !cn.inBounds(r) {
-			return cn.replyError(r, errInval, "range beyond the end of the export")
+			return cn.fail(r, errInval, "range beyond the end of the export")
 		}
-		return cn.replyOK(r)
+		return cn.succeed(r)
 	case cmdRead:
 		allowed := uint16(0)
 		if cn.structured {
@@ -102,30 +106,91 @@ func (cn *conn) request(r request) error {
 		}
 		switch {
 		case r.flags&^allowed != 0:
-			return cn.replyError(r, errInval, "unsupported command flags")
+			return cn.fail(r, errInval, "unsupported command flags")
 		case !cn.inBounds(r):
-			return cn.replyError(r, errInval, "range beyond the end of the export")
+			return cn.fail(r, errInval, "range beyond the end of the export")
 		case r.length > maxPayload:
-			return cn.replyError(r, errInval, fmt.Sprintf("read of %d bytes exceeds the maximum payload of %d", r.length, maxPayload))
+			return cn.fail(r, errInval, fmt.Sprintf("read of %d bytes exceeds the maximum payload of %d", r.length, maxPayload))
 		}
 		return cn.dispatch(r, int64(r.length)+maxReplyHeaderRoom, cn.serveRead)
 	case cmdBlockStatus:
 		switch {
 		case !cn.blockStatus:
-			return cn.replyError(r, errInval, "no metadata context was negotiated")
+			return cn.fail(r, errInval, "no metadata context was negotiated")
 		case r.flags&^cmdFlagReqOne != 0:
-			return cn.replyError(r, errInval, "unsupported command flags")
+			return cn.fail(r, errInval, "unsupported command flags")
 		case r.length == 0 || !cn.inBounds(r):
-			return cn.replyError(r, errInval, "empty range or range beyond the end of the export")
+			return cn.fail(r, errInval, "empty range or range beyond the end of the export")
 		}
 		return cn.dispatch(r, blockStatusCost, cn.serveBlockStatus)
 	default:
-		return cn.replyError(r, errInval, fmt.Sprintf("unknown command %d", r.typ))
+		return cn.fail(r, errInval, fmt.Sprintf("unknown command %d", r.typ))
 	}
 }
 
+// cmdName names a command for Observer.Request.
+func cmdName(typ uint16) string {
+	switch typ {
+	case cmdRead:
+		return "read"
+	case cmdWrite:
+		return "write"
+	case cmdFlush:
+		return "flush"
+	case cmdTrim:
+		return "trim"
+	case cmdCache:
+		return "cache"
+	case cmdWriteZeroes:
+		return "write_zeroes"
+	case cmdBlockStatus:
+		return "block_status"
+	}
+	return "unknown"
+}
+
+// errnoName names an NBD error value for Observer.Request.
+func errnoName(errno uint32) string {
+	switch errno {
+	case errPerm:
+		return "NBD_EPERM"
+	case errIO:
+		return "NBD_EIO"
+	case errInval:
+		return "NBD_EINVAL"
+	}
+	return fmt.Sprintf("error %d", errno)
+}
+
+// observe tells the Observer, if any, that r was answered.
+func (cn *conn) observe(r request, n int64, err error) {
+	if o := cn.srv.Observer; o != nil {
+		o.Request(cn.cur.name, cmdName(r.typ), n, time.Since(r.start), err)
+	}
+}
+
+// fail answers r with an error and observes it.
+func (cn *conn) fail(r request, errno uint32, msg string) error {
+	err := cn.replyError(r, errno, msg)
+	if cn.srv.Observer != nil {
+		oerr := err
+		if oerr == nil {
+			oerr = fmt.Errorf("nbd: %s: %s: %s", cmdName(r.typ), errnoName(errno), msg)
+		}
+		cn.observe(r, 0, oerr)
+	}
+	return err
+}
+
+// succeed answers r without payload and observes it.
+func (cn *conn) succeed(r request) error {
+	err := cn.replyOK(r)
+	cn.observe(r, 0, err)
+	return err
+}
+
 // dispatch runs serve(r) on a worker once the limiter grants cost bytes.
-func (cn *conn) dispatch(r request, cost int64, serve func(request)) error {
+func (cn *conn) dispatch(r request, cost int64, serve func(request) (int64, error)) error {
 	if !cn.lim.acquire(cost) {
 		return errStopped
 	}
@@ -144,10 +209,11 @@ func (cn *conn) dispatch(r request, cost int64, serve func(request)) error {
 		defer func() {
 			if v := recover(); v != nil {
 				cn.log.Error("nbd: panic serving a request", "panic", v, "stack", string(debug.Stack()))
-				cn.replyError(r, errIO, "internal server error")
+				cn.fail(r, errIO, "internal server error")
 			}
 		}()
-		serve(r)
+		n, err := serve(r)
+		cn.observe(r, n, err)
 	}()
 	return nil
 }
@@ -163,7 +229,7 @@ func (cn *conn) write(bufs ...[]byte) error {
 	err := cn.writeAll(bufs)
 	if err != nil {
 		cn.werr = fmt.Errorf("nbd: writing reply: %w", err)
-		cn.c.Close()
+		cn.raw.Close()
 	}
 	return cn.werr
 }
@@ -177,7 +243,7 @@ func (cn *conn) writeAll(bufs [][]byte) error {
 		total += len(b)
 	}
 	if total <= writePiece {
-		cn.c.SetWriteDeadline(time.Now().Add(writeStall))
+		cn.raw.SetWriteDeadline(time.Now().Add(writeStall))
 		nb := net.Buffers(bufs)
 		_, err := nb.WriteTo(cn.c)
 		return err
@@ -185,7 +251,7 @@ func (cn *conn) writeAll(bufs [][]byte) error {
 	for _, b := range bufs {
 		for len(b) > 0 {
 			n := min(len(b), writePiece)
-			cn.c.SetWriteDeadline(time.Now().Add(writeStall))
+			cn.raw.SetWriteDeadline(time.Now().Add(writeStall))
 			if _, err := cn.c.Write(b[:n]); err != nil {
 				return err
 			}
@@ -250,22 +316,26 @@ func readFull(img Image, p []byte, off int64) error {
 	return fmt.Errorf("reading %d bytes at %d: got %d: %w", len(p), off, n, err)
 }
 
-func (cn *conn) readFailed(r request, err error) {
+// readFailed logs a failed read and answers NBD_EIO; it returns the error
+// for Observer.Request.
+func (cn *conn) readFailed(r request, err error) error {
 	cn.log.Error("nbd: read failed", "export", cn.cur.name, "description", cn.cur.exp.Description,
 		"offset", r.off, "length", r.length, "err", err)
 	cn.replyError(r, errIO, "read error (see the server's log)")
+	return fmt.Errorf("nbd: read: %w", err)
 }
 
 // serveRead answers a validated read. Data is read whole before the reply
-// starts, so a failure is a clean NBD_EIO.
-func (cn *conn) serveRead(r request) {
+// starts, so a failure is a clean NBD_EIO. It returns the bytes sent.
+func (cn *conn) serveRead(r request) (int64, error) {
 	if r.length == 0 {
-		cn.replyOK(r)
-		return
+		return 0, cn.replyOK(r)
 	}
 	if cn.structured && r.flags&cmdFlagDF == 0 && r.length >= minSparseRead {
-		if ei, ok := cn.cur.exp.Image.(ExtentImage); ok && cn.serveSparseRead(r, ei) {
-			return
+		if ei, ok := cn.cur.exp.Image.(ExtentImage); ok {
+			if sent, n, err := cn.serveSparseRead(r, ei); sent {
+				return n, err
+			}
 		}
 	}
 	n := int(r.length)
@@ -273,8 +343,7 @@ func (cn *conn) serveRead(r request) {
 	defer putBuf(bp)
 	data := (*bp)[maxReplyHeaderRoom : maxReplyHeaderRoom+n]
 	if err := readFull(cn.cur.exp.Image, data, int64(r.off)); err != nil {
-		cn.readFailed(r, err)
-		return
+		return 0, cn.readFailed(r, err)
 	}
 	var out []byte
 	if cn.structured {
@@ -285,9 +354,11 @@ func (cn *conn) serveRead(r request) {
 		out = (*bp)[maxReplyHeaderRoom-simpleReplyHeaderLen : maxReplyHeaderRoom+n]
 		putSimpleHeader(out, 0, r.cookie)
 	}
-	if cn.write(out) == nil {
-		cn.bytes.Add(int64(n))
+	if err := cn.write(out); err != nil {
+		return 0, err
 	}
+	cn.bytes.Add(int64(n))
+	return int64(n), nil
 }
 
 // segment is a run of a read: data, or zeros sent as a hole chunk.
@@ -299,8 +370,9 @@ type segment struct {
 
 // serveSparseRead answers a structured read whose range holds zero runs
 // of at least minHoleChunk bytes with OFFSET_DATA and OFFSET_HOLE chunks.
-// It returns false (having sent nothing) when the range has no such run.
-func (cn *conn) serveSparseRead(r request, ei ExtentImage) bool {
+// It returns sent false (having sent nothing) when the range has no such
+// run; else the bytes sent and the error, as serveRead.
+func (cn *conn) serveSparseRead(r request, ei ExtentImage) (sent bool, n int64, err error) {
 	off, end := int64(r.off), int64(r.off)+int64(r.length)
 	var segs []segment
 	holes, dataLen := false, 0
@@ -328,7 +400,7 @@ func (cn *conn) serveSparseRead(r request, ei ExtentImage) bool {
 		pos += n
 	}
 	if !holes {
-		return false
+		return false, 0, nil
 	}
 	bp := getBuf(dataLen)
 	defer putBuf(bp)
@@ -353,22 +425,22 @@ func (cn *conn) serveSparseRead(r request, ei ExtentImage) bool {
 		d := buf[at : at+s.n]
 		at += s.n
 		if err := readFull(cn.cur.exp.Image, d, s.off); err != nil {
-			cn.readFailed(r, err)
-			return true
+			return true, 0, cn.readFailed(r, err)
 		}
 		putChunkHeader(h, flags, replyTypeOffsetData, r.cookie, uint32(offsetLen+s.n))
 		be.PutUint64(h[chunkHeaderLen:], uint64(s.off))
 		bufs = append(bufs, h[:chunkHeaderLen+offsetLen], d)
 	}
-	if cn.write(bufs...) == nil {
-		cn.bytes.Add(int64(r.length))
+	if err := cn.write(bufs...); err != nil {
+		return true, 0, err
 	}
-	return true
+	cn.bytes.Add(int64(r.length))
+	return true, int64(r.length), nil
 }
 
 // serveBlockStatus answers base:allocation for a validated range: zero runs
 // are HOLE|ZERO, the rest allocated. Images without ExtentAt are all data.
-func (cn *conn) serveBlockStatus(r request) {
+func (cn *conn) serveBlockStatus(r request) (int64, error) {
 	off, end := int64(r.off), int64(r.off)+int64(r.length)
 	reqOne := r.flags&cmdFlagReqOne != 0
 	b := make([]byte, chunkHeaderLen+metaContextIDLen, chunkHeaderLen+metaContextIDLen+8*blockDescriptorLen)
@@ -381,6 +453,9 @@ func (cn *conn) serveBlockStatus(r request) {
 			n, zero = cn.runs.extentAt(ei, pos, cn.cur.size)
 			if n <= 0 {
 				n, zero = end-pos, false // the image does not know: allocated
+			}
+			if zero {
+				n, zero = sectorZeros(pos, n)
 			}
 		}
 		if n > end-pos {
@@ -411,7 +486,31 @@ func (cn *conn) serveBlockStatus(r request) {
 	}
 	putChunkHeader(b, replyFlagDone, replyTypeBlockStatus, r.cookie, uint32(len(b)-chunkHeaderLen))
 	be.PutUint32(b[chunkHeaderLen:], allocationContextID)
-	cn.write(b)
+	return 0, cn.write(b)
+}
+
+// statusAlign is the granularity of the zero runs block status reports.
+// qemu-img convert works in 512-byte sectors: it takes a sector in which a
+// zero extent starts or ends as all zeros, so a zero run that does not
+// start and end on a sector boundary (tar padding after a file's last
+// byte) would cost the file its last bytes. Reporting a zero run's
+// unaligned edges as data is always correct (doc/proto.md: a clear ZERO
+// flag only means the area may not read as zeros).
+const statusAlign = 512
+
+// sectorZeros splits the zero run [pos, pos+n) for block status: it
+// returns the length and class of its first part, data up to the first
+// sector boundary, then zeros to the last one, then data again.
+func sectorZeros(pos, n int64) (int64, bool) {
+	first := (pos + statusAlign - 1) / statusAlign * statusAlign
+	last := (pos + n) / statusAlign * statusAlign
+	switch {
+	case first >= last:
+		return n, false // no whole sector of zeros
+	case first > pos:
+		return first - pos, false
+	}
+	return last - pos, true
 }
 
 // runCache remembers the last runs an ExtentImage reported, so that

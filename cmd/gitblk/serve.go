@@ -245,7 +245,7 @@ func (s *server) image(c *gitfs.Commit, format string) (*imager.Layout, imager.O
 }
 
 // resolve pins an export name to the commit its ref names now.
-func (s *server) resolve(ctx context.Context, name string) (*nbd.Export, error) {
+func (s *server) resolve(ctx context.Context, name string, _ nbd.Peer) (*nbd.Export, error) {
 	x, err := s.names.parse(name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
@@ -275,7 +275,7 @@ func (s *server) resolve(ctx context.Context, name string) (*nbd.Export, error) 
 }
 
 // list names the exports for NBD_OPT_LIST.
-func (s *server) list() []string {
+func (s *server) list(_ context.Context, _ nbd.Peer) []string {
 	var refs []string
 	if len(s.names.patterns) > 0 {
 		var err error
