@@ -314,6 +314,15 @@ func (r *Registry) Fetched(remote string, start time.Time, d time.Duration, chan
 	}
 }
 
+// SetFollowPins makes gitblk_follow_pinned_commits{remote} report f(), the
+// commits connections hold in remote's mirror, at each scrape (more than
+// one: guests still on an older deploy).
+func (r *Registry) SetFollowPins(remote string, f func() int) {
+	name := "gitblk_follow_pinned_commits" + labels("remote", remote)
+	r.set.UnregisterMetric(name)
+	r.set.NewGauge(name, func() float64 { return float64(f()) })
+}
+
 // ExportStatus is one export in /status.
 type ExportStatus struct {
 	Export

@@ -413,7 +413,14 @@ func TestFollowFetchesCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := m.Fetch(ctx)
+	release, err := m.Pin(c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	r.SetFollowPins(url, func() int { return len(m.Status().Pinned) })
 	fams := scrape(t, r.Handler())
+	expect(t, fams, 1, "gitblk_follow_pinned_commits", "remote", url)
 	expect(t, fams, 3, "gitblk_follow_fetches_total", "remote", url, "result", "ok")
 	expect(t, fams, 1, "gitblk_follow_fetches_total", "remote", url, "result", "error")
 	expect(t, fams, 2, "gitblk_follow_updates_total", "remote", url)
