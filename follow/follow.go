@@ -239,12 +239,21 @@ func (m *Mirror) Trigger() {
 	}
 }
 
-// Run fetches at once, then cfg.Every after each fetch ends and whenever
-// Trigger is called, until ctx ends; it returns ctx's error. A failed
-// fetch is logged and counted, and the next one comes at the interval.
-// After a fetch that changed refs it runs Maintain.
+// Run fetches cfg.Every after each fetch ends and whenever Trigger is
+// called, until ctx ends; it returns ctx's error. Its first fetch is at
+// once, unless a Fetch (serve's first, before it says it is ready) ended
+// less than an interval ago. A failed fetch is logged and counted, and the
+// next one comes at the interval. After a fetch that changed refs it runs
+// Maintain.
 func (m *Mirror) Run(ctx context.Context) error {
-	t := time.NewTimer(0)
+	m.mu.Lock()
+	last := m.status.Last
+	m.mu.Unlock()
+	first := time.Duration(0)
+	if !last.Start.IsZero() {
+		first = max(0, m.cfg.Every-time.Since(last.Start.Add(last.Duration)))
+	}
+	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
 		select {

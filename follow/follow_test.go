@@ -200,6 +200,30 @@ func TestFollowsWithinInterval(t *testing.T) {
 	}
 }
 
+func TestRunAfterFirstFetch(t *testing.T) {
+	r := newRemote(t)
+	r.commit(t, "one", map[string]string{"a.txt": "one\n"})
+	fetched := make(chan Result, 16)
+	const every = 600 * time.Millisecond
+	m, _ := newMirror(t, Config{URL: r.url(), Every: every, OnFetch: func(res Result) { fetched <- res }})
+	// serve fetches once before it is ready, then runs the loop: no
+	// second fetch until an interval has passed.
+	if res := m.Fetch(context.Background()); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	<-fetched
+	start := time.Now()
+	runMirror(t, m)
+	select {
+	case <-fetched:
+		if d := time.Since(start); d < every/2 {
+			t.Errorf("Run fetched again %v after the first fetch, interval %v", d, every)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run never fetched")
+	}
+}
+
 func TestTriggerFetchesAtOnce(t *testing.T) {
 	r := newRemote(t)
 	c1 := r.commit(t, "one", map[string]string{"a.txt": "one\n"})

@@ -355,6 +355,41 @@ func (r *Registry) Status() Status {
 	return s
 }
 
+// StatusLine is a one-line summary for systemd's STATUS=: what the
+// default export serves, connections open, and the last fetch.
+func (r *Registry) StatusLine() string {
+	return statusLine(r.Status(), time.Now())
+}
+
+func statusLine(st Status, now time.Time) string {
+	var parts []string
+	for _, e := range st.Exports {
+		if e.Name != "" || e.Commit == "" {
+			continue
+		}
+		c := e.Commit
+		if len(c) > 12 {
+			c = c[:12]
+		}
+		parts = append(parts, fmt.Sprintf("serving %s at %s", e.Ref, c))
+	}
+	parts = append(parts, fmt.Sprintf("%d connections", st.ConnectionsOpen))
+	for _, f := range st.Follow {
+		switch {
+		case f.LastFetch.IsZero():
+		case f.LastError != "":
+			good := "never"
+			if !f.LastSuccess.IsZero() {
+				good = now.Sub(f.LastSuccess).Round(time.Second).String() + " ago"
+			}
+			parts = append(parts, "last fetch failed (last good "+good+")")
+		default:
+			parts = append(parts, "fetched "+now.Sub(f.LastFetch).Round(time.Second).String()+" ago")
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // WritePrometheus writes every metric, gitblk's and the process's
 // (process_*, go_*), in the Prometheus text format.
 func (r *Registry) WritePrometheus(w io.Writer) {

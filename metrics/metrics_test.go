@@ -205,6 +205,13 @@ func TestCountersMatchEvents(t *testing.T) {
 		t.Errorf("follow status: %+v", f)
 	}
 
+	if got, want := statusLine(st, start.Add(time.Minute+5*time.Second)), "serving main at bbbbbbbbbbbb, 2 connections, last fetch failed (last good 1m5s ago)"; got != want {
+		t.Errorf("status line %q, want %q", got, want)
+	}
+	if got := New().StatusLine(); got != "0 connections" {
+		t.Errorf("empty status line %q", got)
+	}
+
 	r.RemoveExport("fat")
 	fams = scrape(t, r.Handler())
 	if _, ok := value(fams, "gitblk_export_info", "export", "fat"); ok {
