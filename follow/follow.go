@@ -281,8 +281,8 @@ func (m *Mirror) Run(ctx context.Context) error {
 }
 
 // Fetch fetches from the remote once, now, and returns what it did (also
-// recorded in Status and passed to cfg.OnFetch). Concurrent calls run
-// one after the other.
+// recorded in Status and passed to cfg.OnFetch, unless ctx ended it).
+// Concurrent calls run one after the other.
 func (m *Mirror) Fetch(ctx context.Context) Result {
 	m.fetchMu.Lock()
 	defer m.fetchMu.Unlock()
@@ -301,6 +301,12 @@ func (m *Mirror) Fetch(ctx context.Context) Result {
 	r.Refs = after
 	if r.Err == nil {
 		r.Changed = !sameRefs(before, after)
+	}
+	if r.Err != nil && ctx.Err() != nil {
+		// Stopped by the caller (serve shutting down): not the remote's
+		// failure, so neither counted nor reported to OnFetch.
+		m.log.Info("follow: fetch interrupted", "remote", m.cfg.URL, "duration", r.Duration.Round(time.Millisecond))
+		return r
 	}
 
 	m.mu.Lock()

@@ -455,6 +455,24 @@ func TestPinSurvivesForcePushAndGC(t *testing.T) {
 	}
 }
 
+func TestCancelledFetchIsNotAFailure(t *testing.T) {
+	r := newRemote(t)
+	r.commit(t, "one", nil)
+	called := false
+	m, logs := newMirror(t, Config{URL: r.url(), OnFetch: func(Result) { called = true }})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if res := m.Fetch(ctx); res.Err == nil {
+		t.Fatal("a fetch with a cancelled context succeeded")
+	}
+	if st := m.Status(); st.Failed != 0 || st.OK != 0 || called {
+		t.Errorf("a cancelled fetch was counted: %+v, OnFetch called %v", st, called)
+	}
+	if !strings.Contains(logs.String(), "fetch interrupted") || strings.Contains(logs.String(), "fetch failed") {
+		t.Errorf("log:\n%s", logs)
+	}
+}
+
 func TestPinErrorsAndStalePins(t *testing.T) {
 	r := newRemote(t)
 	c1 := r.commit(t, "one", map[string]string{"a.txt": "one\n"})
