@@ -51,43 +51,34 @@ func needTools(t *testing.T, tools ...string) {
 	}
 }
 
-// TestServeFollowsEndToEnd wires a mirror, gitfs, the NBD server and the
-// metrics as serve is to, and drives it with real NBD clients: a deploy
-// (a force-push that drops the old commit) fetched on SIGUSR1 reaches new
-// connections, while a connection opened before reads the old commit's
-// whole image byte for byte after gc on the mirror.
-func TestServeFollowsEndToEnd(t *testing.T) {
-	t.Setenv("PATH", "/usr/bin:"+os.Getenv("PATH"))
-	needTools(t, "nbdsh", "nbdinfo", "nbdcopy")
-	r := newRemote(t)
-	oldFiles := map[string]string{"index.html": "<p>old</p>\n", "assets/big.bin": strings.Repeat("old block of bytes\n", 200000)}
-	c1 := r.commit(t, "old", oldFiles)
+// stack is one gitblk instance as serve wires it: a mirror following url,
+// a gitfs.Repo on it, an NBD server whose default export is the tar image
+// of main (pinned in the mirror while a connection holds it), and metrics.
+type stack struct {
+	reg  *metrics.Registry
+	m    *Mirror
+	logs *logBuffer
+	uri  string
+}
 
+func newStack(t *testing.T, url string, every time.Duration) *stack {
+	t.Helper()
 	reg := metrics.New()
-	m, logs := newMirror(t, Config{URL: r.url(), Every: time.Hour, OnFetch: func(res Result) {
-		reg.Fetched(r.url(), res.Start, res.Duration, res.Changed, res.Err)
+	m, logs := newMirror(t, Config{URL: url, Every: every, OnFetch: func(res Result) {
+		reg.Fetched(url, res.Start, res.Duration, res.Changed, res.Err)
 	}})
-	reg.SetFollowPins(r.url(), func() int { return len(m.Status().Pinned) })
-	// serve: the first fetch before it is ready, then the loop, and
-	// SIGUSR1 to fetch now.
+	reg.SetFollowPins(url, func() int { return len(m.Status().Pinned) })
+	// The first fetch before serve is ready, then the loop.
 	if res := m.Fetch(context.Background()); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	runMirror(t, m)
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
-	go func() {
-		for range usr1 {
-			m.Trigger()
-		}
-	}()
 
 	repo, err := gitfs.Open(m.GitDir(), gitfs.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer repo.Close()
+	t.Cleanup(func() { repo.Close() })
 	images := gitfs.NewImages(repo, 0, "")
 	srv := &nbd.Server{
 		Resolve: func(_ context.Context, name string, _ nbd.Peer) (*nbd.Export, error) {
@@ -119,10 +110,103 @@ func TestServeFollowsEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, l) }()
-	defer func() { cancel(); l.Close(); <-served }()
-	uri := "nbd://" + l.Addr().String() + "/"
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); l.Close(); <-done })
+	return &stack{reg: reg, m: m, logs: logs, uri: "nbd://" + l.Addr().String() + "/"}
+}
+
+// served asks the server with nbdinfo which commit a new connection gets.
+func served(t *testing.T, uri string) string {
+	t.Helper()
+	b, err := exec.Command("nbdinfo", "--json", uri).Output()
+	if err != nil {
+		t.Fatalf("nbdinfo %s: %v", uri, err)
+	}
+	var info struct {
+		Exports []struct {
+			Description string `json:"description"`
+		} `json:"exports"`
+	}
+	if err := json.Unmarshal(b, &info); err != nil || len(info.Exports) != 1 {
+		t.Fatalf("nbdinfo --json: %v\n%s", err, b)
+	}
+	return strings.TrimPrefix(info.Exports[0].Description, "commit ")
+}
+
+// TestFourInstancesConverge runs four instances following one remote on
+// git daemon, pushes a deploy, and reports when each instance's new
+// connections got it.
+func TestFourInstancesConverge(t *testing.T) {
+	t.Setenv("PATH", "/usr/bin:"+os.Getenv("PATH"))
+	needTools(t, "nbdinfo")
+	r := newRemote(t)
+	c1 := r.commit(t, "one", map[string]string{"index.html": "one\n"})
+	addr := gitDaemon(t, filepath.Dir(r.bare))
+	const every = time.Second
+	var stacks []*stack
+	for i := 0; i < 4; i++ {
+		stacks = append(stacks, newStack(t, "git://"+addr+"/remote.git", every))
+		time.Sleep(every / 4) // hosts start at different moments
+	}
+	for _, st := range stacks {
+		if got := served(t, st.uri); got != c1 {
+			t.Fatalf("serving %q before the deploy, want %s", got, c1)
+		}
+	}
+	files := map[string]string{}
+	for i := 0; i < 50; i++ {
+		files[fmt.Sprintf("site/page%02d.html", i)] = strings.Repeat(fmt.Sprintf("page %d\n", i), 200)
+	}
+	start := time.Now()
+	c2 := r.commit(t, "deploy", files)
+	pushed := time.Since(start)
+	seen := make([]time.Duration, len(stacks))
+	for left := len(stacks); left > 0; {
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("not converged 15s after the push: %v", seen)
+		}
+		for i, st := range stacks {
+			if seen[i] == 0 && served(t, st.uri) == c2 {
+				seen[i] = time.Since(start)
+				left--
+			}
+		}
+	}
+	var worst time.Duration
+	for i, d := range seen {
+		worst = max(worst, d)
+		t.Logf("instance %d: new connections get the deploy %v after the commit started", i, d.Round(time.Millisecond))
+	}
+	t.Logf("four instances converged %v after the commit started (commit and push %v, interval %v)", worst.Round(time.Millisecond), pushed.Round(time.Millisecond), every)
+	if worst > every+pushed+3*time.Second {
+		t.Errorf("convergence took %v at interval %v", worst, every)
+	}
+}
+
+// TestServeFollowsEndToEnd wires a mirror, gitfs, the NBD server and the
+// metrics as serve is to, and drives it with real NBD clients: a deploy
+// (a force-push that drops the old commit) fetched on SIGUSR1 reaches new
+// connections, while a connection opened before reads the old commit's
+// whole image byte for byte after gc on the mirror.
+func TestServeFollowsEndToEnd(t *testing.T) {
+	t.Setenv("PATH", "/usr/bin:"+os.Getenv("PATH"))
+	needTools(t, "nbdsh", "nbdinfo", "nbdcopy")
+	r := newRemote(t)
+	oldFiles := map[string]string{"index.html": "<p>old</p>\n", "assets/big.bin": strings.Repeat("old block of bytes\n", 200000)}
+	c1 := r.commit(t, "old", oldFiles)
+
+	st := newStack(t, r.url(), time.Hour)
+	reg, m, logs, uri := st.reg, st.m, st.logs, st.uri
+	// serve: SIGUSR1 fetches now.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for range usr1 {
+			m.Trigger()
+		}
+	}()
 	oldArchive := gitArchive(t, m.GitDir(), c1)
 
 	// A guest boots on the old commit and keeps its connection.
@@ -156,24 +240,9 @@ func TestServeFollowsEndToEnd(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		b, err := exec.Command("nbdinfo", "--json", uri).Output()
-		if err != nil {
-			t.Fatalf("nbdinfo: %v", err)
-		}
-		var info struct {
-			Exports []struct {
-				Description string `json:"description"`
-			} `json:"exports"`
-		}
-		if err := json.Unmarshal(b, &info); err != nil || len(info.Exports) != 1 {
-			t.Fatalf("nbdinfo --json: %v\n%s", err, b)
-		}
-		if info.Exports[0].Description == "commit "+c2 {
-			break
-		}
+	for served(t, uri) != c2 {
 		if time.Since(start) > 10*time.Second {
-			t.Fatalf("new connections still get %q 10s after SIGUSR1", info.Exports[0].Description)
+			t.Fatalf("new connections still get %s 10s after SIGUSR1", served(t, uri))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
