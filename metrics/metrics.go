@@ -175,7 +175,7 @@ func (r *Registry) ConnClosed(export string, chosen bool) {
 }
 
 // Request counts one request on export: cmd is the command ("read",
-// "block_status", ...), bytes the payload served, d how long it took, err
+// "block_status", ...), bytes the data a read returned, d how long it took, err
 // its failure if any.
 func (r *Registry) Request(export, cmd string, bytes int64, d time.Duration, err error) {
 	r.counter("gitblk_nbd_requests_total", "export", export, "cmd", cmd).Inc()
