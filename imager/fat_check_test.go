@@ -438,7 +438,7 @@ func writeSparse(l *Layout, name string, skipBlob int64) error {
 		return err
 	}
 	buf := make([]byte, 1<<20)
-	for _, e := range l.Extents() {
+	for e := range l.Extents() {
 		if e.Kind == ExtentZero || (e.Kind == ExtentBlob && skipBlob > 0 && e.Len > skipBlob) {
 			continue
 		}

@@ -624,7 +624,7 @@ func TestTarExtentTable(t *testing.T) {
 		{ExtentZero, "tar padding and end blocks, zeros to 4 KiB", 510 + 1024 + 1536}, // 6656 -> 8192
 	}
 	var got []ext
-	for _, e := range l.Extents() {
+	for e := range l.Extents() {
 		got = append(got, ext{e.Kind, e.Desc, e.Len})
 	}
 	if !reflect.DeepEqual(got, want) {
