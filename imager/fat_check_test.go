@@ -4,7 +4,8 @@ package imager
 // the boot sector as the FAT specification describes it (not through
 // fat.go's constants), decides the FAT type from the cluster count as every
 // reader does, walks every directory, and checks the rules MirageOS's reader
-// imposes (REFERENCE.md 1): LFN with a NUL unit before every entry, no
+// imposes (ocaml-fat's src/fat_boot_sector.ml, src/fat_entry.ml and
+// src/fat_name.ml): LFN with a NUL unit before every entry, no
 // volume-label entry, contiguous chains ending in an end-of-chain mark.
 
 import (

@@ -133,6 +133,7 @@ func main() {
 	}
 	fmt.Printf("fat layout build: %v, allocated %s\n", dt.Round(time.Millisecond), mib(m1.TotalAlloc-m0.TotalAlloc))
 	h2 := heap()
+	runtime.KeepAlive(t) // t is live up to here: h2 counts it
 	fmt.Printf("tree + both layouts:      heap %s  (%s)\n", mib(h2-h0), per(h2, h0))
 	t = nil
 	h3 := heap()
