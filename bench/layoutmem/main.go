@@ -103,7 +103,9 @@ func main() {
 	debug.SetGCPercent(100)
 	nfiles := *dirs * *subs * *files
 	mib := func(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-	per := func(b, base uint64) string { return fmt.Sprintf("%.0f B/file", float64(int64(b)-int64(base))/float64(nfiles)) }
+	per := func(b, base uint64) string {
+		return fmt.Sprintf("%.0f B/file", float64(int64(b)-int64(base))/float64(nfiles))
+	}
 
 	h0 := heap()
 	t := tree(*dirs, *subs, *files)
