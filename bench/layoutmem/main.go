@@ -5,8 +5,14 @@
 // full, and the heap in use after a GC is printed at each step, with the
 // bytes per file and the build times.
 //
-//	go run ./bench/layoutmem            # 300,000 files
-//	go run ./bench/layoutmem -dirs 60   # 30,000
+// With -repo, the tree is a real commit's, listed by gitfs (sizes from
+// object headers) and read through gitfs's blob reader: the same steps with
+// the repository's own costs included. VmHWM, the process's peak resident
+// memory, is printed last.
+//
+//	go run ./bench/layoutmem                          # 300,000 files
+//	go run ./bench/layoutmem -dirs 60                 # 30,000
+//	go run ./bench/layoutmem -repo bench/out/corpora/manyfiles.git
 package main
 
 import (
@@ -19,8 +25,11 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
+	"strings"
 	"time"
 
+	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
 )
 
@@ -99,16 +108,49 @@ func main() {
 	dirs := flag.Int("dirs", 600, "top directories")
 	subs := flag.Int("subs", 10, "subdirectories per top directory")
 	files := flag.Int("files", 50, "files per subdirectory")
+	repo := flag.String("repo", "", "list this repository's commit instead of the synthetic tree")
+	rev := flag.String("rev", "HEAD", "with -repo: the commit")
+	memprofile := flag.String("memprofile", "", "write a heap profile here after the reads")
 	flag.Parse()
 	debug.SetGCPercent(100)
 	nfiles := *dirs * *subs * *files
+	var blobs imager.BlobReader = synthBlobs{}
+	h0 := heap()
+	var t *imager.Tree
+	if *repo != "" {
+		r, err := gitfs.Open(*repo, gitfs.Options{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer r.Close()
+		c, err := r.Resolve(*rev)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("repository opened:        heap %.1f MiB\n", float64(heap()-h0)/(1<<20))
+		t0 := time.Now()
+		if t, err = r.Tree(c, true); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("gitfs listing: %v\n", time.Since(t0).Round(time.Millisecond))
+		blobs = r
+		nfiles = 0
+		for _, e := range t.Entries {
+			if e.Kind != imager.KindDir {
+				nfiles++
+			}
+		}
+	} else {
+		t = tree(*dirs, *subs, *files)
+	}
 	mib := func(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 	per := func(b, base uint64) string {
 		return fmt.Sprintf("%.0f B/file", float64(int64(b)-int64(base))/float64(nfiles))
 	}
 
-	h0 := heap()
-	t := tree(*dirs, *subs, *files)
 	h1 := heap()
 	fmt.Printf("files %d, entries %d\n", nfiles, len(t.Entries))
 	fmt.Printf("imager.Tree:              heap %s  (%s)\n", mib(h1-h0), per(h1, h0))
@@ -116,7 +158,7 @@ func main() {
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	t0 := time.Now()
-	tl, _, err := imager.Build(t, synthBlobs{}, imager.Options{Format: imager.FormatTar})
+	tl, _, err := imager.Build(t, blobs, imager.Options{Format: imager.FormatTar})
 	dt := time.Since(t0)
 	runtime.ReadMemStats(&m1)
 	if err != nil {
@@ -126,7 +168,7 @@ func main() {
 	fmt.Printf("tar layout build: %v, allocated %s\n", dt.Round(time.Millisecond), mib(m1.TotalAlloc-m0.TotalAlloc))
 	runtime.ReadMemStats(&m0)
 	t0 = time.Now()
-	fl, _, err := imager.Build(t, synthBlobs{}, imager.Options{Format: imager.FormatFAT})
+	fl, _, err := imager.Build(t, blobs, imager.Options{Format: imager.FormatFAT})
 	dt = time.Since(t0)
 	runtime.ReadMemStats(&m1)
 	if err != nil {
@@ -154,6 +196,23 @@ func main() {
 	}
 	h4 := heap()
 	fmt.Printf("after full reads of both: heap %s  (%s)\n", mib(h4-h0), per(h4, h0))
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err == nil {
+			err = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
 	runtime.KeepAlive(tl)
 	runtime.KeepAlive(fl)
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "VmHWM:") {
+				fmt.Println("peak RSS (" + strings.Join(strings.Fields(line), " ") + ")")
+			}
+		}
+	}
 }
