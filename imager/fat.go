@@ -449,7 +449,7 @@ func badFATName(name string) string {
 		return "name is not valid UTF-8: FAT long names are UTF-16"
 	case strings.HasSuffix(name, ".") || strings.HasSuffix(name, " "):
 		return "name ends with a dot or a space: FAT readers drop them, so the name would not round-trip"
-	case len(utf16.Encode([]rune(name))) > maxNameUnits:
+	case utf16Len(name) > maxNameUnits:
 		return fmt.Sprintf("name is longer than FAT's %d UTF-16 units", maxNameUnits)
 	}
 	for _, r := range name {
@@ -466,8 +466,21 @@ func badFATName(name string) string {
 // lfnEntries is the number of long-name entries for name: its UTF-16 units
 // plus the NUL unit that is always written (Mirage matches on it).
 func lfnEntries(name string) int {
-	units := len(utf16.Encode([]rune(name))) + 1
+	units := utf16Len(name) + 1
 	return (units + lfnUnits - 1) / lfnUnits
+}
+
+// utf16Len is the number of UTF-16 units of name (an invalid byte counts
+// as U+FFFD, one unit), counted without converting it.
+func utf16Len(name string) int {
+	n := 0
+	for _, r := range name {
+		n++
+		if r >= 0x10000 {
+			n++ // a surrogate pair
+		}
+	}
+	return n
 }
 
 // shortChars are the characters an 8.3 name may hold besides A-Z and 0-9.
@@ -750,7 +763,8 @@ type fatRun struct {
 func (g *fatGeometry) layout(t *fatTable, tree *Tree, blobs BlobReader) *Layout {
 	cb := g.clusterBytes()
 	next := uint32(2)
-	var runs []fatRun
+	runs := make([]fatRun, 0, len(t.nodes))
+	t.mem = make([]uint32, 0, len(t.nodes))
 	t.g, t.ts = g, fatTimestamp(tree.Time)
 	if !g.fat32 {
 		t.mem = append(t.mem, 0)
