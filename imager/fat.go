@@ -212,9 +212,11 @@ func (r *FATRefusal) Unwrap() error { return ErrFATUnrepresentable }
 // in one index: what directory entries are made of on demand. Node 0 is the
 // root; the others are in tree order.
 type fatTable struct {
-	names string    // each node's path, in node order
-	nodes []fatNode // the root, then the tree's entries
-	kids  []uint32  // children of each directory, in tree order: nodes[d].kids onwards
+	names string           // each node's path, in node order
+	nodes []fatNode        // the root, then the tree's entries
+	dirs  []fatDir         // what directories have more than files
+	kids  []uint32         // children of each directory, in tree order: dirs[d].kids onwards
+	big   map[uint32]int64 // sizes of files over 4 GiB - 1 (refused; kept for the messages)
 	// Set by layout:
 	g   *fatGeometry
 	ts  fatStamp
@@ -224,12 +226,8 @@ type fatTable struct {
 // fatNode is a file or directory of the image.
 type fatNode struct {
 	blob     BlobID // files: the content
-	size     int64  // files: content bytes
+	size     uint32 // files: content bytes (see fatTable.size); directories: index in fatTable.dirs
 	path     uint32 // where the path starts in names; it ends where the next node's starts
-	parent   uint32
-	kids     uint32 // directories: first child in kids
-	nkids    uint32 // directories: number of children
-	entries  uint32 // directories: 32-byte entries, dots and LFNs included
 	cluster  uint32 // first cluster, 0 for empty files and the FAT16 root
 	short    [11]byte
 	lfn      uint8 // long-name entries
@@ -237,6 +235,29 @@ type fatNode struct {
 	mirage   uint8 // why MirageOS's reader cannot look this name up (fatMirage*)
 	mirageOK bool  // stored as the 8.3 name Mirage looks it up by
 }
+
+// fatDir is the rest of a directory's row.
+type fatDir struct {
+	parent  uint32 // node of the parent directory (the root's is itself)
+	kids    uint32 // first child in fatTable.kids
+	nkids   uint32 // number of children
+	entries uint32 // 32-byte entries, dots and LFNs included
+}
+
+// size is node i's content size (0 for a directory).
+func (t *fatTable) size(i int) int64 {
+	n := &t.nodes[i]
+	switch {
+	case n.dir:
+		return 0
+	case n.size == math.MaxUint32:
+		return t.big[uint32(i)]
+	}
+	return int64(n.size)
+}
+
+// dirOf is directory node i's fatDir.
+func (t *fatTable) dirOf(i int) *fatDir { return &t.dirs[t.nodes[i].size] }
 
 // Why MirageOS cannot look a name up (fatNode.mirage).
 const (
@@ -262,7 +283,7 @@ func (t *fatTable) nameOf(i int) string {
 
 // children lists directory d's children.
 func (t *fatTable) children(d int) []uint32 {
-	n := &t.nodes[d]
+	n := t.dirOf(d)
 	return t.kids[n.kids : n.kids+n.nkids]
 }
 
@@ -362,6 +383,8 @@ func fatTree(tree *Tree) (*fatTable, []Warning) {
 	var names strings.Builder
 	names.Grow(n)
 	t.nodes[0].dir = true
+	t.dirs = []fatDir{{}}
+	parents := make([]uint32, 1, len(tree.Entries)+1) // of each node, while building
 	dirs := map[string]uint32{"": 0}
 	for _, e := range tree.Entries {
 		i := strings.LastIndexByte(e.Path, '/')
@@ -372,13 +395,24 @@ func fatTree(tree *Tree) (*fatTable, []Warning) {
 			continue
 		}
 		idx := uint32(len(t.nodes))
-		nd := fatNode{path: uint32(names.Len()), parent: parent}
+		nd := fatNode{path: uint32(names.Len())}
 		switch e.Kind {
 		case KindDir, KindSubmodule:
 			nd.dir = true
 			dirs[e.Path] = idx
+			nd.size = uint32(len(t.dirs))
+			t.dirs = append(t.dirs, fatDir{parent: parent})
 		default:
-			nd.size, nd.blob = e.Size, e.Blob
+			nd.blob = e.Blob
+			if e.Size >= 0 && e.Size < math.MaxUint32 {
+				nd.size = uint32(e.Size)
+			} else {
+				nd.size = math.MaxUint32
+				if t.big == nil {
+					t.big = map[uint32]int64{}
+				}
+				t.big[idx] = e.Size
+			}
 			if e.Size < 0 {
 				problems = append(problems, Warning{Path: e.Path, Msg: fmt.Sprintf("negative size %d", e.Size)})
 			} else if e.Size > fat32MaxFile {
@@ -390,31 +424,30 @@ func fatTree(tree *Tree) (*fatTable, []Warning) {
 			problems = append(problems, Warning{Path: e.Path, Msg: why})
 		}
 		nd.lfn = uint8(min(lfnEntries(name), math.MaxUint8))
-		t.nodes[parent].nkids++
+		t.dirOf(int(parent)).nkids++
 		t.nodes = append(t.nodes, nd)
+		parents = append(parents, parent)
 		names.WriteString(e.Path)
 	}
 	t.names = names.String()
 	// Children in tree order, each directory's together.
 	var k uint32
-	for i := range t.nodes {
-		if t.nodes[i].dir {
-			t.nodes[i].kids = k
-			k += t.nodes[i].nkids
-			t.nodes[i].nkids = 0
-		}
+	for i := range t.dirs {
+		t.dirs[i].kids = k
+		k += t.dirs[i].nkids
+		t.dirs[i].nkids = 0
 	}
 	t.kids = make([]uint32, k)
 	for i := 1; i < len(t.nodes); i++ {
-		p := &t.nodes[t.nodes[i].parent]
+		p := t.dirOf(int(parents[i]))
 		t.kids[p.kids+p.nkids] = uint32(i)
 		p.nkids++
 	}
 	for d := range t.nodes {
-		dn := &t.nodes[d]
-		if !dn.dir {
+		if !t.nodes[d].dir {
 			continue
 		}
+		dn := t.dirOf(d)
 		kids := t.children(d)
 		seen := make(map[string]string, len(kids))
 		entries := 2 // "." and ".."
@@ -678,7 +711,7 @@ func (g *fatGeometry) dataStart() int64 {
 func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
 	g := &fatGeometry{fat32: fatType == 32, bps: bps}
 	var problems []Warning
-	root := &t.nodes[0]
+	root := t.dirOf(0)
 	minC, maxC := int64(fat16MinClusters), int64(fat16MaxClusters)
 	if g.fat32 {
 		minC, maxC = fat32MinClusters, fat32MaxClusters
@@ -687,8 +720,8 @@ func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
 		g.reserved = fat16Reserved
 		for i := range t.nodes {
 			n := &t.nodes[i]
-			if !n.dir && n.size > fat16MaxFile && n.size <= fat32MaxFile { // larger ones are already refused
-				problems = append(problems, Warning{Path: t.pathOf(i), Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", n.size)})
+			if size := t.size(i); !n.dir && size > fat16MaxFile && size <= fat32MaxFile { // larger ones are already refused
+				problems = append(problems, Warning{Path: t.pathOf(i), Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", size)})
 			}
 		}
 		perSector := bps / dirEntrySize
@@ -711,7 +744,7 @@ func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
 		g.spc /= 2
 		var data int64
 		for i := range t.nodes {
-			data += t.nodes[i].size
+			data += t.size(i)
 		}
 		problems = append(problems, Warning{Path: "", Msg: fmt.Sprintf("tree needs %d clusters of %d bytes (%d bytes of file data): FAT%d holds at most %d", need, g.clusterBytes(), data, fatType, maxC)})
 	}
@@ -740,12 +773,13 @@ func clustersNeeded(t *fatTable, cb int64, fat32 bool) int64 {
 		f := &t.nodes[i]
 		switch {
 		case f.dir && (i != 0 || fat32):
-			n += (int64(f.entries)*dirEntrySize + cb - 1) / cb
-			if f.entries == 0 {
+			ents := int64(t.dirOf(i).entries)
+			n += (ents*dirEntrySize + cb - 1) / cb
+			if ents == 0 {
 				n++ // an empty FAT32 root still has a cluster
 			}
 		case !f.dir:
-			n += (f.size + cb - 1) / cb
+			n += (t.size(i) + cb - 1) / cb
 		}
 	}
 	return n
@@ -763,7 +797,6 @@ type fatRun struct {
 func (g *fatGeometry) layout(t *fatTable, tree *Tree, blobs BlobReader) *Layout {
 	cb := g.clusterBytes()
 	next := uint32(2)
-	runs := make([]fatRun, 0, len(t.nodes))
 	t.mem = make([]uint32, 0, len(t.nodes))
 	t.g, t.ts = g, fatTimestamp(tree.Time)
 	if !g.fat32 {
@@ -776,17 +809,16 @@ func (g *fatGeometry) layout(t *fatTable, tree *Tree, blobs BlobReader) *Layout 
 		}
 		t.nodes[i].cluster = next
 		t.mem = append(t.mem, uint32(i))
-		runs = append(runs, fatRun{start: next, n: uint32(c)})
 		next += uint32(c)
 	}
 	for i := range t.nodes {
 		if n := &t.nodes[i]; n.dir && (i != 0 || g.fat32) {
-			alloc(i, max(int64(n.entries)*dirEntrySize, 1))
+			alloc(i, max(int64(t.dirOf(i).entries)*dirEntrySize, 1))
 		}
 	}
 	for i := range t.nodes {
 		if n := &t.nodes[i]; !n.dir {
-			alloc(i, n.size)
+			alloc(i, t.size(i))
 		}
 	}
 
@@ -804,7 +836,7 @@ func (g *fatGeometry) layout(t *fatTable, tree *Tree, blobs BlobReader) *Layout 
 		b.Zeros("fat reserved sectors", (g.reserved-fat32BackupBoot-2)*bps)
 	}
 
-	gen := &fatGen{runs: runs, fat32: g.fat32}
+	gen := &fatGen{tab: t, fat32: g.fat32}
 	usedBytes := int64(next) * gen.entrySize()
 	var table []byte
 	if usedBytes <= fatSmallTable {
@@ -831,7 +863,39 @@ const (
 	fatPartSlack        // zeros to the end of the last cluster (the FAT16 root's unused entries)
 )
 
-var _ memberTable = (*fatTable)(nil)
+var (
+	_ memberTable   = (*fatTable)(nil)
+	_ memberOffsets = (*fatTable)(nil)
+)
+
+// rootMembers is 1 when the first member is the FAT16 root (which has no
+// clusters), else 0.
+func (t *fatTable) rootMembers() int {
+	if t.g.fat32 {
+		return 0
+	}
+	return 1
+}
+
+// clusters is the number of clusters node i takes.
+func (t *fatTable) clusters(i int) int64 {
+	n := &t.nodes[i]
+	cb := t.g.clusterBytes()
+	if n.dir {
+		return (max(int64(t.dirOf(i).entries)*dirEntrySize, 1) + cb - 1) / cb
+	}
+	return (t.size(i) + cb - 1) / cb
+}
+
+// offset is where member m starts: the FAT16 root after the FATs, the
+// others at their first cluster.
+func (t *fatTable) offset(m int) int64 {
+	g := t.g
+	if m < t.rootMembers() {
+		return (g.reserved + fatNumFATs*g.fatSectors) * g.bps
+	}
+	return g.dataStart()*g.bps + int64(t.nodes[t.mem[m]].cluster-2)*g.clusterBytes()
+}
 
 func (t *fatTable) pieces(m int, buf []piece) []piece {
 	i := int(t.mem[m])
@@ -840,14 +904,11 @@ func (t *fatTable) pieces(m int, buf []piece) []piece {
 	kind := ExtentData
 	switch {
 	case n.dir && n.cluster == 0: // the FAT16 root
-		data, total = int64(n.entries)*dirEntrySize, t.g.rootSectors*t.g.bps
+		data, total = int64(t.dirOf(i).entries)*dirEntrySize, t.g.rootSectors*t.g.bps
 	case n.dir:
-		cb := t.g.clusterBytes()
-		data = int64(n.entries) * dirEntrySize
-		total = (max(data, 1) + cb - 1) / cb * cb
+		data, total = int64(t.dirOf(i).entries)*dirEntrySize, t.clusters(i)*t.g.clusterBytes()
 	default:
-		cb := t.g.clusterBytes()
-		data, total, kind = n.size, (n.size+cb-1)/cb*cb, ExtentBlob
+		data, total, kind = t.size(i), t.clusters(i)*t.g.clusterBytes(), ExtentBlob
 	}
 	if data > 0 {
 		buf = append(buf, piece{len: data, kind: kind, part: fatPartData})
@@ -900,8 +961,9 @@ func (t *fatTable) gen(m int, _ uint8, p []byte, rel int64) {
 		copy(dot[:], ".          ")
 		copy(dotdot[:], "..         ")
 		out := appendDirEntry(buf[:0], dot, attrDirectory, dn.cluster, 0, t.ts)
-		pc := t.nodes[dn.parent].cluster
-		if dn.parent == 0 {
+		parent := t.dirOf(d).parent
+		pc := t.nodes[parent].cluster
+		if parent == 0 {
 			pc = 0 // ".." of a root child is cluster 0, even on FAT32
 		}
 		put(appendDirEntry(out, dotdot, attrDirectory, pc, 0, t.ts))
@@ -921,7 +983,7 @@ func (t *fatTable) gen(m int, _ uint8, p []byte, rel int64) {
 		if c.dir {
 			attr = attrDirectory
 		}
-		put(appendDirEntry(out, c.short, attr, c.cluster, uint32(c.size), t.ts))
+		put(appendDirEntry(out, c.short, attr, c.cluster, uint32(t.size(int(k))), t.ts))
 	}
 }
 
@@ -1099,8 +1161,26 @@ func lfnChecksum(name [11]byte) byte {
 // clusters ending with the end-of-chain mark, the rest is free (0).
 // Memory is one run per file or directory, whatever the volume's size.
 type fatGen struct {
-	runs  []fatRun // sorted by start, disjoint
+	runs  []fatRun  // sorted by start, disjoint; unused when tab is set
+	tab   *fatTable // the runs are its members' clusters (the FAT16 root has none)
 	fat32 bool
+}
+
+// nruns is the number of cluster runs.
+func (f *fatGen) nruns() int {
+	if f.tab == nil {
+		return len(f.runs)
+	}
+	return len(f.tab.mem) - f.tab.rootMembers()
+}
+
+// run is cluster run i.
+func (f *fatGen) run(i int) fatRun {
+	if f.tab == nil {
+		return f.runs[i]
+	}
+	n := int(f.tab.mem[i+f.tab.rootMembers()])
+	return fatRun{start: f.tab.nodes[n].cluster, n: uint32(f.tab.clusters(n))}
 }
 
 var _ Generator = (*fatGen)(nil)
@@ -1124,8 +1204,8 @@ func (f *fatGen) entry(c uint32, i int) uint32 {
 	case 1:
 		return eoc
 	}
-	if i < len(f.runs) {
-		r := f.runs[i]
+	if i < f.nruns() {
+		r := f.run(i)
 		if c >= r.start && c < r.start+r.n {
 			if c == r.start+r.n-1 {
 				return eoc
@@ -1144,8 +1224,9 @@ func (f *fatGen) ReadAt(p []byte, off int64) (int, error) {
 	es := f.entrySize()
 	c := off / es
 	// The run holding or following cluster c.
-	i := sort.Search(len(f.runs), func(i int) bool {
-		r := f.runs[i]
+	nr := f.nruns()
+	i := sort.Search(nr, func(i int) bool {
+		r := f.run(i)
 		return int64(r.start)+int64(r.n) > c
 	})
 	var buf [4]byte
@@ -1155,7 +1236,10 @@ func (f *fatGen) ReadAt(p []byte, off int64) (int, error) {
 			clear(p[n:])
 			return len(p), nil
 		}
-		for i < len(f.runs) && int64(f.runs[i].start)+int64(f.runs[i].n) <= c {
+		for i < nr {
+			if r := f.run(i); int64(r.start)+int64(r.n) > c {
+				break
+			}
 			i++
 		}
 		v := f.entry(uint32(c), i)

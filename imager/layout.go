@@ -99,6 +99,14 @@ type memberTable interface {
 	desc(i int, part uint8) string
 }
 
+// memberOffsets is a memberTable that knows where its members start (a
+// FAT member's offset follows from its first cluster), so that the layout
+// need not keep an offset per member. Builder.members checks each against
+// the sum of the pieces before it.
+type memberOffsets interface {
+	offset(i int) int64
+}
+
 // Layout is an immutable image: a sorted, contiguous table of regions. It
 // is safe for concurrent use and can be shared by every reader of one
 // image.
@@ -108,7 +116,9 @@ type Layout struct {
 	head  []Extent // plain extents before the members
 	tail  []Extent // plain extents after them
 	tab   memberTable
-	moffs []int64  // member i starts at moffs[i]
+	nmem  int      // number of members
+	moffs []int64  // member i starts at moffs[i], unless the table knows (memberOffsets)
+	mof   memberOffsets
 	mend  int64    // where the members end (and the tail starts)
 	zeros []uint64 // bit i set: member i has a zero piece (for ExtentAt)
 }
@@ -119,11 +129,19 @@ var _ Image = (*Layout)(nil)
 func (l *Layout) Size() int64 { return l.size }
 
 // regions numbers the head's extents, then the members, then the tail's.
-func (l *Layout) regions() int { return len(l.head) + len(l.moffs) + len(l.tail) }
+func (l *Layout) regions() int { return len(l.head) + l.nmem + len(l.tail) }
+
+// moff is where member i starts.
+func (l *Layout) moff(i int) int64 {
+	if l.mof != nil {
+		return l.mof.offset(i)
+	}
+	return l.moffs[i]
+}
 
 // member returns the member index of region r, or -1 for a plain extent.
 func (l *Layout) member(r int) int {
-	if r >= len(l.head) && r < len(l.head)+len(l.moffs) {
+	if r >= len(l.head) && r < len(l.head)+l.nmem {
 		return r - len(l.head)
 	}
 	return -1
@@ -134,29 +152,29 @@ func (l *Layout) plain(r int) *Extent {
 	if r < len(l.head) {
 		return &l.head[r]
 	}
-	return &l.tail[r-len(l.head)-len(l.moffs)]
+	return &l.tail[r-len(l.head)-l.nmem]
 }
 
 // memberEnd is where member i ends.
 func (l *Layout) memberEnd(i int) int64 {
-	if i+1 < len(l.moffs) {
-		return l.moffs[i+1]
+	if i+1 < l.nmem {
+		return l.moff(i + 1)
 	}
 	return l.mend
 }
 
 // find returns the region holding off (0 <= off < size).
 func (l *Layout) find(off int64) int {
-	if len(l.moffs) > 0 && off >= l.moffs[0] && off < l.mend {
-		return len(l.head) + sort.Search(len(l.moffs), func(i int) bool { return l.moffs[i] > off }) - 1
+	if l.nmem > 0 && off >= l.moff(0) && off < l.mend {
+		return len(l.head) + sort.Search(l.nmem, func(i int) bool { return l.moff(i) > off }) - 1
 	}
-	if len(l.moffs) == 0 || off < l.moffs[0] {
+	if l.nmem == 0 || off < l.moff(0) {
 		return sort.Search(len(l.head), func(i int) bool {
 			e := &l.head[i]
 			return e.Off+e.Len > off
 		})
 	}
-	return len(l.head) + len(l.moffs) + sort.Search(len(l.tail), func(i int) bool {
+	return len(l.head) + l.nmem + sort.Search(len(l.tail), func(i int) bool {
 		e := &l.tail[i]
 		return e.Off+e.Len > off
 	})
@@ -189,7 +207,7 @@ func (l *Layout) Extents() iter.Seq[Extent] {
 				}
 				continue
 			}
-			off := l.moffs[i]
+			off := l.moff(i)
 			for _, p := range l.tab.pieces(i, buf[:0]) {
 				e := Extent{Off: off, Len: p.len, Kind: p.kind, Desc: l.tab.desc(i, p.part)}
 				if p.kind == ExtentBlob {
@@ -256,7 +274,7 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 // goes, and returns how many it filled.
 func (l *Layout) readMember(i int, p []byte, off int64) (int, error) {
 	var buf [maxPieces]piece
-	start := l.moffs[i]
+	start := l.moff(i)
 	n := 0
 	for _, pc := range l.tab.pieces(i, buf[:0]) {
 		end := start + pc.len
@@ -361,14 +379,14 @@ func (l *Layout) ExtentAt(off int64) (n int64, zero bool) {
 		if !first && !zero && !l.hasZero(i) {
 			// Data all through: go on at the next member with zeros.
 			j := l.nextZero(i)
-			if j == len(l.moffs) {
-				pos, r = l.mend, len(l.head)+len(l.moffs)-1
+			if j == l.nmem {
+				pos, r = l.mend, len(l.head)+l.nmem-1
 			} else {
-				pos, r = l.moffs[j], len(l.head)+j-1
+				pos, r = l.moff(j), len(l.head)+j-1
 			}
 			continue
 		}
-		start := l.moffs[i]
+		start := l.moff(i)
 		for _, pc := range l.tab.pieces(i, buf[:0]) {
 			end := start + pc.len
 			if end <= pos {
@@ -389,7 +407,7 @@ func (l *Layout) ExtentAt(off int64) (n int64, zero bool) {
 
 func (l *Layout) hasZero(i int) bool { return l.zeros[i/64]&(1<<(i%64)) != 0 }
 
-// nextZero is the first member after i with a zero piece, or len(moffs).
+// nextZero is the first member after i with a zero piece, or nmem.
 func (l *Layout) nextZero(i int) int {
 	i++
 	for w := i / 64; w < len(l.zeros); w++ {
@@ -398,10 +416,10 @@ func (l *Layout) nextZero(i int) int {
 			word &^= 1<<(i%64) - 1
 		}
 		if word != 0 {
-			return min(w*64+bits.TrailingZeros64(word), len(l.moffs))
+			return min(w*64+bits.TrailingZeros64(word), l.nmem)
 		}
 	}
-	return len(l.moffs)
+	return l.nmem
 }
 
 // Builder appends extents in order to make a Layout. Its invariants
@@ -410,7 +428,9 @@ type Builder struct {
 	extents []Extent // plain extents being appended: the head, or the tail once members are in
 	head    []Extent
 	tab     memberTable
+	nmem    int
 	moffs   []int64
+	mof     memberOffsets
 	zeros   []uint64
 	pos     int64
 	mend    int64
@@ -463,7 +483,11 @@ func (b *Builder) members(tab memberTable, n int) {
 	}
 	b.head, b.extents = b.extents, nil
 	b.tab = tab
-	b.moffs = make([]int64, 0, n)
+	if mof, ok := tab.(memberOffsets); ok {
+		b.mof = mof
+	} else {
+		b.moffs = make([]int64, 0, n)
+	}
 	b.zeros = make([]uint64, (n+63)/64)
 	var buf [maxPieces]piece
 	for i := range n {
@@ -486,7 +510,13 @@ func (b *Builder) members(tab memberTable, n int) {
 			}
 			ln += p.len
 		}
-		b.moffs = append(b.moffs, off)
+		if b.mof == nil {
+			b.moffs = append(b.moffs, off)
+		} else if got := b.mof.offset(i); got != off {
+			b.err = fmt.Errorf("imager: internal: member %d (%s) computed at %d, laid out at %d", i, tab.desc(i, 0), got, off)
+			return
+		}
+		b.nmem++
 		b.pos += ln
 	}
 	b.mend = b.pos
@@ -529,7 +559,7 @@ func (b *Builder) Layout(blobs BlobReader) *Layout {
 		l.head = slices.Clip(b.extents)
 	} else {
 		l.head, l.tail = slices.Clip(b.head), slices.Clip(b.extents)
-		l.tab, l.moffs, l.mend, l.zeros = b.tab, b.moffs, b.mend, b.zeros
+		l.tab, l.nmem, l.moffs, l.mof, l.mend, l.zeros = b.tab, b.nmem, b.moffs, b.mof, b.mend, b.zeros
 	}
 	*b = Builder{}
 	return l

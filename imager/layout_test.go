@@ -429,7 +429,7 @@ func TestLayoutMemoryPerFile(t *testing.T) {
 		maxPer float64
 	}{
 		{Options{Format: FormatTar}, 80},
-		{Options{Format: FormatFAT}, 160},
+		{Options{Format: FormatFAT}, 100},
 	} {
 		h0 := heap()
 		l := build(c.opts)
