@@ -116,8 +116,8 @@ type Layout struct {
 	head  []Extent // plain extents before the members
 	tail  []Extent // plain extents after them
 	tab   memberTable
-	nmem  int      // number of members
-	moffs []int64  // member i starts at moffs[i], unless the table knows (memberOffsets)
+	nmem  int     // number of members
+	moffs []int64 // member i starts at moffs[i], unless the table knows (memberOffsets)
 	mof   memberOffsets
 	mend  int64    // where the members end (and the tail starts)
 	zeros []uint64 // bit i set: member i has a zero piece (for ExtentAt)
