@@ -140,6 +140,56 @@ func (h *tarHeader) marshal(b []byte) {
 	octal(b[tarChksumOff:tarChksumOff+tarChksumLen], sum)
 }
 
+// tarTemplate is a ustar header with the fields every entry of an image
+// shares (uid, gid, mtime, magic, uname, gname, device numbers, the
+// checksum field as spaces) and the sum of its bytes: a header is made by
+// filling in the other fields and adding their bytes to the sum, instead
+// of summing 512 bytes each time.
+type tarTemplate struct {
+	b     [tarBlockSize]byte
+	sum   int64
+	mtime int64
+}
+
+func newTarTemplate(mtime int64) *tarTemplate {
+	t := &tarTemplate{mtime: mtime}
+	h := tarHeader{mtime: mtime}
+	h.marshal(t.b[:])
+	clear(t.b[tarModeOff : tarModeOff+tarModeLen])
+	clear(t.b[tarSizeOff : tarSizeOff+tarSizeLen])
+	t.b[tarTypeflagOff] = 0
+	copy(t.b[tarChksumOff:tarChksumOff+tarChksumLen], "        ")
+	for _, c := range t.b {
+		t.sum += int64(c)
+	}
+	return t
+}
+
+// marshalFrom writes the header into b as marshal does, starting from t
+// (whose mtime must be h's).
+func (h *tarHeader) marshalFrom(b []byte, t *tarTemplate) {
+	copy(b, t.b[:])
+	sum := t.sum
+	add := func(f []byte) {
+		for _, c := range f {
+			sum += int64(c)
+		}
+	}
+	n := copy(b[tarNameOff:tarNameOff+tarNameLen], h.name)
+	add(b[tarNameOff : tarNameOff+n])
+	octal(b[tarModeOff:tarModeOff+tarModeLen], h.mode)
+	add(b[tarModeOff : tarModeOff+tarModeLen])
+	octal(b[tarSizeOff:tarSizeOff+tarSizeLen], h.size)
+	add(b[tarSizeOff : tarSizeOff+tarSizeLen])
+	b[tarTypeflagOff] = h.typeflag
+	sum += int64(h.typeflag)
+	n = copy(b[tarLinknameOff:tarLinknameOff+tarLinknameLen], h.linkname)
+	add(b[tarLinknameOff : tarLinknameOff+n])
+	n = copy(b[tarPrefixOff:tarPrefixOff+tarPrefixLen], h.prefix)
+	add(b[tarPrefixOff : tarPrefixOff+n])
+	octal(b[tarChksumOff:tarChksumOff+tarChksumLen], sum)
+}
+
 // octal writes v as len(field)-1 zero-padded octal digits and a NUL.
 // Callers keep v in range (sizes and times are clamped before).
 func octal(field []byte, v int64) {
@@ -255,6 +305,7 @@ type tarTable struct {
 	names string // each entry's path, then a symlink's target
 	ents  []tarEnt
 	mtime int64
+	tmpl  *tarTemplate
 }
 
 // tarEnt is one entry of a tarTable.
@@ -288,13 +339,13 @@ func newTarTable(ents []Entry, mtime int64) (*tarTable, []Warning, error) {
 	}
 	var names strings.Builder
 	names.Grow(n)
-	t := &tarTable{ents: make([]tarEnt, len(ents)), mtime: mtime}
+	t := &tarTable{ents: make([]tarEnt, len(ents)), mtime: mtime, tmpl: newTarTemplate(mtime)}
 	var warns []Warning
 	var hdr [tarBlockSize]byte
 	for i := range ents {
 		e := &ents[i]
 		it := tarItem{path: e.Path, target: e.Target, kind: e.Kind, size: e.Size, blob: e.Blob}
-		ext, err := tarEntryHeader(&it, mtime, hdr[:])
+		ext, err := tarEntryHeader(&it, t.tmpl, hdr[:])
 		if err != nil {
 			return nil, nil, err
 		}
@@ -347,7 +398,7 @@ func (t *tarTable) pieces(i int, buf []piece) []piece {
 	if t.ents[i].ext {
 		it := t.item(i)
 		var hdr [tarBlockSize]byte
-		ext, _ := tarEntryHeader(&it, t.mtime, hdr[:])
+		ext, _ := tarEntryHeader(&it, t.tmpl, hdr[:])
 		n := int64(len(ext))
 		buf = append(buf, piece{len: tarBlockSize + n + tarBlockPadding(n), kind: ExtentData, part: tarPartPax})
 	}
@@ -361,7 +412,7 @@ func (t *tarTable) pieces(i int, buf []piece) []piece {
 func (t *tarTable) gen(i int, part uint8, p []byte, rel int64) {
 	it := t.item(i)
 	var hdr [tarBlockSize]byte
-	ext, _ := tarEntryHeader(&it, t.mtime, hdr[:])
+	ext, _ := tarEntryHeader(&it, t.tmpl, hdr[:])
 	if part == tarPartPax {
 		copy(p, paxBlocks(it.blob.String()+".paxheader", tarTypePax, ext, t.mtime)[rel:])
 		return
@@ -394,11 +445,11 @@ type tarItem struct {
 // tarEntryHeader fills hdr with e's ustar header as git's write_tar_entry
 // does, and returns the pax extended header records git writes before it
 // (nil when none).
-func tarEntryHeader(e *tarItem, mtime int64, hdr []byte) ([]byte, error) {
+func tarEntryHeader(e *tarItem, tmpl *tarTemplate, hdr []byte) ([]byte, error) {
 	if e.path == "" || strings.IndexByte(e.path, 0) >= 0 {
 		return nil, fmt.Errorf("imager: tar: invalid path %q", e.path)
 	}
-	h := tarHeader{mtime: mtime}
+	h := tarHeader{mtime: tmpl.mtime}
 	name := e.path
 	switch e.kind {
 	case KindFile:
@@ -443,7 +494,7 @@ func tarEntryHeader(e *tarItem, mtime int64, hdr []byte) ([]byte, error) {
 		ext = paxRecord(ext, "size", strconv.FormatInt(h.size, 10))
 		h.size = 0
 	}
-	h.marshal(hdr)
+	h.marshalFrom(hdr, tmpl)
 	return ext, nil
 }
 
