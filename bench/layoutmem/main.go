@@ -153,7 +153,11 @@ func main() {
 
 	h1 := heap()
 	fmt.Printf("files %d, entries %d\n", nfiles, len(t.Entries))
-	fmt.Printf("imager.Tree:              heap %s  (%s)\n", mib(h1-h0), per(h1, h0))
+	what := "imager.Tree:             "
+	if *repo != "" {
+		what = "listed (tree, gitfs):    "
+	}
+	fmt.Printf("%s heap %s  (%s)\n", what, mib(h1-h0), per(h1, h0))
 
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
