@@ -165,14 +165,14 @@ func (l *Layout) memberEnd(i int) int64 {
 
 // find returns the region holding off (0 <= off < size).
 func (l *Layout) find(off int64) int {
-	if l.nmem > 0 && off >= l.moff(0) && off < l.mend {
-		return len(l.head) + sort.Search(l.nmem, func(i int) bool { return l.moff(i) > off }) - 1
-	}
-	if l.nmem == 0 || off < l.moff(0) {
-		return sort.Search(len(l.head), func(i int) bool {
+	if n := len(l.head); n > 0 && off < l.head[n-1].Off+l.head[n-1].Len {
+		return sort.Search(n, func(i int) bool {
 			e := &l.head[i]
 			return e.Off+e.Len > off
 		})
+	}
+	if l.nmem > 0 && off < l.mend {
+		return len(l.head) + sort.Search(l.nmem, func(i int) bool { return l.moff(i) > off }) - 1
 	}
 	return len(l.head) + l.nmem + sort.Search(len(l.tail), func(i int) bool {
 		e := &l.tail[i]

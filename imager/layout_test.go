@@ -442,3 +442,60 @@ func TestLayoutMemoryPerFile(t *testing.T) {
 		runtime.KeepAlive(l)
 	}
 }
+
+// fakeMembers is a memberTable of n members, member i being i+1 generated
+// bytes of value i, then i%3 zeros.
+type fakeMembers int
+
+func (fakeMembers) pieces(i int, buf []piece) []piece {
+	buf = append(buf, piece{len: int64(i + 1), kind: ExtentData})
+	if i%3 > 0 {
+		buf = append(buf, piece{len: int64(i % 3), kind: ExtentZero, part: 1})
+	}
+	return buf
+}
+
+func (fakeMembers) gen(i int, _ uint8, p []byte, _ int64) {
+	for k := range p {
+		p[k] = byte(i)
+	}
+}
+
+func (fakeMembers) blob(int) BlobID               { return BlobID{} }
+func (fakeMembers) desc(i int, part uint8) string { return fmt.Sprintf("m%d.%d", i, part) }
+
+// TestLayoutMembersAroundPlain: members between plain extents, none at
+// all, and tails of several extents (zeros merged across the boundary with
+// the members) read and report runs as their table says.
+func TestLayoutMembersAroundPlain(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 7, 200} {
+		var b Builder
+		b.Data("head", []byte("HEAD"))
+		b.Zeros("head zeros", 5)
+		b.members(fakeMembers(n), n)
+		b.Zeros("tail zeros", 3)
+		b.Data("tail", []byte("TAIL"))
+		b.Zeros("tail zeros 2", 2)
+		b.Data("tail 2", []byte("T2"))
+		l := b.Layout(memBlobs{})
+		if err := b.Err(); err != nil {
+			t.Fatal(err)
+		}
+		var want []byte
+		want = append(want, "HEAD"...)
+		want = append(want, make([]byte, 5)...)
+		for i := 0; i < n; i++ {
+			want = append(want, bytes.Repeat([]byte{byte(i)}, i+1)...)
+			want = append(want, make([]byte, i%3)...)
+		}
+		want = append(want, make([]byte, 3)...)
+		want = append(want, "TAIL"...)
+		want = append(want, 0, 0)
+		want = append(want, "T2"...)
+		want = append(want, make([]byte, int(l.Size())-len(want))...)
+		if got := readImage(t, l); !bytes.Equal(got, want) {
+			t.Fatalf("%d members: image differs:\n got %v\nwant %v", n, got, want)
+		}
+		checkTable(t, l)
+	}
+}
