@@ -207,21 +207,84 @@ func (r *FATRefusal) Error() string {
 
 func (r *FATRefusal) Unwrap() error { return ErrFATUnrepresentable }
 
+// fatTable is a FAT image's files and directories, one compact row each
+// (fatNode), with every path in one string and every directory's children
+// in one index: what directory entries are made of on demand. Node 0 is the
+// root; the others are in tree order.
+type fatTable struct {
+	names string           // each node's path, in node order
+	nodes []fatNode        // the root, then the tree's entries
+	dirs  []fatDir         // what directories have more than files
+	kids  []uint32         // children of each directory, in tree order: dirs[d].kids onwards
+	big   map[uint32]int64 // sizes of files over 4 GiB - 1 (refused; kept for the messages)
+	// Set by layout:
+	g   *fatGeometry
+	ts  fatStamp
+	mem []uint32 // member -> node: the FAT16 root, directories, then files
+}
+
 // fatNode is a file or directory of the image.
 type fatNode struct {
-	path     string
-	name     string
-	dir      bool
-	size     int64
-	blob     BlobID
-	short    [11]byte
-	parent   *fatNode
-	children []*fatNode
-	entries  int    // directories: 32-byte entries, dots and LFNs included
-	mirage   string // why MirageOS's reader cannot look this name up, or ""
-	mirageOK bool   // stored as the 8.3 name Mirage looks it up by
+	blob     BlobID // files: the content
+	size     uint32 // files: content bytes (see fatTable.size); directories: index in fatTable.dirs
+	path     uint32 // where the path starts in names; it ends where the next node's starts
 	cluster  uint32 // first cluster, 0 for empty files and the FAT16 root
-	clusters int64
+	short    [11]byte
+	lfn      uint8 // long-name entries
+	dir      bool
+	mirage   uint8 // why MirageOS's reader cannot look this name up (fatMirage*)
+	mirageOK bool  // stored as the 8.3 name Mirage looks it up by
+}
+
+// fatDir is the rest of a directory's row.
+type fatDir struct {
+	parent  uint32 // node of the parent directory (the root's is itself)
+	kids    uint32 // first child in fatTable.kids
+	nkids   uint32 // number of children
+	entries uint32 // 32-byte entries, dots and LFNs included
+}
+
+// size is node i's content size (0 for a directory).
+func (t *fatTable) size(i int) int64 {
+	n := &t.nodes[i]
+	switch {
+	case n.dir:
+		return 0
+	case n.size == math.MaxUint32:
+		return t.big[uint32(i)]
+	}
+	return int64(n.size)
+}
+
+// dirOf is directory node i's fatDir.
+func (t *fatTable) dirOf(i int) *fatDir { return &t.dirs[t.nodes[i].size] }
+
+// Why MirageOS cannot look a name up (fatNode.mirage).
+const (
+	fatMirageOK       = iota
+	fatMirageDupShort // its 8.3 name is another entry's
+	fatMirageBadShort // its 8.3 form cannot be stored
+)
+
+// pathOf is node i's path ("" for the root).
+func (t *fatTable) pathOf(i int) string {
+	end := len(t.names)
+	if i+1 < len(t.nodes) {
+		end = int(t.nodes[i+1].path)
+	}
+	return t.names[t.nodes[i].path:end]
+}
+
+// nameOf is node i's name, the last component of its path.
+func (t *fatTable) nameOf(i int) string {
+	p := t.pathOf(i)
+	return p[strings.LastIndexByte(p, '/')+1:]
+}
+
+// children lists directory d's children.
+func (t *fatTable) children(d int) []uint32 {
+	n := t.dirOf(d)
+	return t.kids[n.kids : n.kids+n.nkids]
 }
 
 // BuildFAT lays out the FAT image of tree. See the limits above.
@@ -250,14 +313,14 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	}
 	// One error lists every problem: those of the names and sizes, then
 	// those of the type tried (forced, or FAT32 when FAT16 does not fit).
-	root, all, problems := fatTree(tree)
+	t, problems := fatTree(tree)
 	typ := opts.FATType
 	var g *fatGeometry
 	if typ == 0 {
 		var p16 []Warning
-		if g, p16 = planFAT(root, all, 16, bps); g == nil {
+		if g, p16 = planFAT(t, 16, bps); g == nil {
 			var p32 []Warning
-			if g, p32 = planFAT(root, all, 32, bps); g == nil {
+			if g, p32 = planFAT(t, 32, bps); g == nil {
 				typ, problems = 32, append(problems, p32...)
 			} else {
 				w := p16[0]
@@ -270,7 +333,7 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 		}
 	} else {
 		var p []Warning
-		g, p = planFAT(root, all, typ, bps)
+		g, p = planFAT(t, typ, bps)
 		problems = append(problems, p...)
 	}
 	if len(problems) > 0 {
@@ -281,16 +344,19 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	}
 	if !g.fat32 {
 		// The image is for Mirage: say which names it cannot look up.
-		for _, n := range all[1:] {
+		for i := 1; i < len(t.nodes); i++ {
+			n := &t.nodes[i]
 			switch {
-			case n.mirage != "":
-				warns = append(warns, Warning{Path: n.path, Msg: n.mirage})
-			case !isASCII(n.name) && !n.mirageOK:
-				warns = append(warns, Warning{Path: n.path, Msg: "non-ASCII name: MirageOS's FAT reader converts looked-up names to UTF-16 byte by byte and will not find it (Linux and mtools will)"})
+			case n.mirage == fatMirageDupShort:
+				warns = append(warns, Warning{Path: t.pathOf(i), Msg: "MirageOS's FAT reader looks this name up by its 8.3 name, which another entry of the directory already has: it would find that entry"})
+			case n.mirage == fatMirageBadShort:
+				warns = append(warns, Warning{Path: t.pathOf(i), Msg: "MirageOS's FAT reader looks this name up by its 8.3 name, which FAT cannot store (a part starts or ends with a space): it will not find it"})
+			case !isASCII(t.nameOf(i)) && !n.mirageOK:
+				warns = append(warns, Warning{Path: t.pathOf(i), Msg: "non-ASCII name: MirageOS's FAT reader converts looked-up names to UTF-16 byte by byte and will not find it (Linux and mtools will)"})
 			}
 		}
 	}
-	return g.layout(root, all, tree, blobs), warns, nil
+	return g.layout(t, tree, blobs), warns, nil
 }
 
 func isASCII(s string) bool {
@@ -302,65 +368,109 @@ func isASCII(s string) bool {
 	return true
 }
 
-// fatTree builds the node tree, checks names and sizes FAT cannot hold
-// whatever its type, and assigns 8.3 aliases. all lists the nodes in tree
-// order, the root first.
-func fatTree(tree *Tree) (root *fatNode, all []*fatNode, problems []Warning) {
-	root = &fatNode{dir: true}
-	root.parent = root
-	all = []*fatNode{root}
-	dirs := map[string]*fatNode{"": root}
+// fatTree builds the node table, checks names and sizes FAT cannot hold
+// whatever its type, and assigns 8.3 aliases.
+func fatTree(tree *Tree) (*fatTable, []Warning) {
+	var problems []Warning
+	n := 0
+	for i := range tree.Entries {
+		n += len(tree.Entries[i].Path)
+	}
+	t := &fatTable{nodes: make([]fatNode, 1, len(tree.Entries)+1)}
+	if n > math.MaxUint32 || len(tree.Entries) >= math.MaxUint32 {
+		return t, []Warning{{Path: "", Msg: fmt.Sprintf("%d entries with %d bytes of paths: at most 4 GiB", len(tree.Entries), n)}}
+	}
+	var names strings.Builder
+	names.Grow(n)
+	t.nodes[0].dir = true
+	t.dirs = []fatDir{{}}
+	parents := make([]uint32, 1, len(tree.Entries)+1) // of each node, while building
+	dirs := map[string]uint32{"": 0}
 	for _, e := range tree.Entries {
 		i := strings.LastIndexByte(e.Path, '/')
-		parent := dirs[e.Path[:max(i, 0)]]
-		if parent == nil {
+		parent, ok := dirs[e.Path[:max(i, 0)]]
+		if !ok {
 			// FollowSymlinks and SkipSymlinks list parents first.
 			problems = append(problems, Warning{Path: e.Path, Msg: "listed without its parent directory"})
 			continue
 		}
-		n := &fatNode{path: e.Path, name: e.Path[i+1:], parent: parent}
+		idx := uint32(len(t.nodes))
+		nd := fatNode{path: uint32(names.Len())}
 		switch e.Kind {
 		case KindDir, KindSubmodule:
-			n.dir = true
-			dirs[e.Path] = n
+			nd.dir = true
+			dirs[e.Path] = idx
+			nd.size = uint32(len(t.dirs))
+			t.dirs = append(t.dirs, fatDir{parent: parent})
 		default:
-			n.size, n.blob = e.Size, e.Blob
+			nd.blob = e.Blob
+			if e.Size >= 0 && e.Size < math.MaxUint32 {
+				nd.size = uint32(e.Size)
+			} else {
+				nd.size = math.MaxUint32
+				if t.big == nil {
+					t.big = map[uint32]int64{}
+				}
+				t.big[idx] = e.Size
+			}
 			if e.Size < 0 {
 				problems = append(problems, Warning{Path: e.Path, Msg: fmt.Sprintf("negative size %d", e.Size)})
 			} else if e.Size > fat32MaxFile {
 				problems = append(problems, Warning{Path: e.Path, Msg: fmt.Sprintf("is %d bytes: a FAT file holds at most 4 GiB - 1 (%d bytes)", e.Size, int64(fat32MaxFile))})
 			}
 		}
-		if why := badFATName(n.name); why != "" {
+		name := e.Path[i+1:]
+		if why := badFATName(name); why != "" {
 			problems = append(problems, Warning{Path: e.Path, Msg: why})
 		}
-		parent.children = append(parent.children, n)
-		all = append(all, n)
+		nd.lfn = uint8(min(lfnEntries(name), math.MaxUint8))
+		t.dirOf(int(parent)).nkids++
+		t.nodes = append(t.nodes, nd)
+		parents = append(parents, parent)
+		names.WriteString(e.Path)
 	}
-	for _, d := range all {
-		if !d.dir {
+	t.names = names.String()
+	// Children in tree order, each directory's together.
+	var k uint32
+	for i := range t.dirs {
+		t.dirs[i].kids = k
+		k += t.dirs[i].nkids
+		t.dirs[i].nkids = 0
+	}
+	t.kids = make([]uint32, k)
+	for i := 1; i < len(t.nodes); i++ {
+		p := t.dirOf(int(parents[i]))
+		t.kids[p.kids+p.nkids] = uint32(i)
+		p.nkids++
+	}
+	for d := range t.nodes {
+		if !t.nodes[d].dir {
 			continue
 		}
-		seen := make(map[string]string, len(d.children))
-		d.entries = 2 // "." and ".."
-		if d == root {
-			d.entries = 0
+		dn := t.dirOf(d)
+		kids := t.children(d)
+		seen := make(map[string]string, len(kids))
+		entries := 2 // "." and ".."
+		if d == 0 {
+			entries = 0
 		}
-		for _, c := range d.children {
-			key := strings.ToUpper(c.name)
+		for _, c := range kids {
+			name := t.nameOf(int(c))
+			key := strings.ToUpper(name)
 			if first, ok := seen[key]; ok {
-				problems = append(problems, Warning{Path: c.path, Msg: fmt.Sprintf("same name as %q but for case: FAT names are case-insensitive", first)})
+				problems = append(problems, Warning{Path: t.pathOf(int(c)), Msg: fmt.Sprintf("same name as %q but for case: FAT names are case-insensitive", first)})
 			} else {
-				seen[key] = c.name
+				seen[key] = name
 			}
-			d.entries += 1 + lfnEntries(c.name)
+			entries += 1 + lfnEntries(name)
 		}
-		if d.entries > maxDirEntries {
-			problems = append(problems, Warning{Path: d.path, Msg: fmt.Sprintf("directory needs %d 32-byte entries (long names included): FAT allows %d", d.entries, maxDirEntries)})
+		dn.entries = uint32(min(entries, math.MaxUint32))
+		if entries > maxDirEntries {
+			problems = append(problems, Warning{Path: t.pathOf(d), Msg: fmt.Sprintf("directory needs %d 32-byte entries (long names included): FAT allows %d", entries, maxDirEntries)})
 		}
-		assignShortNames(d)
+		t.assignShortNames(d)
 	}
-	return root, all, problems
+	return t, problems
 }
 
 // badFATName says why a long name cannot be stored, or "".
@@ -372,7 +482,7 @@ func badFATName(name string) string {
 		return "name is not valid UTF-8: FAT long names are UTF-16"
 	case strings.HasSuffix(name, ".") || strings.HasSuffix(name, " "):
 		return "name ends with a dot or a space: FAT readers drop them, so the name would not round-trip"
-	case len(utf16.Encode([]rune(name))) > maxNameUnits:
+	case utf16Len(name) > maxNameUnits:
 		return fmt.Sprintf("name is longer than FAT's %d UTF-16 units", maxNameUnits)
 	}
 	for _, r := range name {
@@ -389,8 +499,21 @@ func badFATName(name string) string {
 // lfnEntries is the number of long-name entries for name: its UTF-16 units
 // plus the NUL unit that is always written (Mirage matches on it).
 func lfnEntries(name string) int {
-	units := len(utf16.Encode([]rune(name))) + 1
+	units := utf16Len(name) + 1
 	return (units + lfnUnits - 1) / lfnUnits
+}
+
+// utf16Len is the number of UTF-16 units of name (an invalid byte counts
+// as U+FFFD, one unit), counted without converting it.
+func utf16Len(name string) int {
+	n := 0
+	for _, r := range name {
+		n++
+		if r >= 0x10000 {
+			n++ // a surrogate pair
+		}
+	}
+	return n
 }
 
 // shortChars are the characters an 8.3 name may hold besides A-Z and 0-9.
@@ -511,36 +634,38 @@ func mirageShortName(name string) (s [11]byte, dosName, ok bool) {
 //  3. the others get BASIS~N.EXT with the lowest N free, in tree order
 //     (deterministic; Windows switches to hashed aliases after ~4, Linux to
 //     random ones after ~9: neither is reproducible).
-func assignShortNames(d *fatNode) {
-	used := make(map[[11]byte]bool, len(d.children))
-	done := make([]bool, len(d.children))
-	for i, c := range d.children {
-		s, dosName, ok := mirageShortName(c.name)
+func (t *fatTable) assignShortNames(d int) {
+	kids := t.children(d)
+	used := make(map[[11]byte]bool, len(kids))
+	done := make([]bool, len(kids))
+	for i, k := range kids {
+		c := &t.nodes[k]
+		s, dosName, ok := mirageShortName(t.nameOf(int(k)))
 		switch {
 		case ok && !used[s]:
 			c.short, done[i], c.mirageOK = s, true, true
 			used[s] = true
 		case ok:
-			c.mirage = "MirageOS's FAT reader looks this name up by its 8.3 name, which another entry of the directory already has: it would find that entry"
+			c.mirage = fatMirageDupShort
 		case dosName:
-			c.mirage = "MirageOS's FAT reader looks this name up by its 8.3 name, which FAT cannot store (a part starts or ends with a space): it will not find it"
+			c.mirage = fatMirageBadShort
 		}
 	}
-	for i, c := range d.children {
+	for i, k := range kids {
 		if done[i] {
 			continue
 		}
-		if s, ok := exactShortName(c.name); ok && !used[s] {
-			c.short, done[i] = s, true
+		if s, ok := exactShortName(t.nameOf(int(k))); ok && !used[s] {
+			t.nodes[k].short, done[i] = s, true
 			used[s] = true
 		}
 	}
 	next := map[string]int{} // basis -> next N to try, so many similar names stay linear
-	for i, c := range d.children {
+	for i, k := range kids {
 		if done[i] {
 			continue
 		}
-		base, ext := shortBasis(c.name)
+		base, ext := shortBasis(t.nameOf(int(k)))
 		key := base + "." + ext
 		for n := max(next[key], 1); ; n++ {
 			tail := "~" + strconv.Itoa(n)
@@ -554,7 +679,7 @@ func assignShortNames(d *fatNode) {
 			copy(s[8:], ext)
 			if !used[s] {
 				used[s] = true
-				c.short = s
+				t.nodes[k].short = s
 				next[key] = n + 1
 				break
 			}
@@ -583,18 +708,20 @@ func (g *fatGeometry) dataStart() int64 {
 
 // planFAT chooses the geometry of a FAT16 or FAT32 volume for the tree, or
 // returns why it does not fit.
-func planFAT(root *fatNode, all []*fatNode, fatType int, bps int64) (*fatGeometry, []Warning) {
+func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
 	g := &fatGeometry{fat32: fatType == 32, bps: bps}
 	var problems []Warning
+	root := t.dirOf(0)
 	minC, maxC := int64(fat16MinClusters), int64(fat16MaxClusters)
 	if g.fat32 {
 		minC, maxC = fat32MinClusters, fat32MaxClusters
 		g.reserved = fat32Reserved
 	} else {
 		g.reserved = fat16Reserved
-		for _, n := range all {
-			if !n.dir && n.size > fat16MaxFile && n.size <= fat32MaxFile { // larger ones are already refused
-				problems = append(problems, Warning{Path: n.path, Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", n.size)})
+		for i := range t.nodes {
+			n := &t.nodes[i]
+			if size := t.size(i); !n.dir && size > fat16MaxFile && size <= fat32MaxFile { // larger ones are already refused
+				problems = append(problems, Warning{Path: t.pathOf(i), Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", size)})
 			}
 		}
 		perSector := bps / dirEntrySize
@@ -608,7 +735,7 @@ func planFAT(root *fatNode, all []*fatNode, fatType int, bps int64) (*fatGeometr
 	}
 	var need int64 = -1
 	for g.spc = 1; g.bps*g.spc <= fatMaxClusterLen; g.spc *= 2 {
-		need = clustersNeeded(root, all, g.clusterBytes(), g.fat32)
+		need = clustersNeeded(t, g.clusterBytes(), g.fat32)
 		if need <= maxC {
 			break
 		}
@@ -616,8 +743,8 @@ func planFAT(root *fatNode, all []*fatNode, fatType int, bps int64) (*fatGeometr
 	if need > maxC {
 		g.spc /= 2
 		var data int64
-		for _, n := range all {
-			data += n.size
+		for i := range t.nodes {
+			data += t.size(i)
 		}
 		problems = append(problems, Warning{Path: "", Msg: fmt.Sprintf("tree needs %d clusters of %d bytes (%d bytes of file data): FAT%d holds at most %d", need, g.clusterBytes(), data, fatType, maxC)})
 	}
@@ -640,17 +767,19 @@ func planFAT(root *fatNode, all []*fatNode, fatType int, bps int64) (*fatGeometr
 
 // clustersNeeded counts the data clusters of files and directories (the
 // FAT16 root lives outside the data area).
-func clustersNeeded(root *fatNode, all []*fatNode, cb int64, fat32 bool) int64 {
+func clustersNeeded(t *fatTable, cb int64, fat32 bool) int64 {
 	var n int64
-	for _, f := range all {
+	for i := range t.nodes {
+		f := &t.nodes[i]
 		switch {
-		case f.dir && (f != root || fat32):
-			n += (int64(f.entries)*dirEntrySize + cb - 1) / cb
-			if f.entries == 0 {
+		case f.dir && (i != 0 || fat32):
+			ents := int64(t.dirOf(i).entries)
+			n += (ents*dirEntrySize + cb - 1) / cb
+			if ents == 0 {
 				n++ // an empty FAT32 root still has a cluster
 			}
 		case !f.dir:
-			n += (f.size + cb - 1) / cb
+			n += (t.size(i) + cb - 1) / cb
 		}
 	}
 	return n
@@ -662,35 +791,39 @@ type fatRun struct {
 }
 
 // layout allocates clusters (directories, then files, in tree order) and
-// writes the extent table.
-func (g *fatGeometry) layout(root *fatNode, all []*fatNode, tree *Tree, blobs BlobReader) *Layout {
+// writes the extent table: boot sectors and FATs as plain extents, then
+// one member per directory and non-empty file (the FAT16 root first),
+// whose directory entries are made on demand.
+func (g *fatGeometry) layout(t *fatTable, tree *Tree, blobs BlobReader) *Layout {
 	cb := g.clusterBytes()
 	next := uint32(2)
-	var runs []fatRun
-	alloc := func(n *fatNode, bytes int64) {
+	t.mem = make([]uint32, 0, len(t.nodes))
+	t.g, t.ts = g, fatTimestamp(tree.Time)
+	if !g.fat32 {
+		t.mem = append(t.mem, 0)
+	}
+	alloc := func(i int, bytes int64) {
 		c := (bytes + cb - 1) / cb
 		if c == 0 {
 			return
 		}
-		n.cluster, n.clusters = next, c
-		runs = append(runs, fatRun{start: next, n: uint32(c)})
+		t.nodes[i].cluster = next
+		t.mem = append(t.mem, uint32(i))
 		next += uint32(c)
 	}
-	for _, n := range all {
-		if n.dir && (n != root || g.fat32) {
-			alloc(n, max(int64(n.entries)*dirEntrySize, 1))
+	for i := range t.nodes {
+		if n := &t.nodes[i]; n.dir && (i != 0 || g.fat32) {
+			alloc(i, max(int64(t.dirOf(i).entries)*dirEntrySize, 1))
 		}
 	}
-	for _, n := range all {
-		if !n.dir {
-			alloc(n, n.size)
+	for i := range t.nodes {
+		if n := &t.nodes[i]; !n.dir {
+			alloc(i, t.size(i))
 		}
 	}
 
-	ts := fatTimestamp(tree.Time)
 	serial := volumeSerial(tree.CommitID)
 	var b Builder
-	b.Grow(2*len(tree.Entries) + 16) // content and cluster slack per entry, plus fixed areas
 	bps := g.bps
 	boot := g.bootSector(serial)
 	b.Data("fat boot sector", boot)
@@ -703,7 +836,7 @@ func (g *fatGeometry) layout(root *fatNode, all []*fatNode, tree *Tree, blobs Bl
 		b.Zeros("fat reserved sectors", (g.reserved-fat32BackupBoot-2)*bps)
 	}
 
-	gen := &fatGen{runs: runs, fat32: g.fat32}
+	gen := &fatGen{tab: t, fat32: g.fat32}
 	usedBytes := int64(next) * gen.entrySize()
 	var table []byte
 	if usedBytes <= fatSmallTable {
@@ -719,30 +852,139 @@ func (g *fatGeometry) layout(root *fatNode, all []*fatNode, tree *Tree, blobs Bl
 		}
 		b.Zeros(desc+" (free clusters)", g.fatSectors*bps-usedBytes)
 	}
-	if !g.fat32 {
-		d := g.dirBytes(root, root, ts)
-		b.Data("dir /", d)
-		b.Zeros("dir / (unused entries)", g.rootSectors*bps-int64(len(d)))
-	}
-	for _, n := range all {
-		if n.dir && n.cluster != 0 {
-			d := g.dirBytes(n, n.parent, ts)
-			name := "dir " + n.path
-			if n == root {
-				name = "dir /"
-			}
-			b.Data(name, d)
-			b.Zeros(name+" (slack)", n.clusters*cb-int64(len(d)))
-		}
-	}
-	for _, n := range all {
-		if !n.dir && n.size > 0 {
-			b.Blob(n.path, n.blob, 0, n.size)
-			b.Zeros(n.path+" (slack)", n.clusters*cb-n.size)
-		}
-	}
+	b.members(t, len(t.mem))
 	b.Zeros("fat free clusters", g.totalSecs*bps-b.Pos())
 	return b.Layout(blobs)
+}
+
+// Pieces of a FAT member.
+const (
+	fatPartData  = iota // directory entries, or a file's content
+	fatPartSlack        // zeros to the end of the last cluster (the FAT16 root's unused entries)
+)
+
+var (
+	_ memberTable   = (*fatTable)(nil)
+	_ memberOffsets = (*fatTable)(nil)
+)
+
+// rootMembers is 1 when the first member is the FAT16 root (which has no
+// clusters), else 0.
+func (t *fatTable) rootMembers() int {
+	if t.g.fat32 {
+		return 0
+	}
+	return 1
+}
+
+// clusters is the number of clusters node i takes.
+func (t *fatTable) clusters(i int) int64 {
+	n := &t.nodes[i]
+	cb := t.g.clusterBytes()
+	if n.dir {
+		return (max(int64(t.dirOf(i).entries)*dirEntrySize, 1) + cb - 1) / cb
+	}
+	return (t.size(i) + cb - 1) / cb
+}
+
+// offset is where member m starts: the FAT16 root after the FATs, the
+// others at their first cluster.
+func (t *fatTable) offset(m int) int64 {
+	g := t.g
+	if m < t.rootMembers() {
+		return (g.reserved + fatNumFATs*g.fatSectors) * g.bps
+	}
+	return g.dataStart()*g.bps + int64(t.nodes[t.mem[m]].cluster-2)*g.clusterBytes()
+}
+
+func (t *fatTable) pieces(m int, buf []piece) []piece {
+	i := int(t.mem[m])
+	n := &t.nodes[i]
+	var data, total int64
+	kind := ExtentData
+	switch {
+	case n.dir && n.cluster == 0: // the FAT16 root
+		data, total = int64(t.dirOf(i).entries)*dirEntrySize, t.g.rootSectors*t.g.bps
+	case n.dir:
+		data, total = int64(t.dirOf(i).entries)*dirEntrySize, t.clusters(i)*t.g.clusterBytes()
+	default:
+		data, total, kind = t.size(i), t.clusters(i)*t.g.clusterBytes(), ExtentBlob
+	}
+	if data > 0 {
+		buf = append(buf, piece{len: data, kind: kind, part: fatPartData})
+	}
+	if total > data {
+		buf = append(buf, piece{len: total - data, kind: ExtentZero, part: fatPartSlack})
+	}
+	return buf
+}
+
+func (t *fatTable) blob(m int) BlobID { return t.nodes[t.mem[m]].blob }
+
+func (t *fatTable) desc(m int, part uint8) string {
+	i := int(t.mem[m])
+	n := &t.nodes[i]
+	name := t.pathOf(i)
+	if n.dir {
+		name = "dir " + name
+		if i == 0 {
+			name = "dir /"
+		}
+	}
+	switch {
+	case part == fatPartData:
+		return name
+	case n.dir && n.cluster == 0:
+		return name + " (unused entries)"
+	}
+	return name + " (slack)"
+}
+
+// gen fills p with directory entries of member m's directory from rel:
+// "." and ".." (not in the root), then each child's long name and 8.3
+// entry.
+func (t *fatTable) gen(m int, _ uint8, p []byte, rel int64) {
+	d := int(t.mem[m])
+	dn := &t.nodes[d]
+	pos := int64(0)
+	end := rel + int64(len(p))
+	// put copies the entries b, which start at pos, where they overlap p.
+	put := func(b []byte) {
+		if e := pos + int64(len(b)); e > rel {
+			copy(p[max(pos-rel, 0):], b[max(rel-pos, 0):])
+		}
+		pos += int64(len(b))
+	}
+	var buf [(1 + (maxNameUnits+lfnUnits)/lfnUnits) * dirEntrySize]byte
+	if d != 0 {
+		var dot, dotdot [11]byte
+		copy(dot[:], ".          ")
+		copy(dotdot[:], "..         ")
+		out := appendDirEntry(buf[:0], dot, attrDirectory, dn.cluster, 0, t.ts)
+		parent := t.dirOf(d).parent
+		pc := t.nodes[parent].cluster
+		if parent == 0 {
+			pc = 0 // ".." of a root child is cluster 0, even on FAT32
+		}
+		put(appendDirEntry(out, dotdot, attrDirectory, pc, 0, t.ts))
+	}
+	for _, k := range t.children(d) {
+		if pos >= end {
+			return
+		}
+		c := &t.nodes[k]
+		n := int64(1+int(c.lfn)) * dirEntrySize
+		if pos+n <= rel {
+			pos += n
+			continue
+		}
+		out := appendLFN(buf[:0], t.nameOf(int(k)), lfnChecksum(c.short))
+		attr := byte(attrArchive)
+		if c.dir {
+			attr = attrDirectory
+		}
+		put(appendDirEntry(out, c.short, attr, c.cluster, uint32(t.size(int(k))), t.ts))
+	}
 }
 
 // bootSector writes the boot sector (BPB) of the volume.
@@ -842,32 +1084,6 @@ func volumeSerial(commit string) uint32 {
 	return binary.LittleEndian.Uint32(h[:4])
 }
 
-// dirBytes writes directory d's entries: "." and ".." (not in the root),
-// then each child's long name and 8.3 entry.
-func (g *fatGeometry) dirBytes(d, parent *fatNode, ts fatStamp) []byte {
-	out := make([]byte, 0, d.entries*dirEntrySize)
-	if d != parent { // not the root
-		var dot, dotdot [11]byte
-		copy(dot[:], ".          ")
-		copy(dotdot[:], "..         ")
-		out = appendDirEntry(out, dot, attrDirectory, d.cluster, 0, ts)
-		pc := parent.cluster
-		if parent.path == "" {
-			pc = 0 // ".." of a root child is cluster 0, even on FAT32
-		}
-		out = appendDirEntry(out, dotdot, attrDirectory, pc, 0, ts)
-	}
-	for _, c := range d.children {
-		out = appendLFN(out, c.name, lfnChecksum(c.short))
-		attr := byte(attrArchive)
-		if c.dir {
-			attr = attrDirectory
-		}
-		out = appendDirEntry(out, c.short, attr, c.cluster, uint32(c.size), ts)
-	}
-	return out
-}
-
 func appendDirEntry(out []byte, name [11]byte, attr byte, cluster, size uint32, ts fatStamp) []byte {
 	var e [dirEntrySize]byte
 	le := binary.LittleEndian
@@ -886,10 +1102,19 @@ func appendDirEntry(out []byte, name [11]byte, attr byte, cluster, size uint32, 
 	return append(out, e[:]...)
 }
 
-// appendLFN appends the long-name entries of name, last part first: UTF-16
-// units, always a NUL unit, then 0xFFFF padding.
+// appendLFN appends the long-name entries of name (at most maxNameUnits
+// UTF-16 units), last part first: UTF-16 units, always a NUL unit, then
+// 0xFFFF padding.
 func appendLFN(out []byte, name string, sum byte) []byte {
-	units := append(utf16.Encode([]rune(name)), 0)
+	var ub [maxNameUnits + lfnUnits + 1]uint16
+	units := ub[:0]
+	for _, r := range name {
+		if len(units) >= maxNameUnits {
+			break
+		}
+		units = utf16.AppendRune(units, r)
+	}
+	units = append(units, 0)
 	n := (len(units) + lfnUnits - 1) / lfnUnits
 	for len(units) < n*lfnUnits {
 		units = append(units, 0xFFFF)
@@ -936,8 +1161,26 @@ func lfnChecksum(name [11]byte) byte {
 // clusters ending with the end-of-chain mark, the rest is free (0).
 // Memory is one run per file or directory, whatever the volume's size.
 type fatGen struct {
-	runs  []fatRun // sorted by start, disjoint
+	runs  []fatRun  // sorted by start, disjoint; unused when tab is set
+	tab   *fatTable // the runs are its members' clusters (the FAT16 root has none)
 	fat32 bool
+}
+
+// nruns is the number of cluster runs.
+func (f *fatGen) nruns() int {
+	if f.tab == nil {
+		return len(f.runs)
+	}
+	return len(f.tab.mem) - f.tab.rootMembers()
+}
+
+// run is cluster run i.
+func (f *fatGen) run(i int) fatRun {
+	if f.tab == nil {
+		return f.runs[i]
+	}
+	n := int(f.tab.mem[i+f.tab.rootMembers()])
+	return fatRun{start: f.tab.nodes[n].cluster, n: uint32(f.tab.clusters(n))}
 }
 
 var _ Generator = (*fatGen)(nil)
@@ -961,8 +1204,8 @@ func (f *fatGen) entry(c uint32, i int) uint32 {
 	case 1:
 		return eoc
 	}
-	if i < len(f.runs) {
-		r := f.runs[i]
+	if i < f.nruns() {
+		r := f.run(i)
 		if c >= r.start && c < r.start+r.n {
 			if c == r.start+r.n-1 {
 				return eoc
@@ -981,8 +1224,9 @@ func (f *fatGen) ReadAt(p []byte, off int64) (int, error) {
 	es := f.entrySize()
 	c := off / es
 	// The run holding or following cluster c.
-	i := sort.Search(len(f.runs), func(i int) bool {
-		r := f.runs[i]
+	nr := f.nruns()
+	i := sort.Search(nr, func(i int) bool {
+		r := f.run(i)
 		return int64(r.start)+int64(r.n) > c
 	})
 	var buf [4]byte
@@ -992,7 +1236,10 @@ func (f *fatGen) ReadAt(p []byte, off int64) (int, error) {
 			clear(p[n:])
 			return len(p), nil
 		}
-		for i < len(f.runs) && int64(f.runs[i].start)+int64(f.runs[i].n) <= c {
+		for i < nr {
+			if r := f.run(i); int64(r.start)+int64(r.n) > c {
+				break
+			}
 			i++
 		}
 		v := f.entry(uint32(c), i)

@@ -4,7 +4,8 @@ package imager
 // the boot sector as the FAT specification describes it (not through
 // fat.go's constants), decides the FAT type from the cluster count as every
 // reader does, walks every directory, and checks the rules MirageOS's reader
-// imposes (REFERENCE.md 1): LFN with a NUL unit before every entry, no
+// imposes (ocaml-fat's src/fat_boot_sector.ml, src/fat_entry.ml and
+// src/fat_name.ml): LFN with a NUL unit before every entry, no
 // volume-label entry, contiguous chains ending in an end-of-chain mark.
 
 import (
@@ -438,7 +439,7 @@ func writeSparse(l *Layout, name string, skipBlob int64) error {
 		return err
 	}
 	buf := make([]byte, 1<<20)
-	for _, e := range l.Extents() {
+	for e := range l.Extents() {
 		if e.Kind == ExtentZero || (e.Kind == ExtentBlob && skipBlob > 0 && e.Len > skipBlob) {
 			continue
 		}

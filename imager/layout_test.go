@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -89,7 +90,7 @@ func TestLayoutReadAtAcrossBoundaries(t *testing.T) {
 	}
 	// Every extent boundary, approached from both sides, with lengths
 	// that stay inside, reach and cross it and its neighbours.
-	for _, e := range l.Extents() {
+	for e := range l.Extents() {
 		for _, d := range []int64{-3, -1, 0, 1, 2} {
 			off := e.Off + d
 			if off < 0 || off >= l.Size() {
@@ -175,7 +176,7 @@ func TestLayoutExtentAt(t *testing.T) {
 	b.Zeros("z3", 10)
 	b.Data("d2", []byte("x"))
 	l := b.Layout(blobs) // zeros to 4096, after d2
-	if n := len(l.Extents()); n != 7 {
+	if n := countExtents(l); n != 7 {
 		t.Errorf("%d extents, want 7 (z1+z2 merged, padding separate)", n)
 	}
 	cases := []struct {
@@ -279,5 +280,222 @@ func TestTarSizeOverflow(t *testing.T) {
 	}
 	if l, _, err := BuildTar(tree, nil, Options{}); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("BuildTar of 16 EiB: layout %v, err %v; want ErrTooLarge", l, err)
+	}
+}
+
+// checkTable checks a layout against its own extent table: the extents
+// tile the image in order, no two zero extents are adjacent (they are
+// merged), ExtentAt at and around every boundary reports the run the table
+// implies, and ReadAt across every boundary returns the bytes of a read of
+// the whole image. It is the cross-check of the on-demand members (tar
+// entries, FAT directories and files) against the regions they describe.
+func checkTable(t *testing.T, l *Layout) {
+	t.Helper()
+	img := readImage(t, l)
+	var exts []Extent
+	for e := range l.Extents() {
+		exts = append(exts, e)
+	}
+	var pos int64
+	for i, e := range exts {
+		if e.Off != pos || e.Len <= 0 {
+			t.Fatalf("extent %d (%s) at %d, %d bytes: want contiguous from %d", i, e.Desc, e.Off, e.Len, pos)
+		}
+		if i > 0 && e.Kind == ExtentZero && exts[i-1].Kind == ExtentZero {
+			t.Fatalf("extents %d and %d both zeros (%s, %s): not merged", i-1, i, exts[i-1].Desc, e.Desc)
+		}
+		if e.Kind == ExtentZero && !bytes.Equal(img[e.Off:e.Off+e.Len], make([]byte, e.Len)) {
+			t.Fatalf("zero extent %d (%s) reads non-zero bytes", i, e.Desc)
+		}
+		pos += e.Len
+	}
+	if pos != l.Size() {
+		t.Fatalf("extents end at %d, image size %d", pos, l.Size())
+	}
+	// runEnd is where the zero or data run holding extent i ends.
+	runEnd := func(i int) int64 {
+		zero := exts[i].Kind == ExtentZero
+		for i < len(exts) && (exts[i].Kind == ExtentZero) == zero {
+			i++
+		}
+		if i == len(exts) {
+			return l.Size()
+		}
+		return exts[i].Off
+	}
+	for i, e := range exts {
+		for _, off := range []int64{e.Off, e.Off + 1, e.Off + e.Len/2, e.Off + e.Len - 1} {
+			if off >= e.Off+e.Len {
+				continue
+			}
+			if n, zero := l.ExtentAt(off); n != runEnd(i)-off || zero != (e.Kind == ExtentZero) {
+				t.Fatalf("ExtentAt(%d) in extent %d (%s) = %d, %v; want %d, %v", off, i, e.Desc, n, zero, runEnd(i)-off, e.Kind == ExtentZero)
+			}
+		}
+		for _, d := range []int64{-3, 0, 1} {
+			off := e.Off + d
+			if off < 0 {
+				continue
+			}
+			n := min(int64(1500), l.Size()-off)
+			p := make([]byte, n)
+			if _, err := l.ReadAt(p, off); err != nil && err != io.EOF {
+				t.Fatalf("ReadAt(%d, %d): %v", n, off, err)
+			}
+			if !bytes.Equal(p, img[off:off+n]) {
+				t.Fatalf("ReadAt(%d, %d) differs from the whole image (%s)", n, off, e.Desc)
+			}
+		}
+	}
+}
+
+// TestLayoutMembersTable runs checkTable on tar and FAT layouts of random
+// trees, and of trees whose files all fill whole blocks or clusters (long
+// data runs across members without zeros, which ExtentAt skips through).
+func TestLayoutMembersTable(t *testing.T) {
+	for seed := int64(1); seed <= 4; seed++ {
+		files := randomFiles(rand.New(rand.NewSource(seed)), 120)
+		tree, blobs := memTree(t, files, "0123456789abcdef0123456789abcdef01234567", testTime)
+		for _, opts := range []Options{{}, {Symlinks: SymlinksFollow}} {
+			l, _, err := BuildTar(tree, blobs, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkTable(t, l)
+		}
+		fs := fatSafeFiles(files)
+		ftree, fblobs := memTree(t, fs, "0123456789abcdef0123456789abcdef01234567", testTime)
+		for _, opts := range []Options{{}, {FATType: 32, SectorSize: 4096}} {
+			l, _, err := BuildFAT(ftree, fblobs, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkTable(t, l)
+		}
+	}
+	var full []memFile
+	for i := 0; i < 300; i++ {
+		full = append(full, memFile{Path: fmt.Sprintf("d%d/f%03d", i%3, i), Kind: KindFile, Data: bytes.Repeat([]byte{byte(i)}, 512*(1+i%3))})
+		if i%50 == 0 {
+			full = append(full, memFile{Path: fmt.Sprintf("d%d/empty%03d", i%3, i), Kind: KindFile})
+		}
+	}
+	tree, blobs := memTree(t, full, "", testTime)
+	l, _, err := BuildTar(tree, blobs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTable(t, l)
+	if n, zero := l.ExtentAt(0); zero || n < 300*512 {
+		t.Errorf("tar of whole-block files: ExtentAt(0) = %d, %v; want one data run over every member", n, zero)
+	}
+}
+
+// TestLayoutMemoryPerFile bounds what a layout keeps per file, measured as
+// the heap still allocated after a GC once the tree is dropped: the
+// layouts of a tree shaped as issue 12's (directories of subdirectories of
+// small files) must keep a few dozen bytes per file, not a header and
+// extents (they kept over a kilobyte before they became tables).
+func TestLayoutMemoryPerFile(t *testing.T) {
+	const dirs, subs, files = 60, 10, 50
+	build := func(opts Options) *Layout {
+		tr := &Tree{CommitID: "0123456789abcdef0123456789abcdef01234567", Time: testTime}
+		for d := 0; d < dirs; d++ {
+			tr.Entries = append(tr.Entries, Entry{Path: fmt.Sprintf("d%03d", d), Kind: KindDir})
+			for s := 0; s < subs; s++ {
+				tr.Entries = append(tr.Entries, Entry{Path: fmt.Sprintf("d%03d/s%d", d, s), Kind: KindDir})
+				for f := 0; f < files; f++ {
+					var id BlobID
+					id[0], id[1], id[2] = byte(d), byte(s), byte(f)
+					tr.Entries = append(tr.Entries, Entry{Path: fmt.Sprintf("d%03d/s%d/f%02d.txt", d, s, f), Kind: KindFile, Size: 25, Blob: id})
+				}
+			}
+		}
+		l, _, err := Build(tr, nil, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, c := range []struct {
+		opts   Options
+		maxPer float64
+	}{
+		{Options{Format: FormatTar}, 80},
+		{Options{Format: FormatFAT}, 100},
+	} {
+		h0 := heap()
+		l := build(c.opts)
+		h1 := heap()
+		per := (float64(h1) - float64(h0)) / (dirs * subs * files)
+		t.Logf("%s: %.0f bytes per file", c.opts.Format, per)
+		if per > c.maxPer {
+			t.Errorf("%s layout keeps %.0f bytes per file, want at most %.0f", c.opts.Format, per, c.maxPer)
+		}
+		runtime.KeepAlive(l)
+	}
+}
+
+// fakeMembers is a memberTable of n members, member i being i+1 generated
+// bytes of value i, then i%3 zeros.
+type fakeMembers int
+
+func (fakeMembers) pieces(i int, buf []piece) []piece {
+	buf = append(buf, piece{len: int64(i + 1), kind: ExtentData})
+	if i%3 > 0 {
+		buf = append(buf, piece{len: int64(i % 3), kind: ExtentZero, part: 1})
+	}
+	return buf
+}
+
+func (fakeMembers) gen(i int, _ uint8, p []byte, _ int64) {
+	for k := range p {
+		p[k] = byte(i)
+	}
+}
+
+func (fakeMembers) blob(int) BlobID               { return BlobID{} }
+func (fakeMembers) desc(i int, part uint8) string { return fmt.Sprintf("m%d.%d", i, part) }
+
+// TestLayoutMembersAroundPlain: members between plain extents, none at
+// all, and tails of several extents (zeros merged across the boundary with
+// the members) read and report runs as their table says.
+func TestLayoutMembersAroundPlain(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 7, 200} {
+		var b Builder
+		b.Data("head", []byte("HEAD"))
+		b.Zeros("head zeros", 5)
+		b.members(fakeMembers(n), n)
+		b.Zeros("tail zeros", 3)
+		b.Data("tail", []byte("TAIL"))
+		b.Zeros("tail zeros 2", 2)
+		b.Data("tail 2", []byte("T2"))
+		l := b.Layout(memBlobs{})
+		if err := b.Err(); err != nil {
+			t.Fatal(err)
+		}
+		var want []byte
+		want = append(want, "HEAD"...)
+		want = append(want, make([]byte, 5)...)
+		for i := 0; i < n; i++ {
+			want = append(want, bytes.Repeat([]byte{byte(i)}, i+1)...)
+			want = append(want, make([]byte, i%3)...)
+		}
+		want = append(want, make([]byte, 3)...)
+		want = append(want, "TAIL"...)
+		want = append(want, 0, 0)
+		want = append(want, "T2"...)
+		want = append(want, make([]byte, int(l.Size())-len(want))...)
+		if got := readImage(t, l); !bytes.Equal(got, want) {
+			t.Fatalf("%d members: image differs:\n got %v\nwant %v", n, got, want)
+		}
+		checkTable(t, l)
 	}
 }

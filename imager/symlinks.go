@@ -46,7 +46,13 @@ const (
 // The result is in git's tree order: a directory before its contents,
 // siblings sorted as git sorts them (a directory compares as name + "/").
 // Directories missing from t's listing (parents of listed paths) are added.
+//
+// A tree that has no symlinks and is already in that order, with every
+// parent listed, is returned as is (no copy, no index).
 func FollowSymlinks(t *Tree) (*Tree, []Warning) {
+	if plainGitOrder(t) {
+		return t, nil
+	}
 	ix := newTreeIndex(t)
 	limit := copyBudgetFactor*len(t.Entries) + minCopyBudget
 	f := &follower{ix: ix, budget: limit, limit: limit, failed: map[string]bool{}}
@@ -56,7 +62,11 @@ func FollowSymlinks(t *Tree) (*Tree, []Warning) {
 
 // SkipSymlinks returns a copy of t without its symlinks, one Warning each.
 // Directories missing from t's listing are added, as FollowSymlinks does.
+// A tree that needs no change is returned as is, as FollowSymlinks does.
 func SkipSymlinks(t *Tree) (*Tree, []Warning) {
+	if plainGitOrder(t) {
+		return t, nil
+	}
 	ix := newTreeIndex(t)
 	out := make([]Entry, 0, len(ix.order))
 	var warns []Warning
@@ -68,6 +78,74 @@ func SkipSymlinks(t *Tree) (*Tree, []Warning) {
 		out = append(out, e)
 	}
 	return &Tree{CommitID: t.CommitID, Time: t.Time, Entries: out}, warns
+}
+
+// plainGitOrder reports whether newTreeIndex would list t's entries
+// unchanged and FollowSymlinks copy them unchanged: no symlinks and no
+// link targets, every path non-empty without a leading or trailing slash,
+// every entry's parent an earlier directory entry still open (depth
+// first), siblings strictly in git's order with distinct names. It keeps
+// one path and one name per open directory, so that a big tree is not
+// indexed for nothing.
+func plainGitOrder(t *Tree) bool {
+	type level struct {
+		dir      string // "" for the root
+		last     string // the last child's name, "" before the first
+		lastDir  bool
+		haveLast bool
+	}
+	stack := []level{{}}
+	for i := range t.Entries {
+		e := &t.Entries[i]
+		p := e.Path
+		if e.Kind == KindSymlink || e.Target != "" || p == "" || p[0] == '/' || p[len(p)-1] == '/' {
+			return false
+		}
+		j := strings.LastIndexByte(p, '/')
+		dir, name := "", p
+		if j >= 0 {
+			dir, name = p[:j], p[j+1:]
+		}
+		for len(stack) > 0 && stack[len(stack)-1].dir != dir {
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) == 0 || (dir != "" && len(stack) == 1) {
+			return false
+		}
+		top := &stack[len(stack)-1]
+		isDir := e.Kind == KindDir
+		if top.haveLast && (top.last == name || !gitNameLess(top.last, top.lastDir, name, isDir)) {
+			return false
+		}
+		top.last, top.lastDir, top.haveLast = name, isDir, true
+		if isDir {
+			stack = append(stack, level{dir: p})
+		}
+	}
+	return true
+}
+
+// gitNameLess compares sibling names as git sorts tree entries: a
+// directory compares as its name followed by "/".
+func gitNameLess(a string, aDir bool, b string, bDir bool) bool {
+	at := func(s string, dir bool, i int) int {
+		switch {
+		case i < len(s):
+			return int(s[i])
+		case i == len(s) && dir:
+			return '/'
+		}
+		return -1
+	}
+	for i := 0; ; i++ {
+		x, y := at(a, aDir, i), at(b, bDir, i)
+		if x != y {
+			return x < y
+		}
+		if x < 0 {
+			return false
+		}
+	}
 }
 
 // treeIndex is a tree's entries by path and by parent directory, with

@@ -2,6 +2,8 @@ package imager
 
 import (
 	"fmt"
+	"math/rand"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -214,5 +216,60 @@ func TestFollowSymlinksMissingDirs(t *testing.T) {
 	checkOrder(t, got.Entries)
 	if len(got.Entries) != 4 {
 		t.Errorf("got\n%s", listing(got.Entries))
+	}
+}
+
+// TestPlainGitOrder: the shortcut that spares indexing a tree without
+// symlinks takes it only when the index would list it unchanged: on
+// random trees in git's order (taken), and on the same trees shuffled,
+// with an entry dropped, duplicated or turned into a symlink (taken only
+// if the index agrees).
+func TestPlainGitOrder(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for round := 0; round < 300; round++ {
+		var files []memFile
+		for _, f := range randomFiles(rng, 1+rng.Intn(40)) {
+			if f.Kind != KindSymlink {
+				files = append(files, f)
+			}
+		}
+		if len(files) == 0 {
+			continue
+		}
+		tree, _ := memTree(t, files, "", testTime)
+		if !plainGitOrder(tree) {
+			t.Fatalf("round %d: a symlink-free tree in git order is not taken:\n%s", round, listing(tree.Entries))
+		}
+		es := slices.Clone(tree.Entries)
+		switch i := rng.Intn(len(es)); rng.Intn(4) {
+		case 0:
+			j := rng.Intn(len(es))
+			es[i], es[j] = es[j], es[i]
+		case 1:
+			es = slices.Delete(es, i, i+1)
+		case 2:
+			es = slices.Insert(es, i, es[i])
+		case 3:
+			if es[i].Kind != KindDir {
+				es[i].Kind, es[i].Target, es[i].Size = KindSymlink, "x", 1
+			}
+		}
+		m := &Tree{Time: testTime, Entries: es}
+		if got, want := plainGitOrder(m), listing(newTreeIndex(m).order) == listing(es) && !slices.ContainsFunc(es, func(e Entry) bool { return e.Kind == KindSymlink }); got && !want {
+			t.Fatalf("round %d: taken, but the index lists it otherwise:\n%s", round, listing(es))
+		}
+		if f, _ := FollowSymlinks(m); plainGitOrder(m) && f != m {
+			t.Fatalf("round %d: FollowSymlinks copied a tree that needs no change", round)
+		}
+	}
+	// A directory compares as its name and "/": "a-b" sorts before the
+	// directory "a", whose contents sort as "a/...".
+	tr := &Tree{Entries: []Entry{{Path: "a-b"}, {Path: "a", Kind: KindDir}, {Path: "a/x"}, {Path: "a0"}}}
+	if !plainGitOrder(tr) {
+		t.Error("a-b, a/, a0 in git order not taken")
+	}
+	tr.Entries[0], tr.Entries[1] = tr.Entries[1], tr.Entries[0]
+	if plainGitOrder(tr) {
+		t.Error("a/ before a-b taken")
 	}
 }

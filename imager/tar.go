@@ -48,6 +48,7 @@ package imager
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -82,7 +83,8 @@ const (
 	tarUmask = 0o002
 
 	// mirageMaxExtHeader is the largest pax extended header payload that
-	// MirageOS's tar reader accepts (REFERENCE.md 1).
+	// MirageOS's tar reader accepts: ocaml-tar's lib/tar.ml asserts that an
+	// extended header's data is at most 512 bytes.
 	mirageMaxExtHeader = 512
 )
 
@@ -138,6 +140,56 @@ func (h *tarHeader) marshal(b []byte) {
 	octal(b[tarChksumOff:tarChksumOff+tarChksumLen], sum)
 }
 
+// tarTemplate is a ustar header with the fields every entry of an image
+// shares (uid, gid, mtime, magic, uname, gname, device numbers, the
+// checksum field as spaces) and the sum of its bytes: a header is made by
+// filling in the other fields and adding their bytes to the sum, instead
+// of summing 512 bytes each time.
+type tarTemplate struct {
+	b     [tarBlockSize]byte
+	sum   int64
+	mtime int64
+}
+
+func newTarTemplate(mtime int64) *tarTemplate {
+	t := &tarTemplate{mtime: mtime}
+	h := tarHeader{mtime: mtime}
+	h.marshal(t.b[:])
+	clear(t.b[tarModeOff : tarModeOff+tarModeLen])
+	clear(t.b[tarSizeOff : tarSizeOff+tarSizeLen])
+	t.b[tarTypeflagOff] = 0
+	copy(t.b[tarChksumOff:tarChksumOff+tarChksumLen], "        ")
+	for _, c := range t.b {
+		t.sum += int64(c)
+	}
+	return t
+}
+
+// marshalFrom writes the header into b as marshal does, starting from t
+// (whose mtime must be h's).
+func (h *tarHeader) marshalFrom(b []byte, t *tarTemplate) {
+	copy(b, t.b[:])
+	sum := t.sum
+	add := func(f []byte) {
+		for _, c := range f {
+			sum += int64(c)
+		}
+	}
+	n := copy(b[tarNameOff:tarNameOff+tarNameLen], h.name)
+	add(b[tarNameOff : tarNameOff+n])
+	octal(b[tarModeOff:tarModeOff+tarModeLen], h.mode)
+	add(b[tarModeOff : tarModeOff+tarModeLen])
+	octal(b[tarSizeOff:tarSizeOff+tarSizeLen], h.size)
+	add(b[tarSizeOff : tarSizeOff+tarSizeLen])
+	b[tarTypeflagOff] = h.typeflag
+	sum += int64(h.typeflag)
+	n = copy(b[tarLinknameOff:tarLinknameOff+tarLinknameLen], h.linkname)
+	add(b[tarLinknameOff : tarLinknameOff+n])
+	n = copy(b[tarPrefixOff:tarPrefixOff+tarPrefixLen], h.prefix)
+	add(b[tarPrefixOff : tarPrefixOff+n])
+	octal(b[tarChksumOff:tarChksumOff+tarChksumLen], sum)
+}
+
 // octal writes v as len(field)-1 zero-padded octal digits and a NUL.
 // Callers keep v in range (sizes and times are clamped before).
 func octal(field []byte, v int64) {
@@ -189,7 +241,8 @@ func tarPathPrefix(p string) int {
 // skip replace or drop them first (FollowSymlinks, SkipSymlinks). The
 // warnings name entries represented differently from git or that MirageOS
 // cannot read. Blobs are never read while laying out: sizes come from the
-// entries.
+// entries. The layout keeps one row per entry (see tarTable), not the
+// headers: they are made again on each read.
 func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, error) {
 	if tree == nil {
 		return nil, nil, fmt.Errorf("imager: tar: nil tree")
@@ -218,41 +271,19 @@ func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	}
 	mtime = max(mtime, 0) // git has no times before 1970
 
+	tab, w, err := newTarTable(tree.Entries, mtime)
+	if err != nil {
+		return nil, nil, err
+	}
+	warns = append(warns, w...)
 	var b Builder
-	b.Grow(3*len(tree.Entries) + 4) // header, content, padding per entry
 	if len(global) > 0 {
 		b.Data("tar pax global header", paxBlocks("pax_global_header", tarTypeGlobal, global, mtime))
 	}
-	// One backing array for all entry headers: one allocation, not one per
-	// entry.
-	headers := make([]byte, len(tree.Entries)*tarBlockSize)
-	// A file's padding is appended before the next header, so that the
-	// last one can be described together with the end blocks (zero
-	// extents merge, keeping the first description).
-	var pad int64
-	for i := range tree.Entries {
-		e := &tree.Entries[i]
-		hdr := headers[i*tarBlockSize : (i+1)*tarBlockSize : (i+1)*tarBlockSize]
-		ext, err := tarEntryHeader(e, mtime, hdr)
-		if err != nil {
-			return nil, nil, err
-		}
-		b.Zeros("tar padding", pad)
-		pad = 0
-		if len(ext) > 0 {
-			if len(ext) > mirageMaxExtHeader {
-				warns = append(warns, Warning{Path: e.Path, Msg: fmt.Sprintf(
-					"pax extended header of %d bytes: MirageOS's tar reader accepts at most %d and fails at connect",
-					len(ext), mirageMaxExtHeader)})
-			}
-			b.Data("tar pax header "+e.Path, paxBlocks(e.Blob.String()+".paxheader", tarTypePax, ext, mtime))
-		}
-		b.Data("tar header "+e.Path, hdr)
-		if e.Kind == KindFile || e.Kind == KindExecutable {
-			b.Blob(e.Path, e.Blob, 0, e.Size)
-			pad = tarBlockPadding(e.Size)
-		}
-	}
+	b.members(tab, len(tab.ents))
+	// A file's padding belongs to the next member, so that the last one
+	// is described together with the end blocks.
+	pad := tab.padAfter(len(tab.ents) - 1)
 	desc := "tar end blocks"
 	if pad > 0 {
 		desc = "tar padding and end blocks"
@@ -267,60 +298,203 @@ func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	return b.Layout(blobs), warns, nil
 }
 
+// tarTable is a tar image's members: one row per entry (pax header,
+// ustar header, content, and the padding of the entry before), with every
+// path and symlink target in one string.
+type tarTable struct {
+	names string // each entry's path, then a symlink's target
+	ents  []tarEnt
+	mtime int64
+	tmpl  *tarTemplate
+}
+
+// tarEnt is one entry of a tarTable.
+type tarEnt struct {
+	blob BlobID
+	name uint32 // where the path starts in names; it ends where the next entry's starts (minus a symlink's target)
+	kind Kind
+	ext  bool // a pax extended header comes first
+	size int64
+}
+
+// Pieces of a tar member.
+const (
+	tarPartPad    = iota // zeros padding the previous entry's content
+	tarPartPax           // pax extended header
+	tarPartHeader        // ustar header
+	tarPartBlob          // content
+)
+
+var _ memberTable = (*tarTable)(nil)
+
+// newTarTable checks every entry (as its header is made) and keeps what
+// makes the headers again: kind, size, blob, path and target.
+func newTarTable(ents []Entry, mtime int64) (*tarTable, []Warning, error) {
+	n := 0
+	for i := range ents {
+		n += len(ents[i].Path) + len(ents[i].Target)
+	}
+	if n > math.MaxUint32 {
+		return nil, nil, fmt.Errorf("imager: tar: %d bytes of paths and link targets: at most 4 GiB", n)
+	}
+	var names strings.Builder
+	names.Grow(n)
+	t := &tarTable{ents: make([]tarEnt, len(ents)), mtime: mtime, tmpl: newTarTemplate(mtime)}
+	var warns []Warning
+	var hdr [tarBlockSize]byte
+	for i := range ents {
+		e := &ents[i]
+		it := tarItem{path: e.Path, target: e.Target, kind: e.Kind, size: e.Size, blob: e.Blob}
+		ext, err := tarEntryHeader(&it, t.tmpl, hdr[:])
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(ext) > mirageMaxExtHeader {
+			warns = append(warns, Warning{Path: e.Path, Msg: fmt.Sprintf(
+				"pax extended header of %d bytes: MirageOS's tar reader accepts at most %d and fails at connect",
+				len(ext), mirageMaxExtHeader)})
+		}
+		t.ents[i] = tarEnt{blob: e.Blob, name: uint32(names.Len()), kind: e.Kind, ext: len(ext) > 0, size: e.Size}
+		names.WriteString(e.Path)
+		if e.Kind == KindSymlink {
+			names.WriteString(e.Target)
+		}
+	}
+	t.names = names.String()
+	return t, warns, nil
+}
+
+// item returns what entry i's headers are made of.
+func (t *tarTable) item(i int) tarItem {
+	e := &t.ents[i]
+	end := len(t.names)
+	if i+1 < len(t.ents) {
+		end = int(t.ents[i+1].name)
+	}
+	it := tarItem{path: t.names[e.name:end], kind: e.kind, size: e.size, blob: e.blob}
+	if e.kind == KindSymlink {
+		cut := len(it.path) - int(e.size)
+		it.path, it.target = it.path[:cut], it.path[cut:]
+	}
+	return it
+}
+
+func (t *tarTable) isFile(i int) bool {
+	return t.ents[i].kind == KindFile || t.ents[i].kind == KindExecutable
+}
+
+// padAfter is the padding after entry i's content (0 for none, or i < 0).
+func (t *tarTable) padAfter(i int) int64 {
+	if i < 0 || !t.isFile(i) {
+		return 0
+	}
+	return tarBlockPadding(t.ents[i].size)
+}
+
+func (t *tarTable) pieces(i int, buf []piece) []piece {
+	if pad := t.padAfter(i - 1); pad > 0 {
+		buf = append(buf, piece{len: pad, kind: ExtentZero, part: tarPartPad})
+	}
+	if t.ents[i].ext {
+		it := t.item(i)
+		var hdr [tarBlockSize]byte
+		ext, _ := tarEntryHeader(&it, t.tmpl, hdr[:])
+		n := int64(len(ext))
+		buf = append(buf, piece{len: tarBlockSize + n + tarBlockPadding(n), kind: ExtentData, part: tarPartPax})
+	}
+	buf = append(buf, piece{len: tarBlockSize, kind: ExtentData, part: tarPartHeader})
+	if t.isFile(i) && t.ents[i].size > 0 {
+		buf = append(buf, piece{len: t.ents[i].size, kind: ExtentBlob, part: tarPartBlob})
+	}
+	return buf
+}
+
+func (t *tarTable) gen(i int, part uint8, p []byte, rel int64) {
+	it := t.item(i)
+	var hdr [tarBlockSize]byte
+	ext, _ := tarEntryHeader(&it, t.tmpl, hdr[:])
+	if part == tarPartPax {
+		copy(p, paxBlocks(it.blob.String()+".paxheader", tarTypePax, ext, t.mtime)[rel:])
+		return
+	}
+	copy(p, hdr[rel:])
+}
+
+func (t *tarTable) blob(i int) BlobID { return t.ents[i].blob }
+
+func (t *tarTable) desc(i int, part uint8) string {
+	switch part {
+	case tarPartPad:
+		return "tar padding"
+	case tarPartPax:
+		return "tar pax header " + t.item(i).path
+	case tarPartHeader:
+		return "tar header " + t.item(i).path
+	}
+	return t.item(i).path
+}
+
+// tarItem is what one entry's headers are made of.
+type tarItem struct {
+	path, target string
+	kind         Kind
+	size         int64
+	blob         BlobID
+}
+
 // tarEntryHeader fills hdr with e's ustar header as git's write_tar_entry
 // does, and returns the pax extended header records git writes before it
 // (nil when none).
-func tarEntryHeader(e *Entry, mtime int64, hdr []byte) ([]byte, error) {
-	if e.Path == "" || strings.IndexByte(e.Path, 0) >= 0 {
-		return nil, fmt.Errorf("imager: tar: invalid path %q", e.Path)
+func tarEntryHeader(e *tarItem, tmpl *tarTemplate, hdr []byte) ([]byte, error) {
+	if e.path == "" || strings.IndexByte(e.path, 0) >= 0 {
+		return nil, fmt.Errorf("imager: tar: invalid path %q", e.path)
 	}
-	h := tarHeader{mtime: mtime}
-	name := e.Path
-	switch e.Kind {
+	h := tarHeader{mtime: tmpl.mtime}
+	name := e.path
+	switch e.kind {
 	case KindFile:
-		h.typeflag, h.mode, h.size = tarTypeReg, 0o666&^tarUmask, e.Size
+		h.typeflag, h.mode, h.size = tarTypeReg, 0o666&^tarUmask, e.size
 	case KindExecutable:
-		h.typeflag, h.mode, h.size = tarTypeReg, 0o777&^tarUmask, e.Size
+		h.typeflag, h.mode, h.size = tarTypeReg, 0o777&^tarUmask, e.size
 	case KindDir, KindSubmodule:
 		h.typeflag, h.mode = tarTypeDir, 0o777&^tarUmask
 		name += "/"
 	case KindSymlink:
 		h.typeflag, h.mode = tarTypeSymlnk, 0o777
-		if int64(len(e.Target)) != e.Size {
-			return nil, fmt.Errorf("imager: tar: symlink %s: target has %d bytes, size says %d", e.Path, len(e.Target), e.Size)
+		if int64(len(e.target)) != e.size {
+			return nil, fmt.Errorf("imager: tar: symlink %s: target has %d bytes, size says %d", e.path, len(e.target), e.size)
 		}
 	default:
-		return nil, fmt.Errorf("imager: tar: %s: unsupported entry kind %v", e.Path, e.Kind)
+		return nil, fmt.Errorf("imager: tar: %s: unsupported entry kind %v", e.path, e.kind)
 	}
 	if h.size < 0 {
-		return nil, fmt.Errorf("imager: tar: %s: negative size %d", e.Path, e.Size)
+		return nil, fmt.Errorf("imager: tar: %s: negative size %d", e.path, e.size)
 	}
 	var ext []byte
-	oid := e.Blob.String()
 	if len(name) > tarNameLen {
 		plen := tarPathPrefix(name)
 		if rest := len(name) - plen - 1; plen > 0 && rest <= tarNameLen {
 			h.prefix, h.name = name[:plen], name[plen+1:]
 		} else {
-			h.name = oid + ".data"
+			h.name = e.blob.String() + ".data"
 			ext = paxRecord(ext, "path", name)
 		}
 	} else {
 		h.name = name
 	}
-	if e.Kind == KindSymlink {
-		if len(e.Target) > tarLinknameLen {
-			h.linkname = "see " + oid + ".paxheader"
-			ext = paxRecord(ext, "linkpath", e.Target)
+	if e.kind == KindSymlink {
+		if len(e.target) > tarLinknameLen {
+			h.linkname = "see " + e.blob.String() + ".paxheader"
+			ext = paxRecord(ext, "linkpath", e.target)
 		} else {
-			h.linkname = e.Target
+			h.linkname = e.target
 		}
 	}
 	if h.size > tarMaxOctal11 {
 		ext = paxRecord(ext, "size", strconv.FormatInt(h.size, 10))
 		h.size = 0
 	}
-	h.marshal(hdr)
+	h.marshalFrom(hdr, tmpl)
 	return ext, nil
 }
 

@@ -624,7 +624,7 @@ func TestTarExtentTable(t *testing.T) {
 		{ExtentZero, "tar padding and end blocks, zeros to 4 KiB", 510 + 1024 + 1536}, // 6656 -> 8192
 	}
 	var got []ext
-	for _, e := range l.Extents() {
+	for e := range l.Extents() {
 		got = append(got, ext{e.Kind, e.Desc, e.Len})
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -654,5 +654,66 @@ func TestTarExportSubstNotExpanded(t *testing.T) {
 	}
 	if want := "commit " + commit + "\n"; string(gits["version.txt"]) != want {
 		t.Errorf("git archive: version.txt = %q, want %q (git expands export-subst)", gits["version.txt"], want)
+	}
+}
+
+// TestTarHeaderTemplate: headers made from the shared template are those
+// marshal makes from zeros, for every kind of field content.
+func TestTarHeaderTemplate(t *testing.T) {
+	for _, mtime := range []int64{0, 1704067200, tarMaxOctal11} {
+		tmpl := newTarTemplate(mtime)
+		for _, h := range []tarHeader{
+			{name: "a", typeflag: tarTypeReg, mode: 0o664, size: 25},
+			{name: strings.Repeat("n", tarNameLen), prefix: strings.Repeat("p", tarPrefixLen), typeflag: tarTypeDir, mode: 0o775},
+			{name: "l", linkname: strings.Repeat("t", tarLinknameLen), typeflag: tarTypeSymlnk, mode: 0o777},
+			{name: "big", typeflag: tarTypeReg, mode: 0o775, size: tarMaxOctal11},
+			{name: "\xff\xfe", typeflag: tarTypeReg, mode: 0o664},
+		} {
+			h.mtime = mtime
+			var want, got [tarBlockSize]byte
+			h.marshal(want[:])
+			got[7] = 'x' // marshalFrom must not depend on b's old bytes
+			h.marshalFrom(got[:], tmpl)
+			if want != got {
+				t.Errorf("mtime %d, %q: template header differs:\n got %q\nwant %q", mtime, h.name, got, want)
+			}
+		}
+	}
+}
+
+// zeroBlobs serves every blob as 25 zero bytes.
+type zeroBlobs struct{}
+
+func (zeroBlobs) ReadBlob(id BlobID, p []byte, off int64) (int, error) {
+	if off >= 25 {
+		return 0, io.EOF
+	}
+	n := min(len(p), int(25-off))
+	clear(p[:n])
+	return n, nil
+}
+
+// BenchmarkTarReadManyFiles reads the tar image of 300,000 files of 25
+// bytes (issue 12's shape) in 256 KiB reads: what making headers on demand
+// costs a full read.
+func BenchmarkTarReadManyFiles(b *testing.B) {
+	tr := &Tree{CommitID: "0123456789abcdef0123456789abcdef01234567", Time: testTime}
+	for d := 0; d < 600; d++ {
+		tr.Entries = append(tr.Entries, Entry{Path: fmt.Sprintf("d%03d", d), Kind: KindDir})
+		for s := 0; s < 10; s++ {
+			tr.Entries = append(tr.Entries, Entry{Path: fmt.Sprintf("d%03d/s%d", d, s), Kind: KindDir})
+			for f := 0; f < 50; f++ {
+				tr.Entries = append(tr.Entries, Entry{Path: fmt.Sprintf("d%03d/s%d/f%02d.txt", d, s, f), Kind: KindFile, Size: 25})
+			}
+		}
+	}
+	l, _, _ := Build(tr, zeroBlobs{}, Options{Format: FormatTar})
+	buf := make([]byte, 256<<10)
+	b.SetBytes(l.Size())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for off := int64(0); off < l.Size(); off += int64(len(buf)) {
+			l.ReadAt(buf, off)
+		}
 	}
 }

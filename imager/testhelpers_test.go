@@ -362,7 +362,7 @@ func diffBytes(t testing.TB, l *Layout, got, want []byte) bool {
 	}
 	where := ""
 	if l != nil {
-		for _, e := range l.Extents() {
+		for e := range l.Extents() {
 			if int64(i) >= e.Off && int64(i) < e.Off+e.Len {
 				where = fmt.Sprintf(" in extent %q [%d, %d)", e.Desc, e.Off, e.Off+e.Len)
 			}
@@ -605,4 +605,13 @@ func (r *gitRepo) writeFiles(files []memFile) {
 			r.t.Fatal(err)
 		}
 	}
+}
+
+// countExtents is the number of extents l.Extents lists.
+func countExtents(l *Layout) int {
+	n := 0
+	for range l.Extents() {
+		n++
+	}
+	return n
 }

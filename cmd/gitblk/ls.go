@@ -53,19 +53,28 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	out := lsOutput{Commit: c.ID, Tree: c.Tree, Format: string(opts.Format), Size: layout.Size(),
 		Extents: []lsExtent{}, Warnings: []lsWarning{}}
-	for _, e := range layout.Extents() {
-		x := lsExtent{Offset: e.Off, Length: e.Len, Kind: e.Kind.String(), What: e.Desc}
-		if e.Kind.String() == "blob" {
-			x.Blob = e.Blob.String()
+	// The extent table is generated as it is listed: the text form
+	// prints each extent as it comes, without holding the table.
+	extents := func(yield func(lsExtent) bool) {
+		for e := range layout.Extents() {
+			x := lsExtent{Offset: e.Off, Length: e.Len, Kind: e.Kind.String(), What: e.Desc}
+			if e.Kind.String() == "blob" {
+				x.Blob = e.Blob.String()
+			}
+			if !yield(x) {
+				return
+			}
 		}
-		out.Extents = append(out.Extents, x)
-	}
-	for _, w := range warnings {
-		out.Warnings = append(out.Warnings, lsWarning{Path: w.Path, Message: w.Msg})
 	}
 
 	bw := bufio.NewWriter(stdout)
 	if *asJSON {
+		for x := range extents {
+			out.Extents = append(out.Extents, x)
+		}
+		for _, w := range warnings {
+			out.Warnings = append(out.Warnings, lsWarning{Path: w.Path, Message: w.Msg})
+		}
 		enc := json.NewEncoder(bw)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(out); err != nil {
@@ -75,7 +84,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(bw, "# commit %s tree %s format %s size %d\n", out.Commit, out.Tree, out.Format, out.Size)
 	fmt.Fprintf(bw, "%12s %12s %-4s  %s\n", "OFFSET", "LENGTH", "KIND", "WHAT")
-	for _, x := range out.Extents {
+	for x := range extents {
 		what := x.What
 		if x.Blob != "" {
 			what += " (blob " + x.Blob + ")"
