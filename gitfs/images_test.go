@@ -6,18 +6,19 @@ import (
 	"testing"
 
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // TestImagesShareLayouts: a layout is made once per tree and options and
 // shared (two commits with one tree share it; concurrent callers wait for
 // one layout); failures are not kept.
 func TestImagesShareLayouts(t *testing.T) {
-	dir := newRepo(t)
-	writeFile(t, dir, "a.txt", []byte("a\n"), 0o644)
-	commitAll(t, dir, "one")
-	git(t, dir, "commit", "-q", "--allow-empty", "-m", "same tree")
-	writeFile(t, dir, "a.txt", []byte("changed\n"), 0o644)
-	commitAll(t, dir, "three")
+	dir := testutil.NewRepo(t)
+	testutil.WriteFile(t, dir, "a.txt", []byte("a\n"), 0o644)
+	testutil.CommitAll(t, dir, "one")
+	testutil.Git(t, dir, "commit", "-q", "--allow-empty", "-m", "same tree")
+	testutil.WriteFile(t, dir, "a.txt", []byte("changed\n"), 0o644)
+	testutil.CommitAll(t, dir, "three")
 	r := openRepo(t, dir, Options{})
 	im := NewImages(r, 2, t.TempDir())
 	resolve := func(rev string) *Commit {
@@ -60,8 +61,8 @@ func TestImagesShareLayouts(t *testing.T) {
 	}
 
 	// A tree FAT cannot hold fails, and the failure is not kept.
-	writeFile(t, dir, "A.TXT", []byte("clash\n"), 0o644)
-	commitAll(t, dir, "case clash")
+	testutil.WriteFile(t, dir, "A.TXT", []byte("clash\n"), 0o644)
+	testutil.CommitAll(t, dir, "case clash")
 	clash := resolve("main")
 	for i := 0; i < 2; i++ {
 		if _, _, err := im.Image(clash, imager.Options{Format: imager.FormatFAT}); err == nil || !strings.Contains(err.Error(), "A.TXT") {
@@ -77,11 +78,11 @@ func TestImagesShareLayouts(t *testing.T) {
 }
 
 func TestRefs(t *testing.T) {
-	dir := newRepo(t)
-	writeFile(t, dir, "a.txt", []byte("a\n"), 0o644)
-	commitAll(t, dir, "one")
-	git(t, dir, "tag", "v1")
-	git(t, dir, "branch", "dev")
+	dir := testutil.NewRepo(t)
+	testutil.WriteFile(t, dir, "a.txt", []byte("a\n"), 0o644)
+	testutil.CommitAll(t, dir, "one")
+	testutil.Git(t, dir, "tag", "v1")
+	testutil.Git(t, dir, "branch", "dev")
 	r := openRepo(t, dir, Options{})
 	refs, err := r.Refs()
 	if err != nil {
@@ -90,7 +91,7 @@ func TestRefs(t *testing.T) {
 	if got := strings.Join(refs, " "); got != "refs/heads/dev refs/heads/main refs/tags/v1" {
 		t.Errorf("Refs = %s", got)
 	}
-	git(t, dir, "tag", "v2")
+	testutil.Git(t, dir, "tag", "v2")
 	if refs, _ := r.Refs(); len(refs) != 4 {
 		t.Errorf("a new tag not seen: %v", refs)
 	}

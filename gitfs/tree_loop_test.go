@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // writeLoose writes a loose object of type typ with content under id
@@ -35,7 +37,7 @@ func writeLoose(t *testing.T, repo, id, typ string, content []byte) {
 // TestTreeContainsItself: a crafted tree whose entry names its own id is
 // a corrupt-object error, not an endless walk.
 func TestTreeContainsItself(t *testing.T) {
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	self := "1111111111111111111111111111111111111111"
 	raw, _ := hex.DecodeString(self)
 	writeLoose(t, dir, self, "tree", append([]byte("40000 a\x00"), raw...))
@@ -43,7 +45,7 @@ func TestTreeContainsItself(t *testing.T) {
 	sum := sha1.Sum(append([]byte(fmt.Sprintf("commit %d\x00", len(commit))), commit...))
 	id := hex.EncodeToString(sum[:])
 	writeLoose(t, dir, id, "commit", commit)
-	git(t, dir, "update-ref", "refs/heads/main", id)
+	testutil.Git(t, dir, "update-ref", "refs/heads/main", id)
 
 	r := openRepo(t, dir, Options{})
 	c, err := r.Resolve("main")

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // cacheFiles lists the listing files in a cache directory.
@@ -20,16 +21,16 @@ func cacheFiles(t *testing.T, dir string) []string {
 }
 
 func TestCachedTree(t *testing.T) {
-	dir := newRepo(t)
-	writeFile(t, dir, "a.txt", []byte("a\n"), 0o644)
-	writeFile(t, dir, "bin/run", []byte("#!/bin/sh\n"), 0o755)
-	writeFile(t, dir, "secret/x", []byte("x\n"), 0o644)
-	writeFile(t, dir, "ünï/long-name.txt", []byte("n\n"), 0o644)
-	writeFile(t, dir, ".gitattributes", []byte("secret export-ignore\n"), 0o644)
+	dir := testutil.NewRepo(t)
+	testutil.WriteFile(t, dir, "a.txt", []byte("a\n"), 0o644)
+	testutil.WriteFile(t, dir, "bin/run", []byte("#!/bin/sh\n"), 0o755)
+	testutil.WriteFile(t, dir, "secret/x", []byte("x\n"), 0o644)
+	testutil.WriteFile(t, dir, "ünï/long-name.txt", []byte("n\n"), 0o644)
+	testutil.WriteFile(t, dir, ".gitattributes", []byte("secret export-ignore\n"), 0o644)
 	if err := os.Symlink("a.txt", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
-	commitAll(t, dir, "one")
+	testutil.CommitAll(t, dir, "one")
 	r := openRepo(t, dir, Options{})
 	c, err := r.Resolve("main")
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/gitfs/fusefs"
 	"github.com/gitblk/gitblk/imager"
 )
 
@@ -52,7 +53,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logWarnings(log, c, f, ws)
 		files["image."+string(f)] = l
 	}
-	m, err := gitfs.Mount(pos[2], gitfs.MountConfig{
+	m, err := fusefs.Mount(pos[2], fusefs.Config{
 		CommitID: c.ID, Ref: pos[1], Time: c.Time, Tree: tree, Blobs: repo,
 		Images: files, Logger: log, AllowOther: *allowOther,
 	})

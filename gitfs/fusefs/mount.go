@@ -1,4 +1,8 @@
-package gitfs
+// Package fusefs mounts a commit read-only through FUSE: its images as
+// files at the root, its tree under tree/, and COMMIT naming it. It needs
+// only imager's types (a tree listing, a blob reader, images), so it
+// serves any source of those.
+package fusefs
 
 import (
 	"bufio"
@@ -63,19 +67,19 @@ const (
 
 // Sentinel errors of Mount.
 var (
-	ErrMountPointMissing  = errors.New("gitfs: mount point does not exist")
-	ErrMountPointNotDir   = errors.New("gitfs: mount point is not a directory")
-	ErrMountPointNotEmpty = errors.New("gitfs: mount point is not empty")
-	ErrMountPointMounted  = errors.New("gitfs: mount point is already a mount point")
-	ErrNoFUSE             = errors.New("gitfs: FUSE is not available")
-	ErrMountNotPermitted  = errors.New("gitfs: FUSE mounting is not permitted")
-	ErrMountFailed        = errors.New("gitfs: FUSE mount failed")
-	ErrMountConfig        = errors.New("gitfs: bad mount configuration")
+	ErrMountPointMissing  = errors.New("fusefs: mount point does not exist")
+	ErrMountPointNotDir   = errors.New("fusefs: mount point is not a directory")
+	ErrMountPointNotEmpty = errors.New("fusefs: mount point is not empty")
+	ErrMountPointMounted  = errors.New("fusefs: mount point is already a mount point")
+	ErrNoFUSE             = errors.New("fusefs: FUSE is not available")
+	ErrMountNotPermitted  = errors.New("fusefs: FUSE mounting is not permitted")
+	ErrMountFailed        = errors.New("fusefs: FUSE mount failed")
+	ErrMountConfig        = errors.New("fusefs: bad mount configuration")
 )
 
-// MountConfig describes what a mount shows; all of it is fixed for the life
+// Config describes what a mount shows; all of it is fixed for the life
 // of the mount.
-type MountConfig struct {
+type Config struct {
 	CommitID, Ref string                  // written to COMMIT, one per line
 	Time          time.Time               // commit time: the mtime of everything (zero: Tree.Time)
 	Tree          *imager.Tree            // the commit's full tree, shown under tree/
@@ -99,7 +103,7 @@ type Mounted struct {
 // Mount mounts cfg read-only on dir, which must be an existing, empty
 // directory that is not a mount point already, and serves it until it is
 // unmounted (Unmount, or `fusermount3 -u dir`).
-func Mount(dir string, cfg MountConfig) (*Mounted, error) {
+func Mount(dir string, cfg Config) (*Mounted, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -124,7 +128,7 @@ func Mount(dir string, cfg MountConfig) (*Mounted, error) {
 
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("gitfs: mount point %s: %w", dir, err)
+		return nil, fmt.Errorf("fusefs: mount point %s: %w", dir, err)
 	}
 	if err := checkMountPoint(abs); err != nil {
 		return nil, err
@@ -146,7 +150,7 @@ func Mount(dir string, cfg MountConfig) (*Mounted, error) {
 
 	idx := newMountIndex(cfg.Tree.Entries, inoImages+uint64(len(names)))
 	for _, w := range idx.warnings {
-		log.Warn("gitfs: entry not shown under tree/", "path", w.Path, "reason", w.Msg)
+		log.Warn("fusefs: entry not shown under tree/", "path", w.Path, "reason", w.Msg)
 	}
 	mtime := cfg.Time
 	if mtime.IsZero() {
@@ -194,9 +198,9 @@ func Mount(dir string, cfg MountConfig) (*Mounted, error) {
 	go func() {
 		server.Wait()
 		close(m.done)
-		log.Info("gitfs: unmounted", "dir", abs)
+		log.Info("fusefs: unmounted", "dir", abs)
 	}()
-	log.Info("gitfs: mounted", "dir", abs, "commit", cfg.CommitID, "ref", cfg.Ref,
+	log.Info("fusefs: mounted", "dir", abs, "commit", cfg.CommitID, "ref", cfg.Ref,
 		"entries", len(cfg.Tree.Entries), "images", strings.Join(names, ","))
 	return m, nil
 }
@@ -252,7 +256,7 @@ func (m *Mounted) Unmount() error {
 			return nil
 		default:
 		}
-		return fmt.Errorf("gitfs: unmounting %s: %w", m.dir, err)
+		return fmt.Errorf("fusefs: unmounting %s: %w", m.dir, err)
 	}
 	<-m.done
 	return nil
@@ -268,13 +272,13 @@ func checkMountPoint(dir string) error {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("%w: %s", ErrMountPointMissing, dir)
 	case err != nil:
-		return fmt.Errorf("gitfs: mount point: %w", err)
+		return fmt.Errorf("fusefs: mount point: %w", err)
 	case !st.IsDir():
 		return fmt.Errorf("%w: %s", ErrMountPointNotDir, dir)
 	}
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return fmt.Errorf("gitfs: mount point: %w", err)
+		return fmt.Errorf("fusefs: mount point: %w", err)
 	}
 	mounted, err := isMountPoint(real)
 	if err != nil {
@@ -286,12 +290,12 @@ func checkMountPoint(dir string) error {
 	}
 	f, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("gitfs: mount point: %w", err)
+		return fmt.Errorf("fusefs: mount point: %w", err)
 	}
 	defer f.Close()
 	if _, err := f.Readdirnames(1); err != io.EOF {
 		if err != nil {
-			return fmt.Errorf("gitfs: mount point: %w", err)
+			return fmt.Errorf("fusefs: mount point: %w", err)
 		}
 		return fmt.Errorf("%w: %s", ErrMountPointNotEmpty, dir)
 	}
@@ -303,7 +307,7 @@ func checkMountPoint(dir string) error {
 func isMountPoint(dir string) (bool, error) {
 	f, err := os.Open(procMountinfo)
 	if err != nil {
-		return false, fmt.Errorf("gitfs: checking mount point: %w", err)
+		return false, fmt.Errorf("fusefs: checking mount point: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -315,7 +319,7 @@ func isMountPoint(dir string) (bool, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return false, fmt.Errorf("gitfs: reading %s: %w", procMountinfo, err)
+		return false, fmt.Errorf("fusefs: reading %s: %w", procMountinfo, err)
 	}
 	return false, nil
 }
@@ -501,7 +505,7 @@ func (f *mntFS) read(what string, size int64, readAt func([]byte, int64) (int, e
 		if err == nil || err == io.EOF {
 			err = imager.ErrShortBlob
 		}
-		f.log.Error("gitfs: read failed", "file", what, "off", off, "len", len(want), "err", err)
+		f.log.Error("fusefs: read failed", "file", what, "off", off, "len", len(want), "err", err)
 		return nil, syscall.EIO
 	}
 	return fuse.ReadResultData(want), 0

@@ -1,4 +1,4 @@
-package gitfs
+package fusefs
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package gitfs
+package fusefs
 
 import (
 	"bufio"
@@ -275,7 +275,7 @@ func (s *mntLogBuffer) String() string {
 }
 
 // mountForTest mounts cfg on a fresh directory and unmounts it at the end.
-func mountForTest(t *testing.T, cfg MountConfig) (string, *Mounted) {
+func mountForTest(t *testing.T, cfg Config) (string, *Mounted) {
 	t.Helper()
 	mntRequireFUSE(t)
 	dir := filepath.Join(t.TempDir(), "mnt")
@@ -298,8 +298,8 @@ func mountForTest(t *testing.T, cfg MountConfig) (string, *Mounted) {
 	return dir, m
 }
 
-func mntConfig(t *testing.T, r *mntRepo, log *slog.Logger) MountConfig {
-	return MountConfig{
+func mntConfig(t *testing.T, r *mntRepo, log *slog.Logger) Config {
+	return Config{
 		CommitID: r.commit,
 		Ref:      "refs/heads/main",
 		Time:     r.tree.Time,
@@ -700,7 +700,7 @@ func TestMountUnmount(t *testing.T) {
 
 func TestMountPointErrors(t *testing.T) {
 	r := &mntRepo{tree: &imager.Tree{}, blobs: mntBlobs{}}
-	cfg := MountConfig{Tree: r.tree, Blobs: r.blobs}
+	cfg := Config{Tree: r.tree, Blobs: r.blobs}
 	base := t.TempDir()
 	file := filepath.Join(base, "file")
 	full := filepath.Join(base, "full")
@@ -726,7 +726,7 @@ func TestMountPointErrors(t *testing.T) {
 			t.Errorf("Mount(%s): error %q does not name the directory", tc.dir, err)
 		}
 	}
-	for name, bad := range map[string]MountConfig{
+	for name, bad := range map[string]Config{
 		"no tree":            {Blobs: r.blobs},
 		"no blobs":           {Tree: r.tree},
 		"image named tree":   {Tree: r.tree, Blobs: r.blobs, Images: map[string]imager.Image{"tree": mntBytesImage(nil)}},
@@ -946,7 +946,7 @@ func TestMountLargeImageMemory(t *testing.T) {
 	if img.Size() != size {
 		t.Fatalf("layout size %d, want %d", img.Size(), size)
 	}
-	dir, _ := mountForTest(t, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}, Images: map[string]imager.Image{"big.img": img}})
+	dir, _ := mountForTest(t, Config{Tree: &imager.Tree{}, Blobs: mntBlobs{}, Images: map[string]imager.Image{"big.img": img}})
 	f, err := os.Open(filepath.Join(dir, "big.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -1022,7 +1022,7 @@ func TestMountHelperDeadMount(t *testing.T) {
 	if dir == "" {
 		return // only meaningful as TestMountPointDead's child process
 	}
-	if _, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}}); err != nil {
+	if _, err := Mount(dir, Config{Tree: &imager.Tree{}, Blobs: mntBlobs{}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -1053,7 +1053,7 @@ func TestMountPointDead(t *testing.T) {
 	if _, err := os.ReadDir(dir); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("listing a dead mount: %v, want ENOTCONN (is the mount dead?)", err)
 	}
-	_, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}})
+	_, err := Mount(dir, Config{Tree: &imager.Tree{}, Blobs: mntBlobs{}})
 	if !errors.Is(err, ErrMountPointMounted) || !strings.Contains(err.Error(), "fusermount3 -u") {
 		t.Errorf("Mount on a dead mount: %v, want ErrMountPointMounted advising fusermount3 -u", err)
 	}

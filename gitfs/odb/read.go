@@ -1,4 +1,4 @@
-package gitfs
+package odb
 
 import (
 	"bufio"
@@ -7,11 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
-
-	"github.com/gitblk/gitblk/imager"
 )
 
 // Blob contents are read here straight from pack files and loose object
@@ -34,63 +31,22 @@ type directBlob struct {
 // we know and no loose file holds h, or when the pack we found it in was
 // closed under us (the pack list is reloaded after a repack): go-git then
 // looks again.
-func (r *Repo) readDirect(h plumbing.Hash, smallMax int64) (b directBlob, found bool, err error) {
-	packs, err := r.sizes.current()
+func (db *Store) readDirect(h plumbing.Hash, smallMax int64) (b directBlob, found bool, err error) {
+	packs, err := db.packs.current()
 	if err == nil {
 		for _, p := range packs {
 			off, err := p.idx.FindOffset(h)
 			if err != nil {
 				continue
 			}
-			b, err := r.readPacked(packs, p, off, h, smallMax)
+			b, err := db.readPacked(packs, p, off, h, smallMax)
 			if errors.Is(err, os.ErrClosed) {
 				return directBlob{}, false, nil
 			}
 			return b, true, err
 		}
 	}
-	return r.readLoose(h, smallMax)
-}
-
-// readLoose is readDirect for a loose object: a small one is read with
-// one read of its file and inflated whole.
-func (r *Repo) readLoose(h plumbing.Hash, smallMax int64) (directBlob, bool, error) {
-	f, err := r.openLoose(h)
-	if err != nil {
-		return directBlob{}, false, nil
-	}
-	defer f.Close()
-	size, hdrLen, err := looseHeader(f, h)
-	if err != nil {
-		return directBlob{}, true, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return directBlob{}, true, fmt.Errorf("loose object %s: %w", h, err)
-	}
-	whole := int64(hdrLen) + size
-	if size > smallMax || st.Size() > whole+whole/8+packEntryHeaderMax {
-		// Big, or compressed oddly: streamed.
-		rc, err := r.openLooseBlob(h, size)
-		if errors.Is(err, os.ErrNotExist) {
-			return directBlob{}, false, nil // packed meanwhile
-		}
-		if err != nil {
-			return directBlob{}, true, err
-		}
-		return readAllSmall(rc, size, smallMax)
-	}
-	bp := getBuf(int(st.Size()))
-	defer putBuf(bp)
-	src := *bp
-	if n, err := f.ReadAt(src, 0); n < len(src) {
-		return directBlob{}, true, fmt.Errorf("loose object %s: %w", h, err)
-	}
-	dst := make([]byte, whole)
-	if _, err := inflateWhole(dst, src); err != nil {
-		return directBlob{}, true, fmt.Errorf("loose object %s: %w", h, err)
-	}
-	return directBlob{data: dst[hdrLen:], size: size}, true, nil
+	return db.readLoose(h, smallMax)
 }
 
 // readAllSmall reads a small blob's stream into memory and closes it; a big
@@ -134,7 +90,7 @@ func shortBlob(n, size int64, err error) error {
 
 // readPacked reads or opens the blob in pack entry off of p (see
 // readDirect).
-func (r *Repo) readPacked(packs []*sizerPack, p *sizerPack, off int64, h plumbing.Hash, smallMax int64) (directBlob, error) {
+func (db *Store) readPacked(packs []*pack, p *pack, off int64, h plumbing.Hash, smallMax int64) (directBlob, error) {
 	e, err := readPackEntry(p.f, off)
 	if err != nil {
 		return directBlob{}, err
@@ -147,7 +103,7 @@ func (r *Repo) readPacked(packs []*sizerPack, p *sizerPack, off int64, h plumbin
 		}
 		return directBlob{data: data, size: e.size}, nil
 	}
-	rc, size, err := r.openPackEntry(packs, p, off, e, h)
+	rc, size, err := db.openPackEntry(packs, p, off, e, h)
 	if err != nil {
 		return directBlob{}, err
 	}
@@ -157,7 +113,7 @@ func (r *Repo) readPacked(packs []*sizerPack, p *sizerPack, off int64, h plumbin
 
 // openPackEntry opens the content of blob h, at pack entry off of p
 // (header e), as a stream, and says its size.
-func (r *Repo) openPackEntry(packs []*sizerPack, p *sizerPack, off int64, e *packEntry, h plumbing.Hash) (io.ReadCloser, int64, error) {
+func (db *Store) openPackEntry(packs []*pack, p *pack, off int64, e *packEntry, h plumbing.Hash) (io.ReadCloser, int64, error) {
 	// The input buffer: a stored zlib stream is barely longer than its
 	// content, so a small entry takes one pread.
 	bufSize := int(min(e.size+packEntryHeaderMax, deltaBufSize))
@@ -185,11 +141,11 @@ func (r *Repo) openPackEntry(packs []*sizerPack, p *sizerPack, off int64, e *pac
 		return nil, 0, err
 	}
 	if depth > shallowDeltaChain {
-		if err := r.buildBases(packs, p, off, depth); err != nil {
+		if err := db.buildBases(packs, p, off, depth); err != nil {
 			return nil, 0, err
 		}
 	}
-	d := &deltaReader{r: r, base: imager.BlobID(base)}
+	d := &deltaReader{db: db, base: plumbing.Hash(base)}
 	if e.size <= wholeDeltaMax {
 		// Delta data inflated whole, at once.
 		d.buf = getBuf(int(e.size))
@@ -219,8 +175,8 @@ func (r *Repo) openPackEntry(packs []*sizerPack, p *sizerPack, off int64, e *pac
 
 // openDirect opens the content of blob h, expected to be size bytes, as a
 // stream, without go-git (see readDirect).
-func (r *Repo) openDirect(h plumbing.Hash, size int64) (rc io.ReadCloser, found bool, err error) {
-	b, found, err := r.readDirect(h, -1)
+func (db *Store) openDirect(h plumbing.Hash, size int64) (rc io.ReadCloser, found bool, err error) {
+	b, found, err := db.readDirect(h, -1)
 	if !found || err != nil {
 		return nil, found, err
 	}
@@ -235,70 +191,20 @@ func (r *Repo) openDirect(h plumbing.Hash, size int64) (rc io.ReadCloser, found 
 // streamed.
 const wholeDeltaMax = 1 << 20
 
-// inflateEntry inflates the data of pack entry off (header e) of f into
-// dst, which is e.size bytes, with inflateWhole: it reads a bound on the
-// compressed size, the size plus an eighth (deflate expands incompressible
-// data by a few percent at worst with git's zlib). A stream longer than
-// that, from another encoder, is inflated as a stream instead.
-func inflateEntry(f *os.File, off int64, e *packEntry, dst []byte) error {
-	bound := len(dst) + len(dst)/8 + packEntryHeaderMax
-	bp := getBuf(bound)
-	defer putBuf(bp)
-	src := *bp
-	n, err := f.ReadAt(src, e.dataOff)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("pack entry at %d: %w", off, err)
+// readNewSpill serves a first read of big blob id (size bytes) whose
+// stream rc was just opened: it becomes the spill's stream unless another
+// reader got there first.
+func (c *blobCache) readNewSpill(id plumbing.Hash, size int64, rc io.ReadCloser, p []byte, off int64) (int, error) {
+	s := c.addSpill(&spill{id: id, size: size})
+	defer c.unref(s)
+	s.mu.Lock()
+	if s.rc == nil && s.pos == 0 && s.filled.Load() == 0 {
+		s.rc = rc // hand our fresh stream to the new spill
+		s.mu.Unlock()
+		c.streamOpened(s)
+	} else {
+		s.mu.Unlock()
+		_ = rc.Close()
 	}
-	if _, err := inflateWhole(dst, src[:n]); err == nil {
-		return nil
-	} else if n < bound {
-		return fmt.Errorf("pack entry at %d: %w", off, err)
-	}
-	z, err := zpools[len(zpools)-1].get(io.NewSectionReader(f, e.dataOff, 1<<62))
-	if err != nil {
-		return fmt.Errorf("pack entry at %d: %w", off, err)
-	}
-	defer zpools[len(zpools)-1].put(z)
-	if got, err := io.ReadFull(z, dst); err != nil {
-		return fmt.Errorf("pack entry at %d: %w", off, shortBlob(int64(got), int64(len(dst)), err))
-	}
-	if err := streamEnds(z, int64(len(dst))); err != nil {
-		return fmt.Errorf("pack entry at %d: %w", off, err)
-	}
-	return nil
-}
-
-// bufPools hold byte buffers by power-of-two size, from 4 KiB to 4 MiB,
-// for compressed input and delta data.
-var bufPools [11]sync.Pool
-
-const minBufShift = 12
-
-// getBuf returns a buffer of n bytes, pooled when n is at most 4 MiB.
-func getBuf(n int) *[]byte {
-	class := 0
-	for class < len(bufPools) && 1<<(class+minBufShift) < n {
-		class++
-	}
-	if class == len(bufPools) {
-		b := make([]byte, n)
-		return &b
-	}
-	if bp, ok := bufPools[class].Get().(*[]byte); ok {
-		*bp = (*bp)[:n]
-		return bp
-	}
-	b := make([]byte, n, 1<<(class+minBufShift))
-	return &b
-}
-
-// putBuf gives a buffer from getBuf back.
-func putBuf(bp *[]byte) {
-	c := cap(*bp)
-	for class := range bufPools {
-		if c == 1<<(class+minBufShift) {
-			bufPools[class].Put(bp)
-			return
-		}
-	}
+	return s.readAt(c, p, off)
 }
