@@ -8,17 +8,19 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
-// Deep delta chains are rebuilt from the bottom up. A delta reads its
-// base through ReadBlob, which opens the base's own delta, and so on down
-// the chain: every level holds its buffers (a small target whole, a big
-// one's stream and page cache) until the bottom answers. A hand-made pack
-// of 300 one-MiB deltas made one 4 KiB read take 605 MiB of heap, and a
-// 1.5 MB pack of 8,192 levels would take about 16 GiB. So before a delta
-// more than shallowDeltaChain deep is opened, its bases are built one at
-// a time from the deepest: each then reads a base the caches already hold
-// whole (memory, the blob log or a complete spill), and the memory in use
-// is that of one level. git's own packs go 50 deep by default.
-const shallowDeltaChain = 8
+// Delta chains are rebuilt as git's unpack_entry (packfile.c) rebuilds
+// them: the chain under an entry is walked down iteratively, by entry
+// headers alone, to the first base at hand (one the caches hold whole, a
+// whole object, or a loose one); then the levels are rebuilt upwards one
+// at a time, each reading the level below from the caches, which are the
+// bounded cache of bases (git's delta_base_cache): small levels in memory
+// and the blob log, big ones in spill files. The memory in use is that of
+// one level, whatever the depth.
+//
+// A big level the caches cannot keep (no disk cache, or one too small for
+// two levels) is read instead by the level above through its own stream,
+// and so on down: that holds a stream and a page cache per level, so such
+// chains are refused beyond maxChainUnheld levels.
 
 // maxChainUnheld bounds the depth of a chain rebuilt level on level when
 // the caches cannot hold its levels (big blobs and no disk cache): each
@@ -32,47 +34,14 @@ var errChainNoDisk = errors.New("odb: a delta chain this deep over big blobs can
 // errNotHeld: the caches could not keep a level that was built.
 var errNotHeld = errors.New("odb: the caches cannot hold the blob")
 
-// buildBases builds, deepest first, the bases of the delta at off of p
-// (depth deltas deep) that the caches do not hold yet.
+// buildBases makes the caches hold the bases under the delta at off of p
+// (depth deltas deep, as checkDeltaChain says), so that reading it reads
+// a base at hand: it walks the chain down, then builds the bases it met
+// from the deepest up.
 func (db *Store) buildBases(packs []*pack, p *pack, off int64, depth int) error {
-	var ids []plumbing.Hash
-walk:
-	for step := 0; step <= depth && step <= maxDeltaChain; step++ {
-		e, err := readPackEntry(p.f, off)
-		if err != nil {
-			return err
-		}
-		var base plumbing.Hash
-		switch e.typ {
-		case packOfsDelta:
-			if base, err = p.idx.FindHash(e.baseOff); err != nil {
-				return fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
-			}
-		case packRefDelta:
-			base = e.baseID
-		default:
-			break walk // a whole object: nothing below
-		}
-		if db.blobs.holds(plumbing.Hash(base)) {
-			break
-		}
-		found := false
-		for _, q := range packs {
-			if o, err := q.idx.FindOffset(base); err == nil {
-				be, err := readPackEntry(q.f, o)
-				if err != nil {
-					return err
-				}
-				if be.typ == packOfsDelta || be.typ == packRefDelta {
-					p, off, found = q, o, true
-				}
-				break
-			}
-		}
-		if !found {
-			break // a whole or loose base: read directly when needed
-		}
-		ids = append(ids, base)
+	ids, err := db.basesToBuild(packs, p, off)
+	if err != nil {
+		return err
 	}
 	for i := len(ids) - 1; i >= 0; i-- {
 		err := db.buildBlob(ids[i])
@@ -87,6 +56,36 @@ walk:
 		}
 	}
 	return nil
+}
+
+// basesToBuild walks the chain down from the delta at off of p, by base
+// id, and returns the bases met that are deltas themselves and that the
+// caches do not hold, top first; the walk stops at the first base at hand.
+func (db *Store) basesToBuild(packs []*pack, p *pack, off int64) ([]plumbing.Hash, error) {
+	e, err := readPackEntry(p.f, off)
+	if err != nil {
+		return nil, err
+	}
+	var ids []plumbing.Hash
+	for len(ids) <= maxDeltaChain {
+		base, isDelta, err := p.baseID(e, off)
+		if err != nil || !isDelta || db.blobs.holds(base) {
+			return ids, err
+		}
+		q, qoff, ok := findIn(packs, base)
+		if !ok {
+			return ids, nil // a loose base (never a delta), or missing: reading says which
+		}
+		if e, err = readPackEntry(q.f, qoff); err != nil {
+			return nil, err
+		}
+		if !e.isDelta() {
+			return ids, nil // a whole object
+		}
+		ids = append(ids, base)
+		p, off = q, qoff
+	}
+	return nil, fmt.Errorf("%w (pack entry at %d)", errDeltaChain, off)
 }
 
 // buildBlob reads blob id through to its last byte, so that the caches
@@ -186,28 +185,19 @@ func checkDeltaRoute(packs []*pack, p *pack, off int64, byID bool) (int, error) 
 		if err != nil {
 			return 0, err
 		}
-		var base plumbing.Hash
-		switch e.typ {
-		case packOfsDelta:
-			if !byID {
-				off = e.baseOff
-				continue
-			}
-			if base, err = p.idx.FindHash(e.baseOff); err != nil {
-				return 0, fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
-			}
-		case packRefDelta:
-			base = e.baseID
-		default:
+		if e.typ == packOfsDelta && !byID {
+			off = e.baseOff
+			continue
+		}
+		base, isDelta, err := p.baseID(e, off)
+		if err != nil {
+			return 0, err
+		}
+		if !isDelta {
 			return ok(0) // a whole object ends the chain
 		}
-		found := false
-		for _, q := range packs {
-			if o, err := q.idx.FindOffset(base); err == nil {
-				p, off, found = q, o, true
-				break
-			}
-		}
+		var found bool
+		p, off, found = findIn(packs, base)
 		if !found {
 			return ok(1) // a loose base (never a delta) or missing: reading says which
 		}

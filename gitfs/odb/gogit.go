@@ -27,11 +27,9 @@ func (db *Store) checkObject(h plumbing.Hash) error {
 	if err != nil {
 		return nil // go-git reports what is wrong with the packs
 	}
-	for _, p := range packs {
-		if off, err := p.idx.FindOffset(h); err == nil {
-			_, err := checkDeltaChain(packs, p, off)
-			return err
-		}
+	if p, off, ok := findIn(packs, h); ok {
+		_, err := checkDeltaChain(packs, p, off)
+		return err
 	}
 	return nil
 }

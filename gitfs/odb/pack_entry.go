@@ -97,3 +97,22 @@ func readPackEntry(f *os.File, off int64) (*packEntry, error) {
 	e.dataOff = off + int64(i)
 	return e, nil
 }
+
+// isDelta reports whether the entry is a delta (OFS_DELTA or REF_DELTA).
+func (e *packEntry) isDelta() bool { return e.typ == packOfsDelta || e.typ == packRefDelta }
+
+// baseID returns the id of the base of entry e (at off of p) and true when
+// e is a delta; false for a whole object.
+func (p *pack) baseID(e *packEntry, off int64) (plumbing.Hash, bool, error) {
+	switch e.typ {
+	case packOfsDelta:
+		base, err := p.idx.FindHash(e.baseOff)
+		if err != nil {
+			return plumbing.ZeroHash, true, fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
+		}
+		return base, true, nil
+	case packRefDelta:
+		return e.baseID, true, nil
+	}
+	return plumbing.ZeroHash, false, nil
+}

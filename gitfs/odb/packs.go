@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 )
 
@@ -115,4 +116,15 @@ func openPack(base string) (*pack, error) {
 		return nil, err
 	}
 	return &pack{idx: idx, f: f}, nil
+}
+
+// findIn returns the first pack of packs that holds object h, and the
+// offset of h's entry there.
+func findIn(packs []*pack, h plumbing.Hash) (*pack, int64, bool) {
+	for _, p := range packs {
+		if off, err := p.idx.FindOffset(h); err == nil {
+			return p, off, true
+		}
+	}
+	return nil, 0, false
 }

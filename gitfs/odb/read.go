@@ -34,11 +34,7 @@ type directBlob struct {
 func (db *Store) readDirect(h plumbing.Hash, smallMax int64) (b directBlob, found bool, err error) {
 	packs, err := db.packs.current()
 	if err == nil {
-		for _, p := range packs {
-			off, err := p.idx.FindOffset(h)
-			if err != nil {
-				continue
-			}
+		if p, off, ok := findIn(packs, h); ok {
 			b, err := db.readPacked(packs, p, off, h, smallMax)
 			if errors.Is(err, os.ErrClosed) {
 				return directBlob{}, false, nil
@@ -118,29 +114,25 @@ func (db *Store) openPackEntry(packs []*pack, p *pack, off int64, e *packEntry, 
 	// content, so a small entry takes one pread.
 	bufSize := int(min(e.size+packEntryHeaderMax, deltaBufSize))
 	data := io.NewSectionReader(p.f, e.dataOff, 1<<62)
-	var base plumbing.Hash
-	switch e.typ {
-	case packBlob:
+	if e.typ == packBlob {
 		zr, err := newZlibReader(data, bufSize)
 		if err != nil {
 			return nil, 0, fmt.Errorf("pack entry at %d: %w", off, err)
 		}
 		return zr, e.size, nil
-	case packOfsDelta:
-		var err error
-		if base, err = p.idx.FindHash(e.baseOff); err != nil {
-			return nil, 0, fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
-		}
-	case packRefDelta:
-		base = e.baseID
-	default:
+	}
+	base, isDelta, err := p.baseID(e, off)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !isDelta {
 		return nil, 0, fmt.Errorf("is a %s, not a blob", plumbing.ObjectType(e.typ))
 	}
 	depth, err := checkDeltaChain(packs, p, off)
 	if err != nil {
 		return nil, 0, err
 	}
-	if depth > shallowDeltaChain {
+	if depth > 1 { // the base is a delta too: see chain.go
 		if err := db.buildBases(packs, p, off, depth); err != nil {
 			return nil, 0, err
 		}

@@ -26,10 +26,8 @@ func (db *Store) headerSize(h plumbing.Hash) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, p := range packs {
-		if off, err := p.idx.FindOffset(h); err == nil {
-			return packEntrySize(p.f, off)
-		}
+	if p, off, ok := findIn(packs, h); ok {
+		return packEntrySize(p.f, off)
 	}
 	return db.looseSize(h)
 }
