@@ -67,23 +67,12 @@ func TestExportIgnoreMatchesGitArchive(t *testing.T) {
 			}
 			commit := testutil.CommitAll(t, dir, "attrs")
 			want := archiveList(t, dir, commit)
-			r := openRepo(t, dir, Options{})
-			c, err := r.Resolve(commit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr, err := r.Tree(c, true)
-			if err != nil {
-				t.Fatal(err)
-			}
+			tr := listTree(t, dir, commit, true)
 			got := entryList(tr)
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("export-ignore differs from git archive:\n%s", listDiff(got, want))
 			}
-			all, err := r.Tree(c, false)
-			if err != nil {
-				t.Fatal(err)
-			}
+			all := listTree(t, dir, commit, false)
 			if len(all.Entries) <= len(tr.Entries) && tc.name != "quoted and values" {
 				t.Errorf("nothing was ignored: %d entries of %d", len(tr.Entries), len(all.Entries))
 			}

@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,13 +23,7 @@ func writeLoose(t *testing.T, repo, id, typ string, content []byte) {
 	fmt.Fprintf(z, "%s %d\x00", typ, len(content))
 	z.Write(content)
 	z.Close()
-	p := filepath.Join(repo, ".git", "objects", id[:2], id[2:])
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, b.Bytes(), 0o444); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteLooseRaw(t, repo, id, b.Bytes())
 }
 
 // TestTreeContainsItself: a crafted tree whose entry names its own id is

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -227,28 +226,31 @@ func TestTreeEmptyDirectoriesAsGitArchive(t *testing.T) {
 		"040000 tree "+onlyEmpty+"\touter",
 		"040000 tree "+withSub+"\tmod")
 	commit := testutil.Git(t, dir, "commit-tree", "-m", "empty dirs", root)
-	r := openRepo(t, dir, Options{})
-	c, err := r.Resolve(commit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := r.Tree(c, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, want := entryList(tr), archiveList(t, dir, commit)
+	got, want := entryList(listTree(t, dir, commit, false)), archiveList(t, dir, commit)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("listing differs from git archive:\n%s", listDiff(got, want))
 	}
 }
 
+// listTree opens dir and lists the tree of rev.
+func listTree(t *testing.T, dir, rev string, exportIgnore bool) *imager.Tree {
+	t.Helper()
+	r := openRepo(t, dir, Options{})
+	c, err := r.Resolve(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := r.Tree(c, exportIgnore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
 // mktree writes a tree from ls-tree style lines and returns its id.
 func mktree(t *testing.T, dir string, lines ...string) string {
 	t.Helper()
-	cmd := exec.Command("git", "mktree", "--missing")
-	cmd.Dir = dir
-	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
-	out, err := cmd.Output()
+	out, err := testutil.GitOutput(dir, strings.NewReader(strings.Join(lines, "\n")+"\n"), "mktree", "--missing")
 	if err != nil {
 		t.Fatalf("git mktree: %v", err)
 	}

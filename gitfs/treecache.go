@@ -185,24 +185,17 @@ func (d *listingDecoder) byte() byte {
 	return 0
 }
 
-func (d *listingDecoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = errTreeCache
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+func (d *listingDecoder) uvarint() uint64 { return decodeVarint(d, binary.Uvarint) }
 
-func (d *listingDecoder) varint() int64 {
+func (d *listingDecoder) varint() int64 { return decodeVarint(d, binary.Varint) }
+
+// decodeVarint decodes one varint with decode (binary.Uvarint or
+// binary.Varint).
+func decodeVarint[T uint64 | int64](d *listingDecoder, decode func([]byte) (T, int)) T {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.b)
+	v, n := decode(d.b)
 	if n <= 0 {
 		d.err = errTreeCache
 		return 0

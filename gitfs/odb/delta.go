@@ -252,24 +252,15 @@ func (d *deltaReader) next() error {
 		d.left -= d.insLeft
 		return nil
 	}
-	var off, size int64
-	for i := uint(0); i < 4; i++ {
-		if cmd&(1<<i) != 0 {
-			c, err := d.src.ReadByte()
-			if err != nil {
-				return deltaDataErr(err)
-			}
-			off |= int64(c) << (8 * i)
-		}
+	// A copy: bits 0-3 of cmd say which bytes of the base offset follow,
+	// bits 4-6 which bytes of the size (git's patch-delta.c).
+	off, err := d.copyField(cmd, 4)
+	if err != nil {
+		return err
 	}
-	for i := uint(0); i < 3; i++ {
-		if cmd&(0x10<<i) != 0 {
-			c, err := d.src.ReadByte()
-			if err != nil {
-				return deltaDataErr(err)
-			}
-			size |= int64(c) << (8 * i)
-		}
+	size, err := d.copyField(cmd>>4, 3)
+	if err != nil {
+		return err
 	}
 	if size == 0 {
 		size = deltaCopyMax
@@ -280,6 +271,22 @@ func (d *deltaReader) next() error {
 	d.copyOff, d.copyLeft = off, size
 	d.left -= size
 	return nil
+}
+
+// copyField reads a copy instruction's little-endian field of up to n
+// bytes, byte i present when bit i of present is set.
+func (d *deltaReader) copyField(present byte, n uint) (int64, error) {
+	var v int64
+	for i := uint(0); i < n; i++ {
+		if present&(1<<i) != 0 {
+			c, err := d.src.ReadByte()
+			if err != nil {
+				return 0, deltaDataErr(err)
+			}
+			v |= int64(c) << (8 * i)
+		}
+	}
+	return v, nil
 }
 
 // deltaSource is what delta instructions are read from.

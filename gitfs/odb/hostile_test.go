@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -115,26 +114,11 @@ func installPack(t testing.TB, dir string, ids []plumbing.Hash, entries [][]byte
 // hashObject writes data as a loose blob with git.
 func hashObject(t testing.TB, dir string, data []byte) plumbing.Hash {
 	t.Helper()
-	cmd := exec.Command("git", "hash-object", "-w", "--stdin")
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(data)
-	out, err := cmd.Output()
+	out, err := testutil.GitOutput(dir, bytes.NewReader(data), "hash-object", "-w", "--stdin")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return plumbing.NewHash(strings.TrimSpace(string(out)))
-}
-
-// writeLooseRaw writes a loose object file of raw (zlib) bytes for id.
-func writeLooseRaw(t testing.TB, dir string, id plumbing.Hash, raw []byte) {
-	t.Helper()
-	p := filepath.Join(dir, ".git", "objects", id.String()[:2], id.String()[2:])
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, raw, 0o444); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func wantCorrupt(t *testing.T, what string, n int, err error) {
@@ -213,9 +197,9 @@ func TestStreamLongerThanHeader(t *testing.T) {
 		append(entryHeader(packBlob, 5), paddedZlib(long, 100)...),
 	})
 	lc := plumbing.NewHash("cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd")
-	writeLooseRaw(t, dir, lc, zlibOf(append([]byte("blob 5\x00"), long...)))
+	testutil.WriteLooseRaw(t, dir, lc.String(), zlibOf(append([]byte("blob 5\x00"), long...)))
 	lp := plumbing.NewHash("cccccccccccccccccccccccccccccccccccccccc")
-	writeLooseRaw(t, dir, lp, paddedZlib(append([]byte("blob 5\x00"), long...), 100))
+	testutil.WriteLooseRaw(t, dir, lp.String(), paddedZlib(append([]byte("blob 5\x00"), long...), 100))
 	r := openRepo(t, dir, Options{})
 	for _, h := range []plumbing.Hash{a, b, lc, lp} {
 		n, err := r.ReadBlob(blobID(t, h.String()), make([]byte, 64), 0)

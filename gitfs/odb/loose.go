@@ -128,7 +128,8 @@ func (db *Store) readLoose(h plumbing.Hash, smallMax int64) (directBlob, bool, e
 		if err != nil {
 			return directBlob{}, true, err
 		}
-		return readAllSmall(rc, size, smallMax)
+		b, err := openedBlob(rc, size, smallMax)
+		return b, true, err
 	}
 	bp := getBuf(int(st.Size()))
 	defer putBuf(bp)

@@ -45,21 +45,32 @@ func (db *Store) readDirect(h plumbing.Hash, smallMax int64) (b directBlob, foun
 	return db.readLoose(h, smallMax)
 }
 
-// readAllSmall reads a small blob's stream into memory and closes it; a big
-// blob's stream is returned open.
-func readAllSmall(rc io.ReadCloser, size, smallMax int64) (directBlob, bool, error) {
+// openedBlob is the directBlob of a blob of size bytes opened as stream
+// rc: the stream itself when the blob is over smallMax bytes, else its
+// bytes, read whole (and rc closed).
+func openedBlob(rc io.ReadCloser, size, smallMax int64) (directBlob, error) {
 	if size > smallMax {
-		return directBlob{rc: rc, size: size}, true, nil
+		return directBlob{rc: rc, size: size}, nil
 	}
+	data, err := readAllSmall(rc, size)
+	if err != nil {
+		return directBlob{}, err
+	}
+	return directBlob{data: data, size: size}, nil
+}
+
+// readAllSmall reads the size bytes of a small blob's stream rc, checks
+// that the stream ends there, and closes it.
+func readAllSmall(rc io.ReadCloser, size int64) ([]byte, error) {
 	defer rc.Close()
 	data := make([]byte, size)
 	if n, err := io.ReadFull(rc, data); err != nil {
-		return directBlob{}, true, shortBlob(int64(n), size, err)
+		return nil, shortBlob(int64(n), size, err)
 	}
 	if err := streamEnds(rc, size); err != nil {
-		return directBlob{}, true, err
+		return nil, err
 	}
-	return directBlob{data: data, size: size}, true, nil
+	return data, nil
 }
 
 // streamEnds checks that stream r, which gave a blob's size bytes, ends
@@ -103,8 +114,7 @@ func (db *Store) readPacked(packs []*pack, p *pack, off int64, h plumbing.Hash, 
 	if err != nil {
 		return directBlob{}, err
 	}
-	b, _, err := readAllSmall(rc, size, smallMax)
-	return b, err
+	return openedBlob(rc, size, smallMax)
 }
 
 // openPackEntry opens the content of blob h, at pack entry off of p

@@ -202,3 +202,30 @@ func PackIdx(t testing.TB, dir string) string {
 	}
 	return m[0]
 }
+
+// Run runs a command and returns its standard output, failing the test
+// with its standard error on error.
+func Run(t testing.TB, name string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}
+
+// WriteLooseRaw writes raw (zlib) bytes as the file of loose object id in
+// the work tree repository dir: a crafted object need not match its id.
+func WriteLooseRaw(t testing.TB, dir, id string, raw []byte) {
+	t.Helper()
+	p := LoosePath(dir, id)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, raw, 0o444); err != nil {
+		t.Fatal(err)
+	}
+}
