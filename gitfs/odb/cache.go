@@ -25,7 +25,7 @@ import (
 // stream, a read behind it restarts it. We chose spilling over inflate
 // checkpoints because a checkpoint must save zlib's 32 KiB window and, for
 // a delta, the state of its base's stream too, and because a spill makes a
-// backward scan of a 512 MiB blob cost one inflate instead of O(n^2).
+// backward scan of a big blob cost one inflate instead of O(n^2).
 const (
 	// smallBlobMax is the biggest blob held whole in memory (capped to
 	// an eighth of the memory cache).

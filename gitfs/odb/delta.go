@@ -11,11 +11,11 @@ import (
 // Deltified blobs are rebuilt here rather than by go-git. go-git's
 // streaming delta reader rereads its base from the start (copying through
 // a bufio.Reader) whenever a copy instruction points backwards, which is
-// quadratic: reading every file of the Go tree from a packed repository
-// took 15 s (git archive: 1.3 s), 80% of it in that copy. Here the delta
-// instructions are read in order and every copy is served from the base
-// through the caches, which serve it at random (a big base is spilled
-// once); see deltaReader.
+// quadratic in the blob's size. Here the delta instructions are read in
+// order and every copy is served from the base through the caches, which
+// serve it at random (a big base is spilled once); see deltaReader. The
+// instruction format is git's (Documentation/gitformat-pack.txt,
+// "Deltified representation"; patch-delta.c).
 const (
 	deltaBufSize = 64 << 10
 	deltaCopyMax = 0x10000 // a copy instruction of size 0 means this
@@ -27,8 +27,7 @@ const (
 // read the base blob through ReadBlob. Copies are often a few bytes, so
 // they are served from a window of the base: the base's bytes in the
 // memory cache when it is there (a small base is put back there), else
-// cached pages of the base (one delta of the Go tree made 27,000 preads
-// of about 24 bytes).
+// cached pages of the base, not a pread per copy.
 type deltaReader struct {
 	db       *Store
 	base     plumbing.Hash
@@ -190,9 +189,8 @@ func (d *deltaReader) readBase(p []byte, off int64) (int, error) {
 
 // readBigBase serves copies from a base too big to hold: through a small
 // direct-mapped cache of its pages, since copies are often a few bytes,
-// often near each other, and sometimes anywhere (the Go tree has a 1 MB
-// delta against a 25 MB base: 27,000 copies, and 50,000 window misses
-// with one 128 KiB window).
+// often near each other, and sometimes anywhere in the base, which one
+// sliding window would keep missing.
 func (d *deltaReader) readBigBase(p []byte, off int64) (int, error) {
 	if len(p) >= basePage {
 		return d.db.ReadBlob(d.base, p, off)
