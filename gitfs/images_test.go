@@ -1,6 +1,8 @@
 package gitfs
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -94,5 +96,76 @@ func TestRefs(t *testing.T) {
 	testutil.Git(t, dir, "tag", "v2")
 	if refs, _ := r.Refs(); len(refs) != 4 {
 		t.Errorf("a new tag not seen: %v", refs)
+	}
+}
+
+// TestImagesPinBound: Images refuses to pin one distinct layout more than
+// MaxImages, always pins one it holds, and pins again after a release.
+func TestImagesPinBound(t *testing.T) {
+	im := NewImages(nil, 0, "")
+	var releases []func()
+	layouts := make([]*imager.Layout, MaxImages+1)
+	for i := range layouts {
+		layouts[i] = new(imager.Layout)
+	}
+	for _, l := range layouts[:MaxImages] {
+		r, err := im.Pin(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	if _, err := im.Pin(layouts[MaxImages]); !errors.Is(err, ErrTooManyImages) {
+		t.Fatalf("pin of one image too many: %v", err)
+	}
+	r, err := im.Pin(layouts[0]) // an image already held is always fine
+	if err != nil {
+		t.Fatal(err)
+	}
+	r()
+	releases[0]()
+	if _, err := im.Pin(layouts[MaxImages]); err != nil {
+		t.Errorf("pin after a release: %v", err)
+	}
+}
+
+// TestImagesKeepPinned: a pinned layout is never dropped to make room; once
+// released it may be.
+func TestImagesKeepPinned(t *testing.T) {
+	dir := testutil.NewRepo(t)
+	var commits []*Commit
+	r := openRepo(t, dir, Options{})
+	for i := 0; i < 3; i++ {
+		testutil.WriteFile(t, dir, "a.txt", []byte(fmt.Sprintf("version %d\n", i)), 0o644)
+		c, err := r.Resolve(testutil.CommitAll(t, dir, "edit"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		commits = append(commits, c)
+	}
+	im := NewImages(r, 1, "")
+	tarOpts := imager.Options{Format: imager.FormatTar}
+	image := func(c *Commit) *imager.Layout {
+		l, _, err := im.Image(c, tarOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	first := image(commits[0])
+	release, err := im.Pin(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image(commits[1])
+	image(commits[2])
+	if image(commits[0]) != first {
+		t.Error("a pinned layout was dropped")
+	}
+	release()
+	image(commits[1])
+	image(commits[2])
+	if image(commits[0]) == first {
+		t.Error("a released layout was kept beyond the bound of 1")
 	}
 }

@@ -30,12 +30,16 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	o, layout, opts, warnings, err := cf.openImage(pos[0], pos[1])
+	if err := cf.setMemoryLimit(); err != nil {
+		return err
+	}
+	o, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
 	defer o.repo.Close()
-	printWarnings(stderr, opts.Format, warnings)
+	layout := o.layout
+	printWarnings(stderr, o.opts.Format, o.warnings)
 
 	var prog *progress
 	if !*quiet {

@@ -44,12 +44,15 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	o, layout, opts, warnings, err := cf.openImage(pos[0], pos[1])
+	if err := cf.setMemoryLimit(); err != nil {
+		return err
+	}
+	o, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
 	defer o.repo.Close()
-	c := o.commit
+	c, layout, opts, warnings := o.commit, o.layout, o.opts, o.warnings
 
 	out := lsOutput{Commit: c.ID, Tree: c.Tree, Format: string(opts.Format), Size: layout.Size(),
 		Extents: []lsExtent{}, Warnings: []lsWarning{}}

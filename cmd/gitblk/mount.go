@@ -27,6 +27,9 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := cf.setMemoryLimit(); err != nil {
+		return err
+	}
 	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err

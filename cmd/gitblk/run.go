@@ -213,20 +213,32 @@ func (f *commonFlags) openRev(repoPath, rev string) (*opened, error) {
 	return &opened{repo: repo, commit: c, cacheDir: cacheDir}, nil
 }
 
+// openedImage is a repository with a revision resolved and its image laid
+// out.
+type openedImage struct {
+	*opened
+	layout   *imager.Layout
+	opts     imager.Options
+	warnings []imager.Warning
+}
+
 // openImage opens the repository, resolves rev and lays out its image in
-// the --format format; the caller closes o.repo.
-func (f *commonFlags) openImage(repoPath, rev string) (o *opened, l *imager.Layout, opts imager.Options, ws []imager.Warning, err error) {
-	if opts, err = f.options(""); err != nil {
-		return nil, nil, opts, nil, err
+// the --format format; the caller closes repo.
+func (f *commonFlags) openImage(repoPath, rev string) (*openedImage, error) {
+	opts, err := f.options("")
+	if err != nil {
+		return nil, err
 	}
-	if o, err = f.openRev(repoPath, rev); err != nil {
-		return nil, nil, opts, nil, err
+	o, err := f.openRev(repoPath, rev)
+	if err != nil {
+		return nil, err
 	}
-	if l, ws, err = gitfs.NewImages(o.repo, 1, o.cacheDir).Image(o.commit, opts); err != nil {
+	l, ws, err := gitfs.NewImages(o.repo, 1, o.cacheDir).Image(o.commit, opts)
+	if err != nil {
 		o.repo.Close()
-		return nil, nil, opts, nil, err
+		return nil, err
 	}
-	return o, l, opts, ws, nil
+	return &openedImage{opened: o, layout: l, opts: opts, warnings: ws}, nil
 }
 
 // repoFlags are the flags that open a repository.
@@ -236,20 +248,29 @@ type repoFlags struct {
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.cacheSize, "cache-size", "", "memory for inflated git data, e.g. 64M, 1G (default: gitfs.DefaultCacheSize)")
+	fs.StringVar(&f.cacheSize, "cache-size", "", fmt.Sprintf("memory for inflated git data, e.g. 64M, 1G (default %dM)", gitfs.DefaultCacheSize>>20))
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for on-disk caches: tree listings, and big blobs inflated for random reads (removed at exit) (default $XDG_CACHE_HOME/gitblk or ~/.cache/gitblk)")
+}
+
+// cacheBytes is --cache-size in bytes, 0 when not given.
+func (f *repoFlags) cacheBytes() (int64, error) {
+	if f.cacheSize == "" {
+		return 0, nil
+	}
+	n, err := parseBytes(f.cacheSize)
+	if err != nil {
+		return 0, usagef("--cache-size: %v", err)
+	}
+	return n, nil
 }
 
 // open opens the repository and returns it with the cache directory in
 // use: --cache-dir, else the default one when it can be created, else none.
 func (f *repoFlags) open(path string) (*gitfs.Repo, string, error) {
 	var opts gitfs.Options
-	if f.cacheSize != "" {
-		n, err := parseBytes(f.cacheSize)
-		if err != nil {
-			return nil, "", usagef("--cache-size: %v", err)
-		}
-		opts.CacheSize = n
+	var err error
+	if opts.CacheSize, err = f.cacheBytes(); err != nil {
+		return nil, "", err
 	}
 	opts.CacheDir = f.cacheDir
 	if opts.CacheDir == "" {
@@ -261,26 +282,30 @@ func (f *repoFlags) open(path string) (*gitfs.Repo, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	setMemoryLimit(opts.CacheSize)
 	return r, opts.CacheDir, nil
 }
 
 // memoryAllowance is the Go heap a server needs beyond its blob cache:
 // layouts, connection buffers, go-git's pack indexes. The soft memory
 // limit is their sum, so the collector keeps RSS near what is live instead
-// of letting the heap double (the Go tree's full read: 180-200 MB RSS
-// without it, about 105 MB with it).
+// of letting the heap grow to twice that (figures in bench/README.md).
 const memoryAllowance = 80 << 20
 
-// setMemoryLimit sets the soft memory limit unless GOMEMLIMIT does.
-func setMemoryLimit(cacheSize int64) {
+// setMemoryLimit sets the process's soft memory limit to the blob cache
+// (--cache-size) plus memoryAllowance, unless GOMEMLIMIT sets it.
+func (f *repoFlags) setMemoryLimit() error {
+	cacheSize, err := f.cacheBytes()
+	if err != nil {
+		return err
+	}
 	if os.Getenv("GOMEMLIMIT") != "" {
-		return
+		return nil
 	}
 	if cacheSize <= 0 {
 		cacheSize = gitfs.DefaultCacheSize
 	}
 	debug.SetMemoryLimit(cacheSize + memoryAllowance)
+	return nil
 }
 
 // parseBytes reads a byte count with an optional K, M, G or T suffix (powers of 1024).

@@ -71,6 +71,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	// Fail fast on a bad REF, and lay out the default image while
 	// listeners come up, so the first client does not wait for it.
+	if err := cf.setMemoryLimit(); err != nil {
+		return err
+	}
 	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err
@@ -78,8 +81,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	repo, c := o.repo, o.commit
 	defer repo.Close()
 	s := &server{repo: repo, images: gitfs.NewImages(repo, 0, o.cacheDir), img: cf.imageFlags, log: log,
-		names: exportNamer{defaultRev: pos[1], patterns: refs}, warned: map[string]bool{},
-		pinned: map[*imager.Layout]int{}}
+		names: exportNamer{defaultRev: pos[1], patterns: refs}, warned: map[string]bool{}}
 	go s.image(c, "")
 
 	var lns []net.Listener
@@ -187,35 +189,7 @@ type server struct {
 	log    *slog.Logger
 
 	mu     sync.Mutex
-	warned map[string]bool        // tree+format whose warnings were logged
-	pinned map[*imager.Layout]int // layouts held by connections, with their pin counts
-}
-
-// maxPinnedImages bounds the distinct images connections hold at once: each
-// is a layout in memory (about 1 KiB per file), and with --refs clients
-// could otherwise pin one per ref. A connection asking for one more is told
-// the export is unavailable until others close.
-const maxPinnedImages = 16
-
-// errTooManyImages refuses a new image while maxPinnedImages are held.
-var errTooManyImages = errors.New("serve: too many different images in use; try again when connections close")
-
-// pin counts a connection's hold on l, unless that would make more than
-// maxPinnedImages distinct layouts held; the returned func releases it.
-func (s *server) pin(l *imager.Layout) (release func(), err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pinned[l] == 0 && len(s.pinned) >= maxPinnedImages {
-		return nil, errTooManyImages
-	}
-	s.pinned[l]++
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.pinned[l]--; s.pinned[l] <= 0 {
-			delete(s.pinned, l)
-		}
-	}, nil
+	warned map[string]bool // tree+format whose warnings were logged
 }
 
 // image returns the layout of commit c in format ("" = default), logging
@@ -261,7 +235,7 @@ func (s *server) resolve(ctx context.Context, name string) (*nbd.Export, error) 
 	if err != nil {
 		return nil, err
 	}
-	release, err := s.pin(l)
+	release, err := s.images.Pin(l)
 	if err != nil {
 		return nil, err
 	}
