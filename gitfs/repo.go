@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
-	gogit "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/gitblk/gitblk/gitfs/odb"
@@ -31,9 +29,6 @@ const (
 	DefaultCacheSize     = odb.DefaultCacheSize
 	DefaultDiskCacheSize = odb.DefaultDiskCacheSize
 )
-
-// maxRefsListed is how many existing refs an unknown-revision error names.
-const maxRefsListed = 8
 
 // Options configure a Repo's object caches (see odb.Options).
 type Options = odb.Options
@@ -161,107 +156,6 @@ func commonDir(dir string) string {
 		c = filepath.Join(dir, c)
 	}
 	return c
-}
-
-// Resolve resolves rev (a branch, tag, HEAD, a full or short commit id,
-// refs/..., with ~N and ^N suffixes) to a commit. Refs are re-read on
-// every call, so a moved ref is seen without reopening.
-func (r *Repo) Resolve(rev string) (*Commit, error) {
-	var c *Commit
-	err := r.store.WithGit(func(gr *gogit.Repository) error {
-		h, err := gr.ResolveRevision(plumbing.Revision(rev))
-		if err != nil {
-			nested, ok := resolveNestedTag(gr, rev)
-			if !ok {
-				return err
-			}
-			h = &nested
-		}
-		co, err := gr.CommitObject(*h)
-		if err != nil {
-			return err
-		}
-		c = &Commit{ID: co.Hash.String(), Tree: co.TreeHash.String(), Time: co.Committer.When, Rev: rev}
-		return nil
-	})
-	if errors.Is(err, ErrClosed) {
-		return nil, err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w %q in %s (%v); refs: %s", ErrUnknownRevision, rev, r.path, err, r.someRefs())
-	}
-	return c, nil
-}
-
-// maxTagDepth bounds the tags peeled to reach a commit.
-const maxTagDepth = 16
-
-// resolveNestedTag resolves rev when it names, as a ref or a full object
-// id, a tag of a tag (git tag -a t2 t1), which go-git's ResolveRevision
-// refuses ("unsupported object type") and git peels. ok is false when rev
-// is not such a tag.
-func resolveNestedTag(gr *gogit.Repository, rev string) (h plumbing.Hash, ok bool) {
-	found := false
-	// git's order for a short name (git help revisions).
-	for _, name := range []string{rev, "refs/" + rev, "refs/tags/" + rev, "refs/heads/" + rev, "refs/remotes/" + rev} {
-		if ref, err := gr.Reference(plumbing.ReferenceName(name), true); err == nil {
-			h, found = ref.Hash(), true
-			break
-		}
-	}
-	if !found && len(rev) == 40 && plumbing.IsHash(rev) {
-		h, found = plumbing.NewHash(rev), true
-	}
-	if !found {
-		return h, false
-	}
-	for depth := 0; depth < maxTagDepth; depth++ {
-		tag, err := gr.TagObject(h)
-		if err != nil {
-			return h, depth > 1 // peeled a tag of a tag
-		}
-		h = tag.Target
-	}
-	return h, false
-}
-
-// someRefs names a few existing refs, for error messages.
-func (r *Repo) someRefs() string {
-	var names []string
-	_ = r.store.WithGit(func(gr *gogit.Repository) error {
-		names = names[:0]
-		if h, err := gr.Storer.Reference(plumbing.HEAD); err == nil {
-			if h.Type() == plumbing.SymbolicReference {
-				names = append(names, "HEAD -> "+h.Target().Short())
-			} else {
-				names = append(names, "HEAD")
-			}
-		}
-		it, err := gr.Storer.IterReferences()
-		if err != nil {
-			return nil
-		}
-		defer it.Close()
-		var refs []string
-		_ = it.ForEach(func(ref *plumbing.Reference) error {
-			if ref.Name() != plumbing.HEAD {
-				refs = append(refs, ref.Name().String())
-			}
-			return nil
-		})
-		sort.Strings(refs)
-		names = append(names, refs...)
-		return nil
-	})
-	if len(names) == 0 {
-		return "none"
-	}
-	more := ""
-	if len(names) > maxRefsListed {
-		more = fmt.Sprintf(" and %d more", len(names)-maxRefsListed)
-		names = names[:maxRefsListed]
-	}
-	return strings.Join(names, ", ") + more
 }
 
 // atPath adds to an object error where in the tree the object is.
