@@ -3,9 +3,11 @@ package gitfs
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -30,8 +32,17 @@ const (
 	DefaultDiskCacheSize = odb.DefaultDiskCacheSize
 )
 
-// Options configure a Repo's object caches (see odb.Options).
-type Options = odb.Options
+// Options configure a Repo.
+type Options struct {
+	// CacheSize, CacheDir and DiskCacheSize bound the object store's
+	// caches (see odb.Options).
+	CacheSize     int64
+	CacheDir      string
+	DiskCacheSize int64
+	// Logger receives what goes wrong without being an error (a tree
+	// listing cache file rebuilt); nil discards it.
+	Logger *slog.Logger
+}
 
 // Commit is a revision resolved to a commit. Ids are hex.
 type Commit struct {
@@ -46,6 +57,9 @@ type Repo struct {
 	path   string // as given to Open
 	gitDir string
 	store  *odb.Store
+	log    *slog.Logger
+
+	badListings sync.Map // listing cache files that could not be rewritten: warned about once
 }
 
 var _ imager.BlobReader = (*Repo)(nil)
@@ -57,14 +71,20 @@ func Open(path string, opts Options) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := odb.Open(gitDir, commonDir(gitDir), opts)
+	st, err := odb.Open(gitDir, commonDir(gitDir), odb.Options{
+		CacheSize: opts.CacheSize, CacheDir: opts.CacheDir, DiskCacheSize: opts.DiskCacheSize,
+	})
 	if errors.Is(err, odb.ErrNotRepository) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotRepository, path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("gitfs: open %s: %w", path, err)
 	}
-	return &Repo{path: path, gitDir: gitDir, store: st}, nil
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Repo{path: path, gitDir: gitDir, store: st, log: log}, nil
 }
 
 // Close releases files and removes the private spill directory. Reads

@@ -1,9 +1,11 @@
 package gitfs
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/gitblk/gitblk/imager"
@@ -72,16 +74,25 @@ func TestCachedTree(t *testing.T) {
 		"garbage":   []byte("not a listing at all, but long enough to pass the size check......"),
 		"other key": encodeListing(want.Entries, "someone else's key"),
 	}
+	// Each is logged once, as it is rebuilt; the rebuilt file is not.
+	var log testutil.LogBuffer
+	r.log = slog.New(slog.NewTextHandler(&log, nil))
 	for name, b := range damaged {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		got, err := r.CachedTree(c, true, cache)
-		if err != nil || !reflect.DeepEqual(got, want) {
-			t.Errorf("%s cache file: CachedTree = %+v, %v; want git's listing", name, got, err)
+		before := strings.Count(log.String(), "\n")
+		for i := 0; i < 2; i++ {
+			got, err := r.CachedTree(c, true, cache)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("%s cache file: CachedTree = %+v, %v; want git's listing", name, got, err)
+			}
 		}
 		if b, _ := os.ReadFile(path); string(b) != string(good) {
 			t.Errorf("%s cache file was not rebuilt", name)
+		}
+		if n := strings.Count(log.String(), "\n") - before; n != 1 || !strings.Contains(log.String(), path) {
+			t.Errorf("%s cache file: %d log lines, want one naming %s:\n%s", name, n, path, log.String())
 		}
 	}
 	// A hit serves what the file says: a valid file with one entry gives

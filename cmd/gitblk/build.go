@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := cf.setMemoryLimit(); err != nil {
 		return err
 	}
+	cf.log = slog.New(slog.NewTextHandler(stderr, nil))
 	o, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err

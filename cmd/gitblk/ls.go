@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 )
 
 const lsExamples = `  gitblk ls . HEAD
@@ -47,6 +48,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := cf.setMemoryLimit(); err != nil {
 		return err
 	}
+	cf.log = slog.New(slog.NewTextHandler(stderr, nil))
 	o, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err

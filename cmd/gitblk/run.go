@@ -241,10 +241,12 @@ func (f *commonFlags) openImage(repoPath, rev string) (*openedImage, error) {
 	return &openedImage{opened: o, layout: l, opts: opts, warnings: ws}, nil
 }
 
-// repoFlags are the flags that open a repository.
+// repoFlags are the flags that open a repository, and the command's
+// logger for the repository's warnings (nil: none).
 type repoFlags struct {
 	cacheSize string
 	cacheDir  string
+	log       *slog.Logger
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
@@ -272,7 +274,7 @@ func (f *repoFlags) open(path string) (*gitfs.Repo, string, error) {
 	if opts.CacheSize, err = f.cacheBytes(); err != nil {
 		return nil, "", err
 	}
-	opts.CacheDir = f.cacheDir
+	opts.CacheDir, opts.Logger = f.cacheDir, f.log
 	if opts.CacheDir == "" {
 		if d := gitfs.DefaultCacheDir(); d != "" && os.MkdirAll(d, 0o700) == nil {
 			opts.CacheDir = d

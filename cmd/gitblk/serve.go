@@ -74,6 +74,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := cf.setMemoryLimit(); err != nil {
 		return err
 	}
+	cf.log = log
 	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err
