@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/storage/filesystem/dotgit"
 )
 
 // blobReader opens the inflated content of blob object o, which go-git
@@ -54,4 +55,10 @@ func readAllObject(o plumbing.EncodedObject) ([]byte, error) {
 		return nil, fmt.Errorf("content shorter than its %d-byte header: %w", o.Size(), err)
 	}
 	return data, nil
+}
+
+// isLoose reports whether go-git found o as a loose object file.
+func isLoose(o plumbing.EncodedObject) bool {
+	_, ok := o.(*dotgit.EncodedObject)
+	return ok
 }

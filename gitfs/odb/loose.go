@@ -11,7 +11,6 @@ import (
 	"strconv"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/storage/filesystem/dotgit"
 )
 
 // Loose big blobs are inflated here rather than by go-git: go-git's loose
@@ -23,12 +22,6 @@ const (
 	looseBufSize   = 64 << 10
 	maxLooseHeader = 32 // "blob " + 19 digits + NUL fits
 )
-
-// isLoose reports whether go-git found o as a loose object file.
-func isLoose(o plumbing.EncodedObject) bool {
-	_, ok := o.(*dotgit.EncodedObject)
-	return ok
-}
 
 // openLooseBlob opens loose object h, checks that it is a blob of size
 // bytes, and returns its inflated content. A file that is gone (packed

@@ -38,7 +38,7 @@ var ErrNotRepository = errors.New("odb: not a git repository")
 
 // slot is one independent go-git storage.
 type slot struct {
-	s  *Store
+	db *Store
 	st *filesystem.Storage
 	gr *gogit.Repository
 
@@ -49,12 +49,12 @@ type slot struct {
 // load (re)creates the slot's storage: a fresh view of refs, packs and
 // loose objects. The old storage is closed.
 func (sl *slot) load() error {
-	s := sl.s
-	var fs billy.Filesystem = osfs.New(s.gitDir)
-	if s.commonDir != s.gitDir {
-		fs = dotgit.NewRepositoryFilesystem(fs, osfs.New(s.commonDir))
+	db := sl.db
+	var fs billy.Filesystem = osfs.New(db.gitDir)
+	if db.commonDir != db.gitDir {
+		fs = dotgit.NewRepositoryFilesystem(fs, osfs.New(db.commonDir))
 	}
-	st := filesystem.NewStorageWithOptions(fs, s.gitCache, filesystem.Options{
+	st := filesystem.NewStorageWithOptions(fs, db.gitCache, filesystem.Options{
 		KeepDescriptors:      true,
 		LargeObjectThreshold: largeObjectThreshold,
 		// objects/info/alternates holds absolute paths: resolve them from
@@ -65,7 +65,7 @@ func (sl *slot) load() error {
 	if err != nil {
 		_ = st.Close()
 		if errors.Is(err, gogit.ErrRepositoryNotExists) {
-			return fmt.Errorf("%w: %s", ErrNotRepository, s.gitDir)
+			return fmt.Errorf("%w: %s", ErrNotRepository, db.gitDir)
 		}
 		return err
 	}
@@ -73,13 +73,13 @@ func (sl *slot) load() error {
 		_ = sl.st.Close()
 	}
 	sl.st, sl.gr = st, gr
-	sl.packStamp, sl.checked = s.packDirStamp(), time.Now()
+	sl.packStamp, sl.checked = db.packDirStamp(), time.Now()
 	return nil
 }
 
 // packDirStamp is the modification time of the objects/pack directory.
-func (s *Store) packDirStamp() time.Time {
-	fi, err := os.Stat(filepath.Join(s.objects, "pack"))
+func (db *Store) packDirStamp() time.Time {
+	fi, err := os.Stat(filepath.Join(db.objects, "pack"))
 	if err != nil {
 		return time.Time{}
 	}
@@ -94,39 +94,39 @@ func (sl *slot) refresh() {
 		return
 	}
 	sl.checked = now
-	if !sl.s.packDirStamp().Equal(sl.packStamp) {
+	if !sl.db.packDirStamp().Equal(sl.packStamp) {
 		_ = sl.load() // on failure the old view stays; errors surface on use
 	}
 }
 
 // acquire takes a slot from the pool.
-func (s *Store) acquire() (*slot, error) {
+func (db *Store) acquire() (*slot, error) {
 	select {
-	case <-s.closed:
+	case <-db.closed:
 		return nil, ErrClosed
 	default:
 	}
 	select {
-	case sl := <-s.pool:
+	case sl := <-db.pool:
 		sl.refresh()
 		return sl, nil
-	case <-s.closed:
+	case <-db.closed:
 		return nil, ErrClosed
 	}
 }
 
-func (s *Store) release(sl *slot) { s.pool <- sl }
+func (db *Store) release(sl *slot) { db.pool <- sl }
 
 // withSlot runs fn with a storage. When fn fails, the storage is reloaded
 // (new packs and loose objects, refs re-read) and fn runs once more:
 // `git gc` and `git repack` move objects between loose files and packs
 // while we serve, and a fetch adds packs our index does not know yet.
-func (s *Store) withSlot(fn func(sl *slot) error) error {
-	sl, err := s.acquire()
+func (db *Store) withSlot(fn func(sl *slot) error) error {
+	sl, err := db.acquire()
 	if err != nil {
 		return err
 	}
-	defer s.release(sl)
+	defer db.release(sl)
 	err = fn(sl)
 	if err == nil || errors.Is(err, ErrClosed) {
 		return err
@@ -140,12 +140,12 @@ func (s *Store) withSlot(fn func(sl *slot) error) error {
 // WithGit runs fn with one of the pool's go-git repositories, for what
 // go-git reads here (refs and revisions); fn must not keep it. A failure
 // reloads the repository's view and runs fn once more (see withSlot).
-func (s *Store) WithGit(fn func(*gogit.Repository) error) error {
-	return s.withSlot(func(sl *slot) error { return fn(sl.gr) })
+func (db *Store) WithGit(fn func(*gogit.Repository) error) error {
+	return db.withSlot(func(sl *slot) error { return fn(sl.gr) })
 }
 
-func (s *Store) closeSlots() {
-	for _, sl := range s.slots {
+func (db *Store) closeSlots() {
+	for _, sl := range db.slots {
 		if sl.st != nil {
 			_ = sl.st.Close()
 		}

@@ -72,7 +72,7 @@ func Open(gitDir, commonDir string, opts Options) (*Store, error) {
 	n := min(max(runtime.GOMAXPROCS(0)*2, 2), maxPool)
 	db.pool = make(chan *slot, n)
 	for i := 0; i < n; i++ {
-		sl := &slot{s: db}
+		sl := &slot{db: db}
 		if err := sl.load(); err != nil {
 			db.closeSlots()
 			return nil, err
