@@ -31,10 +31,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := cf.setMemoryLimit(); err != nil {
-		return err
-	}
-	cf.log = slog.New(slog.NewTextHandler(stderr, nil))
+	cf.setup(slog.New(slog.NewTextHandler(stderr, nil)))
 	o, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err

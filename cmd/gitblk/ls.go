@@ -45,10 +45,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := cf.setMemoryLimit(); err != nil {
-		return err
-	}
-	cf.log = slog.New(slog.NewTextHandler(stderr, nil))
+	cf.setup(slog.New(slog.NewTextHandler(stderr, nil)))
 	o, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err

@@ -27,16 +27,13 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if err := cf.setMemoryLimit(); err != nil {
-		return err
-	}
-	cf.log = log
+	cf.setup(log)
 	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
+	defer o.repo.Close()
 	repo, c := o.repo, o.commit
-	defer repo.Close()
 	tree, err := repo.CachedTree(c, false, o.cacheDir)
 	if err != nil {
 		return err

@@ -293,21 +293,22 @@ func (f *repoFlags) open(path string) (*gitfs.Repo, string, error) {
 // of letting the heap grow to twice that (figures in bench/README.md).
 const memoryAllowance = 80 << 20
 
-// setMemoryLimit sets the process's soft memory limit to the blob cache
-// (--cache-size) plus memoryAllowance, unless GOMEMLIMIT sets it.
-func (f *repoFlags) setMemoryLimit() error {
+// setup readies the process for a command that reads a repository, and
+// returns f: it sets the soft memory limit to the blob cache (--cache-size)
+// plus memoryAllowance, unless GOMEMLIMIT sets it or --cache-size does not
+// parse (opening the repository reports that), and makes log the logger
+// of the repository's warnings.
+func (f *repoFlags) setup(log *slog.Logger) *repoFlags {
+	f.log = log
 	cacheSize, err := f.cacheBytes()
-	if err != nil {
-		return err
-	}
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return nil
+	if err != nil || os.Getenv("GOMEMLIMIT") != "" {
+		return f
 	}
 	if cacheSize <= 0 {
 		cacheSize = gitfs.DefaultCacheSize
 	}
 	debug.SetMemoryLimit(cacheSize + memoryAllowance)
-	return nil
+	return f
 }
 
 // parseBytes reads a byte count with an optional K, M, G or T suffix (powers of 1024).

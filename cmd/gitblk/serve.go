@@ -71,10 +71,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	// Fail fast on a bad REF, and lay out the default image while
 	// listeners come up, so the first client does not wait for it.
-	if err := cf.setMemoryLimit(); err != nil {
-		return err
-	}
-	cf.log = log
+	cf.setup(log)
 	o, err := cf.openRev(pos[0], pos[1])
 	if err != nil {
 		return err
