@@ -8,6 +8,29 @@ import (
 	"github.com/go-git/go-git/v5/storage/filesystem/dotgit"
 )
 
+// readByGit is readDirect through go-git, for a blob the direct path did
+// not find (in an alternate, or in a pack newer than our list).
+func (db *Store) readByGit(h plumbing.Hash, smallMax int64) (directBlob, error) {
+	var b directBlob
+	err := db.withSlot(func(sl *slot) error {
+		o, err := db.encodedObject(sl, plumbing.AnyObject, h)
+		if err != nil {
+			return err
+		}
+		if o.Type() != plumbing.BlobObject {
+			return fmt.Errorf("is a %s, not a blob", o.Type())
+		}
+		b = directBlob{size: o.Size()}
+		if b.size <= smallMax {
+			b.data, err = readAllObject(o)
+			return err
+		}
+		b.rc, err = db.blobReader(o)
+		return err
+	})
+	return b, err
+}
+
 // blobReader opens the inflated content of blob object o, which go-git
 // found and the direct path did not. It runs inside withSlot, so it must
 // not read other blobs (a delta's bases): a loose blob is read here, a

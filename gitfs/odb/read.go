@@ -175,18 +175,18 @@ func (db *Store) openPackEntry(packs []*pack, p *pack, off int64, e *packEntry, 
 	return d, d.left, nil
 }
 
-// openDirect opens the content of blob h, expected to be size bytes, as a
-// stream, without go-git (see readDirect).
-func (db *Store) openDirect(h plumbing.Hash, size int64) (rc io.ReadCloser, found bool, err error) {
-	b, found, err := db.readDirect(h, -1)
-	if !found || err != nil {
-		return nil, found, err
+// openBlob opens blob h from its pack entry or loose file when readDirect
+// finds it there, else through go-git: read whole when it is at most
+// smallMax bytes, else as a stream.
+func (db *Store) openBlob(h plumbing.Hash, smallMax int64) (directBlob, error) {
+	b, found, err := db.readDirect(h, smallMax)
+	if !found {
+		b, err = db.readByGit(h, smallMax)
 	}
-	if b.size != size {
-		_ = b.rc.Close()
-		return nil, true, fmt.Errorf("%w: now %d bytes, was %d", ErrCorruptObject, b.size, size)
+	if err != nil {
+		return directBlob{}, objectErr("blob", h, err)
 	}
-	return b.rc, true, nil
+	return b, nil
 }
 
 // wholeDeltaMax is the biggest delta data inflated whole rather than

@@ -190,30 +190,15 @@ func (s *spill) checkEnd() error {
 // openStream opens the blob's inflate stream at position 0; s.mu is held.
 func (s *spill) openStream(c *blobCache) error {
 	h := plumbing.Hash(s.id)
-	rc, ok, err := c.db.openDirect(h, s.size)
-	if ok {
-		if err != nil {
-			return objectErr("blob", h, err)
-		}
-		s.rc, s.pos = rc, 0
-		c.streamOpened(s)
-		return nil
-	}
-	err = c.db.withSlot(func(st *slot) error {
-		o, err := c.db.encodedObject(st, plumbing.AnyObject, h)
-		if err != nil {
-			return err
-		}
-		if o.Type() != plumbing.BlobObject || o.Size() != s.size {
-			return fmt.Errorf("%w: now a %s of %d bytes, was a blob of %d", ErrCorruptObject, o.Type(), o.Size(), s.size)
-		}
-		rc, err = c.db.blobReader(o)
-		return err
-	})
+	b, err := c.db.openBlob(h, -1)
 	if err != nil {
-		return objectErr("blob", h, err)
+		return err
 	}
-	s.rc, s.pos = rc, 0
+	if b.size != s.size {
+		_ = b.rc.Close()
+		return objectErr("blob", h, fmt.Errorf("%w: now %d bytes, was %d", ErrCorruptObject, b.size, s.size))
+	}
+	s.rc, s.pos = b.rc, 0
 	c.streamOpened(s)
 	return nil
 }

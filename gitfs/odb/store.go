@@ -129,48 +129,16 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 		defer c.unref(s)
 		return s.readAt(c, p, off)
 	}
-	// First read of this blob: straight from the pack or loose file when
-	// possible, else through go-git.
-	h := plumbing.Hash(id)
-	var (
-		data []byte
-		rc   io.ReadCloser
-		size int64
-	)
-	b, found, err := db.readDirect(h, c.smallMax)
-	switch {
-	case found && err != nil:
-		return 0, objectErr("blob", h, err)
-	case found && b.rc != nil:
-		return c.readNewSpill(id, b.size, b.rc, p, off)
-	case found:
-		c.putMem(id, b.data)
-		return copyAt(b.data, p, off)
-	}
-	err = db.withSlot(func(st *slot) error {
-		o, err := db.encodedObject(st, plumbing.AnyObject, h)
-		if err != nil {
-			return err
-		}
-		if o.Type() != plumbing.BlobObject {
-			return fmt.Errorf("is a %s, not a blob", o.Type())
-		}
-		size = o.Size()
-		if size <= c.smallMax {
-			data, err = readAllObject(o)
-			return err
-		}
-		rc, err = db.blobReader(o)
-		return err
-	})
+	// First read of this blob.
+	b, err := db.openBlob(id, c.smallMax)
 	if err != nil {
-		return 0, objectErr("blob", h, err)
+		return 0, err
 	}
-	if data != nil || size == 0 {
-		c.putMem(id, data)
-		return copyAt(data, p, off)
+	if b.rc != nil {
+		return c.readNewSpill(id, b.size, b.rc, p, off)
 	}
-	return c.readNewSpill(id, size, rc, p, off)
+	c.putMem(id, b.data)
+	return copyAt(b.data, p, off)
 }
 
 // copyAt copies data[off:] into p with io.ReaderAt semantics.
