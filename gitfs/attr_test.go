@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // attrFiles is the file list every export-ignore scenario starts from.
@@ -24,7 +25,7 @@ var attrFiles = []string{
 }
 
 func TestExportIgnoreMatchesGitArchive(t *testing.T) {
-	needTool(t, "tar", "tar")
+	testutil.NeedTool(t, "tar", "tar")
 	for _, tc := range []struct {
 		name  string
 		attrs map[string]string // path of an attributes file -> content
@@ -57,32 +58,21 @@ func TestExportIgnoreMatchesGitArchive(t *testing.T) {
 		{"whole subtree with attrs", map[string]string{".gitattributes": "sub export-ignore\n", "sub/.gitattributes": "keep.md -export-ignore\n"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := newRepo(t)
+			dir := testutil.NewRepo(t)
 			for _, f := range attrFiles {
-				writeFile(t, dir, f, []byte(f+"\n"), 0o644)
+				testutil.WriteFile(t, dir, f, []byte(f+"\n"), 0o644)
 			}
 			for p, content := range tc.attrs {
-				writeFile(t, dir, p, []byte(content), 0o644)
+				testutil.WriteFile(t, dir, p, []byte(content), 0o644)
 			}
-			commit := commitAll(t, dir, "attrs")
+			commit := testutil.CommitAll(t, dir, "attrs")
 			want := archiveList(t, dir, commit)
-			r := openRepo(t, dir, Options{})
-			c, err := r.Resolve(commit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr, err := r.Tree(c, true)
-			if err != nil {
-				t.Fatal(err)
-			}
+			tr := listTree(t, dir, commit, true)
 			got := entryList(tr)
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("export-ignore differs from git archive:\n%s", listDiff(got, want))
 			}
-			all, err := r.Tree(c, false)
-			if err != nil {
-				t.Fatal(err)
-			}
+			all := listTree(t, dir, commit, false)
 			if len(all.Entries) <= len(tr.Entries) && tc.name != "quoted and values" {
 				t.Errorf("nothing was ignored: %d entries of %d", len(tr.Entries), len(all.Entries))
 			}
@@ -156,12 +146,12 @@ func TestPatternsMatchGitCheckAttr(t *testing.T) {
 		{"d/", "d"}, {"*[[:upper:]]", "aB"}, {"[[:xdigit:]][[:punct:]]", "f!"}, {"[a-c-e]", "-"},
 	}
 	dir := t.TempDir()
-	git(t, dir, "init", "-q")
+	testutil.Git(t, dir, "init", "-q")
 	for _, tc := range cases {
 		if err := os.WriteFile(filepath.Join(dir, ".gitattributes"), []byte(tc.pat+" export-ignore\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		want := strings.HasSuffix(git(t, dir, "check-attr", "export-ignore", "--", tc.path), ": set")
+		want := strings.HasSuffix(testutil.Git(t, dir, "check-attr", "export-ignore", "--", tc.path), ": set")
 		st := &attrStack{}
 		st.push(parseAttrFile("", []byte(tc.pat+" export-ignore\n"), true))
 		if got := st.exportIgnored(tc.path, false); got != want {

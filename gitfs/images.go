@@ -1,6 +1,7 @@
 package gitfs
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
@@ -10,7 +11,8 @@ import (
 // Images lays out images of commits and keeps the last few layouts, keyed by
 // tree id and options: a layout is a pure function of those, so connections,
 // mounts and refs that share a tree share its layout. Concurrent requests
-// for one key lay it out once. Safe for concurrent use.
+// for one key lay it out once. Readers that hold a layout (an NBD
+// connection) pin it. Safe for concurrent use.
 type Images struct {
 	repo     *Repo
 	max      int
@@ -18,6 +20,7 @@ type Images struct {
 
 	mu      sync.Mutex
 	entries map[imageKey]*imageEntry
+	pinned  map[*imager.Layout]int // layouts held by readers, with their pin counts
 	tick    uint64
 }
 
@@ -34,20 +37,48 @@ type imageEntry struct {
 	used     uint64
 }
 
-// DefaultImagesKept is how many layouts Images keeps when asked for 0.
-const DefaultImagesKept = 8
+// MaxImages bounds the distinct layouts an Images holds in memory: each is
+// about 1 KiB per file, and with many refs served, readers could otherwise
+// pin one per ref. Pin refuses a layout beyond it, and layouts kept for
+// reuse are dropped, least recently used first and never while pinned, to
+// stay within it (or within the smaller number NewImages was given).
+const MaxImages = 16
+
+// ErrTooManyImages: MaxImages distinct layouts are pinned already.
+var ErrTooManyImages = errors.New("gitfs: too many different images in use; try again when readers close")
 
 // buildSlots bounds layouts being made at once, process-wide: a burst of
 // clients asking for many refs queues instead of listing many trees at once.
 var buildSlots = make(chan struct{}, 2)
 
 // NewImages returns a layout cache over repo keeping at most max layouts
-// in memory, and tree listings on disk under cacheDir ("" for none).
+// in memory (0 or more than MaxImages: MaxImages), and tree listings on
+// disk under cacheDir ("" for none).
 func NewImages(repo *Repo, max int, cacheDir string) *Images {
-	if max <= 0 {
-		max = DefaultImagesKept
+	if max <= 0 || max > MaxImages {
+		max = MaxImages
 	}
-	return &Images{repo: repo, max: max, cacheDir: cacheDir, entries: make(map[imageKey]*imageEntry)}
+	return &Images{repo: repo, max: max, cacheDir: cacheDir,
+		entries: make(map[imageKey]*imageEntry), pinned: make(map[*imager.Layout]int)}
+}
+
+// Pin counts a reader's hold on layout l, which Image returned, and keeps
+// it from being dropped; release ends the hold. It fails with
+// ErrTooManyImages when l is not pinned yet and MaxImages layouts are.
+func (im *Images) Pin(l *imager.Layout) (release func(), err error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.pinned[l] == 0 && len(im.pinned) >= MaxImages {
+		return nil, ErrTooManyImages
+	}
+	im.pinned[l]++
+	return func() {
+		im.mu.Lock()
+		defer im.mu.Unlock()
+		if im.pinned[l]--; im.pinned[l] <= 0 {
+			delete(im.pinned, l)
+		}
+	}, nil
 }
 
 // Image returns the image of commit c in opts's format (export-ignore
@@ -102,7 +133,8 @@ func formatName(f imager.Format) string {
 	return string(f)
 }
 
-// evictLocked drops the least recently used finished layouts beyond max.
+// evictLocked drops the least recently used finished layouts beyond max,
+// leaving pinned ones.
 func (im *Images) evictLocked() {
 	for len(im.entries) > im.max {
 		var oldKey imageKey
@@ -112,6 +144,9 @@ func (im *Images) evictLocked() {
 			case <-e.done:
 			default:
 				continue // still being laid out
+			}
+			if im.pinned[e.layout] > 0 {
+				continue
 			}
 			if oldest == nil || e.used < oldest.used {
 				oldKey, oldest = k, e

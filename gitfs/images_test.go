@@ -1,23 +1,26 @@
 package gitfs
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // TestImagesShareLayouts: a layout is made once per tree and options and
 // shared (two commits with one tree share it; concurrent callers wait for
 // one layout); failures are not kept.
 func TestImagesShareLayouts(t *testing.T) {
-	dir := newRepo(t)
-	writeFile(t, dir, "a.txt", []byte("a\n"), 0o644)
-	commitAll(t, dir, "one")
-	git(t, dir, "commit", "-q", "--allow-empty", "-m", "same tree")
-	writeFile(t, dir, "a.txt", []byte("changed\n"), 0o644)
-	commitAll(t, dir, "three")
+	dir := testutil.NewRepo(t)
+	testutil.WriteFile(t, dir, "a.txt", []byte("a\n"), 0o644)
+	testutil.CommitAll(t, dir, "one")
+	testutil.Git(t, dir, "commit", "-q", "--allow-empty", "-m", "same tree")
+	testutil.WriteFile(t, dir, "a.txt", []byte("changed\n"), 0o644)
+	testutil.CommitAll(t, dir, "three")
 	r := openRepo(t, dir, Options{})
 	im := NewImages(r, 2, t.TempDir())
 	resolve := func(rev string) *Commit {
@@ -60,8 +63,8 @@ func TestImagesShareLayouts(t *testing.T) {
 	}
 
 	// A tree FAT cannot hold fails, and the failure is not kept.
-	writeFile(t, dir, "A.TXT", []byte("clash\n"), 0o644)
-	commitAll(t, dir, "case clash")
+	testutil.WriteFile(t, dir, "A.TXT", []byte("clash\n"), 0o644)
+	testutil.CommitAll(t, dir, "case clash")
 	clash := resolve("main")
 	for i := 0; i < 2; i++ {
 		if _, _, err := im.Image(clash, imager.Options{Format: imager.FormatFAT}); err == nil || !strings.Contains(err.Error(), "A.TXT") {
@@ -77,11 +80,11 @@ func TestImagesShareLayouts(t *testing.T) {
 }
 
 func TestRefs(t *testing.T) {
-	dir := newRepo(t)
-	writeFile(t, dir, "a.txt", []byte("a\n"), 0o644)
-	commitAll(t, dir, "one")
-	git(t, dir, "tag", "v1")
-	git(t, dir, "branch", "dev")
+	dir := testutil.NewRepo(t)
+	testutil.WriteFile(t, dir, "a.txt", []byte("a\n"), 0o644)
+	testutil.CommitAll(t, dir, "one")
+	testutil.Git(t, dir, "tag", "v1")
+	testutil.Git(t, dir, "branch", "dev")
 	r := openRepo(t, dir, Options{})
 	refs, err := r.Refs()
 	if err != nil {
@@ -90,8 +93,79 @@ func TestRefs(t *testing.T) {
 	if got := strings.Join(refs, " "); got != "refs/heads/dev refs/heads/main refs/tags/v1" {
 		t.Errorf("Refs = %s", got)
 	}
-	git(t, dir, "tag", "v2")
+	testutil.Git(t, dir, "tag", "v2")
 	if refs, _ := r.Refs(); len(refs) != 4 {
 		t.Errorf("a new tag not seen: %v", refs)
+	}
+}
+
+// TestImagesPinBound: Images refuses to pin one distinct layout more than
+// MaxImages, always pins one it holds, and pins again after a release.
+func TestImagesPinBound(t *testing.T) {
+	im := NewImages(nil, 0, "")
+	var releases []func()
+	layouts := make([]*imager.Layout, MaxImages+1)
+	for i := range layouts {
+		layouts[i] = new(imager.Layout)
+	}
+	for _, l := range layouts[:MaxImages] {
+		r, err := im.Pin(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	if _, err := im.Pin(layouts[MaxImages]); !errors.Is(err, ErrTooManyImages) {
+		t.Fatalf("pin of one image too many: %v", err)
+	}
+	r, err := im.Pin(layouts[0]) // an image already held is always fine
+	if err != nil {
+		t.Fatal(err)
+	}
+	r()
+	releases[0]()
+	if _, err := im.Pin(layouts[MaxImages]); err != nil {
+		t.Errorf("pin after a release: %v", err)
+	}
+}
+
+// TestImagesKeepPinned: a pinned layout is never dropped to make room; once
+// released it may be.
+func TestImagesKeepPinned(t *testing.T) {
+	dir := testutil.NewRepo(t)
+	var commits []*Commit
+	r := openRepo(t, dir, Options{})
+	for i := 0; i < 3; i++ {
+		testutil.WriteFile(t, dir, "a.txt", []byte(fmt.Sprintf("version %d\n", i)), 0o644)
+		c, err := r.Resolve(testutil.CommitAll(t, dir, "edit"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		commits = append(commits, c)
+	}
+	im := NewImages(r, 1, "")
+	tarOpts := imager.Options{Format: imager.FormatTar}
+	image := func(c *Commit) *imager.Layout {
+		l, _, err := im.Image(c, tarOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	first := image(commits[0])
+	release, err := im.Pin(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image(commits[1])
+	image(commits[2])
+	if image(commits[0]) != first {
+		t.Error("a pinned layout was dropped")
+	}
+	release()
+	image(commits[1])
+	image(commits[2])
+	if image(commits[0]) == first {
+		t.Error("a released layout was kept beyond the bound of 1")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	gogit "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
@@ -12,9 +13,9 @@ import (
 // --refs` matches its patterns against.
 func (r *Repo) Refs() ([]string, error) {
 	var names []string
-	err := r.withStore(func(s *slot) error {
+	err := r.store.WithGit(func(gr *gogit.Repository) error {
 		names = names[:0]
-		it, err := s.st.IterReferences()
+		it, err := gr.Storer.IterReferences()
 		if err != nil {
 			return err
 		}

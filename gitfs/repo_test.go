@@ -3,83 +3,12 @@ package gitfs
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
-
-// gitDate is the fixed author and committer date of test commits.
-const gitDate = "2024-01-02T03:04:05Z"
-
-// needTool fails the test when a tool is missing, naming its Debian package.
-func needTool(t testing.TB, tool, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s not found: install the Debian package %s", tool, pkg)
-	}
-}
-
-// git runs the git CLI in dir with a fixed identity and dates and returns
-// its trimmed stdout.
-func git(t testing.TB, dir string, args ...string) string {
-	t.Helper()
-	return strings.TrimRight(string(gitBytes(t, dir, args...)), "\n")
-}
-
-func gitBytes(t testing.TB, dir string, args ...string) []byte {
-	t.Helper()
-	needTool(t, "git", "git")
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
-		"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.com",
-		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
-		"GIT_AUTHOR_DATE="+gitDate, "GIT_COMMITTER_DATE="+gitDate,
-		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
-	)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
-
-// newRepo makes a work tree repository with branch main.
-func newRepo(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	git(t, dir, "init", "-q", "-b", "main")
-	git(t, dir, "config", "core.autocrlf", "false")
-	git(t, dir, "config", "gc.auto", "0")
-	return dir
-}
-
-// writeFile writes a file under dir, creating parents.
-func writeFile(t testing.TB, dir, name string, data []byte, mode os.FileMode) {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// commitAll commits everything in dir and returns the commit id.
-func commitAll(t testing.TB, dir, msg string) string {
-	t.Helper()
-	git(t, dir, "add", "-A")
-	git(t, dir, "commit", "-q", "--allow-empty", "-m", msg)
-	return git(t, dir, "rev-parse", "HEAD")
-}
 
 func openRepo(t testing.TB, path string, opts Options) *Repo {
 	t.Helper()
@@ -95,111 +24,16 @@ func openRepo(t testing.TB, path string, opts Options) *Repo {
 	return r
 }
 
-// historyRepo makes main with three commits, a branch, a lightweight and
-// an annotated tag.
-func historyRepo(t *testing.T) (dir string, ids []string) {
-	dir = newRepo(t)
-	for i, s := range []string{"one", "two", "three"} {
-		writeFile(t, dir, "f.txt", []byte(s+"\n"), 0o644)
-		writeFile(t, dir, "n"+s, []byte{byte(i)}, 0o644)
-		ids = append(ids, commitAll(t, dir, s))
-	}
-	git(t, dir, "branch", "side", ids[1])
-	git(t, dir, "tag", "light", ids[0])
-	git(t, dir, "tag", "-a", "-m", "annotated", "v1", ids[1])
-	git(t, dir, "-c", "advice.nestedTag=false", "tag", "-a", "-m", "a tag of a tag", "v1n", "v1")
-	git(t, dir, "-c", "advice.nestedTag=false", "tag", "-a", "-m", "and of that", "v1nn", "v1n")
-	return dir, ids
-}
-
-func TestResolveForms(t *testing.T) {
-	dir, ids := historyRepo(t)
-	r := openRepo(t, dir, Options{})
-	for _, rev := range []string{
-		"main", "HEAD", "side", "light", "v1", "refs/heads/main", "refs/tags/v1",
-		"heads/side", "tags/v1", "main~2", "main^", "main^^", "HEAD~1", "v1~1", "side^",
-		ids[0], ids[1][:7], ids[2][:12], ids[2][:5] + "~1",
-		"v1n", "refs/tags/v1nn", "tags/v1nn", git(t, dir, "rev-parse", "v1nn"),
-	} {
-		want := git(t, dir, "rev-parse", rev+"^{commit}")
-		c, err := r.Resolve(rev)
-		if err != nil {
-			t.Errorf("Resolve(%q): %v", rev, err)
-			continue
-		}
-		if c.ID != want {
-			t.Errorf("Resolve(%q) = %s, git says %s", rev, c.ID, want)
-		}
-		if c.Rev != rev {
-			t.Errorf("Resolve(%q).Rev = %q", rev, c.Rev)
-		}
-		if wantTree := git(t, dir, "rev-parse", want+"^{tree}"); c.Tree != wantTree {
-			t.Errorf("Resolve(%q).Tree = %s, git says %s", rev, c.Tree, wantTree)
-		}
-		wantTime, _ := time.Parse(time.RFC3339, gitDate)
-		if !c.Time.Equal(wantTime) {
-			t.Errorf("Resolve(%q).Time = %v, want %v", rev, c.Time, wantTime)
-		}
-	}
-}
-
-func TestResolveUnknownListsRefs(t *testing.T) {
-	dir, _ := historyRepo(t)
-	r := openRepo(t, dir, Options{})
-	for _, rev := range []string{"nosuch", "main~10", "refs/heads/nope", "0123456789abcdef0123456789abcdef01234567", ""} {
-		_, err := r.Resolve(rev)
-		if !errors.Is(err, ErrUnknownRevision) {
-			t.Errorf("Resolve(%q) = %v, want ErrUnknownRevision", rev, err)
-			continue
-		}
-		for _, ref := range []string{"refs/heads/main", "refs/heads/side", "refs/tags/v1", "refs/tags/light"} {
-			if !strings.Contains(err.Error(), ref) {
-				t.Errorf("Resolve(%q) error %q does not list %s", rev, err, ref)
-			}
-		}
-	}
-}
-
-func TestResolveSeesMovedRef(t *testing.T) {
-	dir, ids := historyRepo(t)
-	r := openRepo(t, dir, Options{})
-	c, err := r.Resolve("side")
-	if err != nil || c.ID != ids[1] {
-		t.Fatalf("Resolve(side) = %v, %v; want %s", c, err, ids[1])
-	}
-	// Move side to a brand-new commit (new loose objects), then to a
-	// commit that lives only in a new pack.
-	git(t, dir, "checkout", "-q", "side")
-	writeFile(t, dir, "new.txt", []byte("new\n"), 0o644)
-	id4 := commitAll(t, dir, "four")
-	if c, err = r.Resolve("side"); err != nil || c.ID != id4 {
-		t.Fatalf("after commit: Resolve(side) = %v, %v; want %s", c, err, id4)
-	}
-	if _, err := r.Tree(c, false); err != nil {
-		t.Fatalf("Tree of the new commit: %v", err)
-	}
-	writeFile(t, dir, "newer.txt", []byte("newer\n"), 0o644)
-	id5 := commitAll(t, dir, "five")
-	git(t, dir, "repack", "-q", "-a", "-d")
-	git(t, dir, "prune-packed")
-	if c, err = r.Resolve("side"); err != nil || c.ID != id5 {
-		t.Fatalf("after repack: Resolve(side) = %v, %v; want %s", c, err, id5)
-	}
-	if _, err := r.Tree(c, false); err != nil {
-		t.Fatalf("Tree after repack: %v", err)
-	}
-}
-
 func TestOpenForms(t *testing.T) {
 	dir, ids := historyRepo(t)
 	bare := filepath.Join(t.TempDir(), "bare.git")
-	git(t, dir, "clone", "-q", "--bare", dir, bare)
+	testutil.Git(t, dir, "clone", "-q", "--bare", dir, bare)
 	sub := filepath.Join(dir, "deep", "er")
 	if err := os.MkdirAll(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	linked := filepath.Join(t.TempDir(), "linked")
-	git(t, dir, "worktree", "add", "-q", linked, "side")
+	testutil.Git(t, dir, "worktree", "add", "-q", linked, "side")
 	for _, tc := range []struct{ path, rev, want string }{
 		{dir, "main", ids[2]},
 		{filepath.Join(dir, ".git"), "main", ids[2]},
@@ -254,14 +88,14 @@ func TestClosed(t *testing.T) {
 
 func TestAlternates(t *testing.T) {
 	dir, _ := richRepo(t)
-	git(t, dir, "gc", "-q")
+	testutil.Git(t, dir, "gc", "-q")
 	clone := filepath.Join(t.TempDir(), "shared")
-	git(t, dir, "clone", "-q", "--shared", dir, clone)
+	testutil.Git(t, dir, "clone", "-q", "--shared", dir, clone)
 	r := openRepo(t, clone, Options{})
-	compareListing(t, r, clone, git(t, clone, "rev-parse", "HEAD"))
-	id := git(t, clone, "rev-parse", "HEAD:README")
+	compareListing(t, r, clone, testutil.Git(t, clone, "rev-parse", "HEAD"))
+	id := testutil.Git(t, clone, "rev-parse", "HEAD:README")
 	p := make([]byte, 6)
-	if n, err := r.ReadBlob(blobID(t, id), p, 0); n != 6 || err != nil || string(p) != "hello\n" {
+	if n, err := r.ReadBlob(testutil.BlobID(t, id), p, 0); n != 6 || err != nil || string(p) != "hello\n" {
 		t.Errorf("ReadBlob through alternates = %d %q %v", n, p[:n], err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"sync"
 
@@ -171,23 +170,9 @@ func joinPath(dir, name string) string {
 
 // readTree reads and parses tree object id (at path dir).
 func (r *Repo) readTree(dir string, id plumbing.Hash) ([]treeEntry, error) {
-	var data []byte
-	err := r.withStore(func(s *slot) error {
-		o, err := r.encodedObject(s, plumbing.AnyObject, id)
-		if err != nil {
-			return err
-		}
-		if o.Type() != plumbing.TreeObject {
-			return fmt.Errorf("is a %s, not a tree", o.Type())
-		}
-		if o.Size() > maxTreeBytes {
-			return fmt.Errorf("tree of %d bytes is over the %d-byte limit", o.Size(), maxTreeBytes)
-		}
-		data, err = readAllObject(o)
-		return err
-	})
+	data, err := r.store.ReadObject(id, plumbing.TreeObject, maxTreeBytes)
 	if err != nil {
-		return nil, objectErr("tree", displayDir(dir), id, err)
+		return nil, atPath(displayDir(dir), err)
 	}
 	ents, err := parseTree(data)
 	if err != nil {
@@ -201,20 +186,6 @@ func displayDir(dir string) string {
 		return "/"
 	}
 	return dir
-}
-
-// readAllObject reads a whole (small) object and checks its length.
-func readAllObject(o plumbing.EncodedObject) ([]byte, error) {
-	rc, err := o.Reader()
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	data := make([]byte, o.Size())
-	if _, err := io.ReadFull(rc, data); err != nil {
-		return nil, fmt.Errorf("content shorter than its %d-byte header: %w", o.Size(), err)
-	}
-	return data, nil
 }
 
 // parseTree parses a tree object: entries of "<octal mode> <name>\0<20-byte id>".
@@ -271,23 +242,9 @@ func canonMode(m uint32) uint32 {
 
 // readSmall reads a whole blob of at most max bytes.
 func (r *Repo) readSmall(id plumbing.Hash, path string, max int64) ([]byte, error) {
-	var data []byte
-	err := r.withStore(func(s *slot) error {
-		o, err := r.encodedObject(s, plumbing.AnyObject, id)
-		if err != nil {
-			return err
-		}
-		if o.Type() != plumbing.BlobObject {
-			return fmt.Errorf("is a %s, not a blob", o.Type())
-		}
-		if o.Size() > max {
-			return fmt.Errorf("blob of %d bytes is over the %d-byte limit here", o.Size(), max)
-		}
-		data, err = readAllObject(o)
-		return err
-	})
+	data, err := r.store.ReadObject(id, plumbing.BlobObject, max)
 	if err != nil {
-		return nil, objectErr("blob", path, id, err)
+		return nil, atPath(path, err)
 	}
 	return data, nil
 }
@@ -301,10 +258,7 @@ func (r *Repo) fillSizes(ents []imager.Entry) error {
 			todo = append(todo, i)
 		}
 	}
-	workers := len(r.slots)
-	if workers > len(todo)/64+1 {
-		workers = len(todo)/64 + 1
-	}
+	workers := min(sizeWorkers, len(todo)/64+1)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -332,74 +286,34 @@ func (r *Repo) fillSizes(ents []imager.Entry) error {
 	return firstErr
 }
 
-// fillPart sizes the entries ents[i] for i in part with one storage.
+// sizeWorkers bounds the goroutines that size a tree's entries.
+const sizeWorkers = 8
+
+// fillPart sizes the entries ents[i] for i in part.
 func (r *Repo) fillPart(ents []imager.Entry, part []int) error {
-	s, err := r.acquire()
-	if err != nil {
-		return err
-	}
-	defer r.release(s)
 	for _, i := range part {
 		e := &ents[i]
 		h := plumbing.Hash(e.Blob)
-		size, err := r.sizes.size(h)
+		size, err := r.store.BlobSize(h)
 		if err != nil {
-			size, err = s.st.EncodedObjectSize(h)
-		}
-		if err != nil {
-			// Objects move (gc, repack) and arrive (fetch): reload, retry once.
-			if lerr := s.load(); lerr != nil {
-				return objectErr("blob", e.Path, h, lerr)
-			}
-			if size, err = s.st.EncodedObjectSize(h); err != nil {
-				// go-git finds objects of alternates only this way.
-				o, aerr := r.encodedObject(s, plumbing.AnyObject, h)
-				if aerr != nil {
-					return objectErr("blob", e.Path, h, err)
-				}
-				size = o.Size()
-			}
-		}
-		if size < 0 {
-			return fmt.Errorf("%w: blob %s at %q: negative size %d", ErrCorruptObject, h, e.Path, size)
+			return atPath(e.Path, err)
 		}
 		e.Size = size
 		if e.Kind == imager.KindSymlink {
 			if size > maxLinkTarget {
 				return fmt.Errorf("%w: symlink %q: target of %d bytes is over the %d-byte limit", ErrCorruptObject, e.Path, size, maxLinkTarget)
 			}
-			t, err := r.readSmallWith(s, h, e.Path, size)
+			t, err := r.readSmall(h, e.Path, size)
 			if err != nil {
 				return err
+			}
+			if int64(len(t)) != size {
+				return fmt.Errorf("%w: symlink %q: blob %s: size %d, header said %d", ErrCorruptObject, e.Path, h, len(t), size)
 			}
 			e.Target = string(t)
 		}
 	}
 	return nil
-}
-
-// readSmallWith reads a small blob with a slot already held.
-func (r *Repo) readSmallWith(s *slot, id plumbing.Hash, path string, size int64) ([]byte, error) {
-	read := func() ([]byte, error) {
-		o, err := r.encodedObject(s, plumbing.BlobObject, id)
-		if err != nil {
-			return nil, err
-		}
-		if o.Size() != size {
-			return nil, fmt.Errorf("size %d, header said %d", o.Size(), size)
-		}
-		return readAllObject(o)
-	}
-	b, err := read()
-	if err != nil {
-		if lerr := s.load(); lerr != nil {
-			return nil, objectErr("blob", path, id, lerr)
-		}
-		if b, err = read(); err != nil {
-			return nil, objectErr("blob", path, id, err)
-		}
-	}
-	return b, nil
 }
 
 // parseHash parses a full hex object id.

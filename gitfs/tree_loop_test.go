@@ -7,11 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // writeLoose writes a loose object of type typ with content under id
@@ -23,19 +23,13 @@ func writeLoose(t *testing.T, repo, id, typ string, content []byte) {
 	fmt.Fprintf(z, "%s %d\x00", typ, len(content))
 	z.Write(content)
 	z.Close()
-	p := filepath.Join(repo, ".git", "objects", id[:2], id[2:])
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, b.Bytes(), 0o444); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteLooseRaw(t, repo, id, b.Bytes())
 }
 
 // TestTreeContainsItself: a crafted tree whose entry names its own id is
 // a corrupt-object error, not an endless walk.
 func TestTreeContainsItself(t *testing.T) {
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	self := "1111111111111111111111111111111111111111"
 	raw, _ := hex.DecodeString(self)
 	writeLoose(t, dir, self, "tree", append([]byte("40000 a\x00"), raw...))
@@ -43,7 +37,7 @@ func TestTreeContainsItself(t *testing.T) {
 	sum := sha1.Sum(append([]byte(fmt.Sprintf("commit %d\x00", len(commit))), commit...))
 	id := hex.EncodeToString(sum[:])
 	writeLoose(t, dir, id, "commit", commit)
-	git(t, dir, "update-ref", "refs/heads/main", id)
+	testutil.Git(t, dir, "update-ref", "refs/heads/main", id)
 
 	r := openRepo(t, dir, Options{})
 	c, err := r.Resolve("main")

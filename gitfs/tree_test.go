@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // kindMode is the git mode of each entry kind.
@@ -27,7 +27,7 @@ var kindMode = map[imager.Kind]string{
 // tree, empty files, executables, symlinks, a submodule and names that
 // test git's tree order.
 func richRepo(t *testing.T) (dir, commit string) {
-	dir = newRepo(t)
+	dir = testutil.NewRepo(t)
 	long := strings.Repeat("l", 120)
 	files := map[string]string{
 		"README":                          "hello\n",
@@ -45,9 +45,9 @@ func richRepo(t *testing.T) (dir, commit string) {
 		"a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p": "deep\n",
 	}
 	for name, data := range files {
-		writeFile(t, dir, name, []byte(data), 0o644)
+		testutil.WriteFile(t, dir, name, []byte(data), 0o644)
 	}
-	writeFile(t, dir, "bin/run.sh", []byte("#!/bin/sh\necho hi\n"), 0o755)
+	testutil.WriteFile(t, dir, "bin/run.sh", []byte("#!/bin/sh\necho hi\n"), 0o755)
 	if err := os.Symlink("README", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
@@ -57,16 +57,16 @@ func richRepo(t *testing.T) (dir, commit string) {
 	if err := os.Symlink("/nowhere/at/all", filepath.Join(dir, "dangling")); err != nil {
 		t.Fatal(err)
 	}
-	git(t, dir, "add", "-A")
+	testutil.Git(t, dir, "add", "-A")
 	// A submodule: a gitlink entry naming some commit.
-	git(t, dir, "update-index", "--add", "--cacheinfo", "160000,1234567890abcdef1234567890abcdef12345678,sub")
-	git(t, dir, "commit", "-q", "-m", "rich")
-	return dir, git(t, dir, "rev-parse", "HEAD")
+	testutil.Git(t, dir, "update-index", "--add", "--cacheinfo", "160000,1234567890abcdef1234567890abcdef12345678,sub")
+	testutil.Git(t, dir, "commit", "-q", "-m", "rich")
+	return dir, testutil.Git(t, dir, "rev-parse", "HEAD")
 }
 
 // lsTree is `git ls-tree -r -t -l` of commit as "mode id size path" lines.
 func lsTree(t *testing.T, dir, commit string) []string {
-	out := gitBytes(t, dir, "ls-tree", "-r", "-t", "-l", "-z", commit)
+	out := testutil.GitBytes(t, dir, "ls-tree", "-r", "-t", "-l", "-z", commit)
 	var lines []string
 	for _, rec := range bytes.Split(bytes.TrimSuffix(out, []byte{0}), []byte{0}) {
 		meta, path, ok := bytes.Cut(rec, []byte{'\t'})
@@ -120,7 +120,7 @@ func compareListing(t *testing.T, r *Repo, dir, commit string) *imager.Tree {
 	}
 	for _, e := range tr.Entries {
 		if e.Kind == imager.KindSymlink {
-			want := string(gitBytes(t, dir, "cat-file", "blob", e.Blob.String()))
+			want := string(testutil.GitBytes(t, dir, "cat-file", "blob", e.Blob.String()))
 			if e.Target != want {
 				t.Errorf("symlink %s target %q, want %q", e.Path, e.Target, want)
 			}
@@ -146,10 +146,10 @@ func TestTreeMatchesLsTree(t *testing.T) {
 	}
 	// Packed, with deltas (sizes then come from pack headers and delta
 	// headers): the same listing, through the same open Repo.
-	writeFile(t, dir, "big/random2.bin", append(bytes.Repeat([]byte("0123456789abcdef"), 40000), "tail"...), 0o644)
-	commit2 := commitAll(t, dir, "similar")
-	git(t, dir, "gc", "-q", "--aggressive", "--prune=now")
-	if !strings.Contains(git(t, dir, "verify-pack", "-v", packIdx(t, dir)), "chain length") {
+	testutil.WriteFile(t, dir, "big/random2.bin", append(bytes.Repeat([]byte("0123456789abcdef"), 40000), "tail"...), 0o644)
+	commit2 := testutil.CommitAll(t, dir, "similar")
+	testutil.Git(t, dir, "gc", "-q", "--aggressive", "--prune=now")
+	if !strings.Contains(testutil.Git(t, dir, "verify-pack", "-v", testutil.PackIdx(t, dir)), "chain length") {
 		t.Fatal("expected deltified objects after gc --aggressive")
 	}
 	compareListing(t, r, dir, commit2)
@@ -157,18 +157,6 @@ func TestTreeMatchesLsTree(t *testing.T) {
 }
 
 // packIdx returns the path of the repository's one pack index.
-func packIdx(t *testing.T, dir string) string {
-	m, err := filepath.Glob(filepath.Join(dir, ".git/objects/pack/*.idx"))
-	if err != nil || len(m) != 1 {
-		t.Fatalf("pack indexes: %v %v", m, err)
-	}
-	return m[0]
-}
-
-// loosePath is the file of a loose object.
-func loosePath(dir, id string) string {
-	return filepath.Join(dir, ".git", "objects", id[:2], id[2:])
-}
 
 func TestTreeMissingObjects(t *testing.T) {
 	for _, tc := range []struct {
@@ -186,8 +174,8 @@ func TestTreeMissingObjects(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			id := git(t, dir, "rev-parse", commit+":"+tc.path)
-			if err := os.Remove(loosePath(dir, id)); err != nil {
+			id := testutil.Git(t, dir, "rev-parse", commit+":"+tc.path)
+			if err := os.Remove(testutil.LoosePath(dir, id)); err != nil {
 				t.Fatal(err)
 			}
 			_, err = r.Tree(c, false)
@@ -214,9 +202,9 @@ func TestTreeCorruptObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := git(t, dir, "rev-parse", commit+":dir")
+	id := testutil.Git(t, dir, "rev-parse", commit+":dir")
 	// Cut the zlib stream short: the tree is shorter than its header says.
-	damageLoose(t, dir, id, func(b []byte) []byte { return b[:len(b)/2] })
+	testutil.DamageLoose(t, dir, id, func(b []byte) []byte { return b[:len(b)/2] })
 	_, err = r.Tree(c, false)
 	if !errors.Is(err, ErrCorruptObject) || !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), `"dir"`) {
 		t.Fatalf("Tree = %v, want ErrCorruptObject naming %s at dir", err, id)
@@ -224,12 +212,12 @@ func TestTreeCorruptObject(t *testing.T) {
 }
 
 func TestTreeEmptyDirectoriesAsGitArchive(t *testing.T) {
-	needTool(t, "tar", "tar")
-	dir := newRepo(t)
+	testutil.NeedTool(t, "tar", "tar")
+	dir := testutil.NewRepo(t)
 	// A tree holding an empty tree, and a directory holding only that:
 	// git archive leaves both out; a submodule alone keeps its directory.
-	empty := git(t, dir, "mktree", "--missing")
-	blob := git(t, dir, "hash-object", "-w", "--stdin")
+	empty := testutil.Git(t, dir, "mktree", "--missing")
+	blob := testutil.Git(t, dir, "hash-object", "-w", "--stdin")
 	onlyEmpty := mktree(t, dir, "040000 tree "+empty+"\tnothing")
 	withSub := mktree(t, dir, "160000 commit 1234567890abcdef1234567890abcdef12345678\tsub")
 	root := mktree(t, dir,
@@ -237,29 +225,32 @@ func TestTreeEmptyDirectoriesAsGitArchive(t *testing.T) {
 		"040000 tree "+empty+"\tempty",
 		"040000 tree "+onlyEmpty+"\touter",
 		"040000 tree "+withSub+"\tmod")
-	commit := git(t, dir, "commit-tree", "-m", "empty dirs", root)
-	r := openRepo(t, dir, Options{})
-	c, err := r.Resolve(commit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := r.Tree(c, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, want := entryList(tr), archiveList(t, dir, commit)
+	commit := testutil.Git(t, dir, "commit-tree", "-m", "empty dirs", root)
+	got, want := entryList(listTree(t, dir, commit, false)), archiveList(t, dir, commit)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("listing differs from git archive:\n%s", listDiff(got, want))
 	}
 }
 
+// listTree opens dir and lists the tree of rev.
+func listTree(t *testing.T, dir, rev string, exportIgnore bool) *imager.Tree {
+	t.Helper()
+	r := openRepo(t, dir, Options{})
+	c, err := r.Resolve(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := r.Tree(c, exportIgnore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
 // mktree writes a tree from ls-tree style lines and returns its id.
 func mktree(t *testing.T, dir string, lines ...string) string {
 	t.Helper()
-	cmd := exec.Command("git", "mktree", "--missing")
-	cmd.Dir = dir
-	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
-	out, err := cmd.Output()
+	out, err := testutil.GitOutput(dir, strings.NewReader(strings.Join(lines, "\n")+"\n"), "mktree", "--missing")
 	if err != nil {
 		t.Fatalf("git mktree: %v", err)
 	}

@@ -79,7 +79,9 @@ func (r *Repo) treeCacheKey(c *Commit, exportIgnore bool) (string, error) {
 
 // CachedTree is Tree with the listing kept in dir (see above). An empty dir
 // means no cache. Cache trouble is never an error: the tree is listed from
-// git instead, and a listing that cannot be saved is simply not saved.
+// git instead, and a listing that cannot be saved is simply not saved. A
+// file that does not check out is logged (Options.Logger) as it is
+// rebuilt; one that cannot be rewritten, only the first time.
 func (r *Repo) CachedTree(c *Commit, exportIgnore bool, dir string) (*imager.Tree, error) {
 	if dir == "" {
 		return r.Tree(c, exportIgnore)
@@ -89,16 +91,26 @@ func (r *Repo) CachedTree(c *Commit, exportIgnore bool, dir string) (*imager.Tre
 		return nil, err
 	}
 	path := filepath.Join(dir, treeCacheSubdir, key)
+	bad := false
 	if b, err := os.ReadFile(path); err == nil {
-		if ents, err := decodeListing(b, key); err == nil {
+		ents, err := decodeListing(b, key)
+		if err == nil {
 			return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nil
 		}
+		if _, warned := r.badListings.Load(path); !warned {
+			r.log.Warn("tree listing cache file does not check out; listing the tree again", "file", path, "tree", c.Tree, "err", err)
+		}
+		bad = true
 	}
 	t, err := r.Tree(c, exportIgnore)
 	if err != nil {
 		return nil, err
 	}
-	_ = writeFileAtomic(path, encodeListing(t.Entries, key))
+	if err := writeFileAtomic(path, encodeListing(t.Entries, key)); err != nil && bad {
+		r.badListings.Store(path, true)
+	} else if err == nil {
+		r.badListings.Delete(path)
+	}
 	return t, nil
 }
 
@@ -185,24 +197,17 @@ func (d *listingDecoder) byte() byte {
 	return 0
 }
 
-func (d *listingDecoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = errTreeCache
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+func (d *listingDecoder) uvarint() uint64 { return decodeVarint(d, binary.Uvarint) }
 
-func (d *listingDecoder) varint() int64 {
+func (d *listingDecoder) varint() int64 { return decodeVarint(d, binary.Varint) }
+
+// decodeVarint decodes one varint with decode (binary.Uvarint or
+// binary.Varint).
+func decodeVarint[T uint64 | int64](d *listingDecoder, decode func([]byte) (T, int)) T {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.b)
+	v, n := decode(d.b)
 	if n <= 0 {
 		d.err = errTreeCache
 		return 0

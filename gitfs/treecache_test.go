@@ -1,12 +1,15 @@
 package gitfs
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // cacheFiles lists the listing files in a cache directory.
@@ -20,16 +23,16 @@ func cacheFiles(t *testing.T, dir string) []string {
 }
 
 func TestCachedTree(t *testing.T) {
-	dir := newRepo(t)
-	writeFile(t, dir, "a.txt", []byte("a\n"), 0o644)
-	writeFile(t, dir, "bin/run", []byte("#!/bin/sh\n"), 0o755)
-	writeFile(t, dir, "secret/x", []byte("x\n"), 0o644)
-	writeFile(t, dir, "ünï/long-name.txt", []byte("n\n"), 0o644)
-	writeFile(t, dir, ".gitattributes", []byte("secret export-ignore\n"), 0o644)
+	dir := testutil.NewRepo(t)
+	testutil.WriteFile(t, dir, "a.txt", []byte("a\n"), 0o644)
+	testutil.WriteFile(t, dir, "bin/run", []byte("#!/bin/sh\n"), 0o755)
+	testutil.WriteFile(t, dir, "secret/x", []byte("x\n"), 0o644)
+	testutil.WriteFile(t, dir, "ünï/long-name.txt", []byte("n\n"), 0o644)
+	testutil.WriteFile(t, dir, ".gitattributes", []byte("secret export-ignore\n"), 0o644)
 	if err := os.Symlink("a.txt", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
-	commitAll(t, dir, "one")
+	testutil.CommitAll(t, dir, "one")
 	r := openRepo(t, dir, Options{})
 	c, err := r.Resolve("main")
 	if err != nil {
@@ -71,16 +74,25 @@ func TestCachedTree(t *testing.T) {
 		"garbage":   []byte("not a listing at all, but long enough to pass the size check......"),
 		"other key": encodeListing(want.Entries, "someone else's key"),
 	}
+	// Each is logged once, as it is rebuilt; the rebuilt file is not.
+	var log testutil.LogBuffer
+	r.log = slog.New(slog.NewTextHandler(&log, nil))
 	for name, b := range damaged {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		got, err := r.CachedTree(c, true, cache)
-		if err != nil || !reflect.DeepEqual(got, want) {
-			t.Errorf("%s cache file: CachedTree = %+v, %v; want git's listing", name, got, err)
+		before := strings.Count(log.String(), "\n")
+		for i := 0; i < 2; i++ {
+			got, err := r.CachedTree(c, true, cache)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("%s cache file: CachedTree = %+v, %v; want git's listing", name, got, err)
+			}
 		}
 		if b, _ := os.ReadFile(path); string(b) != string(good) {
 			t.Errorf("%s cache file was not rebuilt", name)
+		}
+		if n := strings.Count(log.String(), "\n") - before; n != 1 || !strings.Contains(log.String(), path) {
+			t.Errorf("%s cache file: %d log lines, want one naming %s:\n%s", name, n, path, log.String())
 		}
 	}
 	// A hit serves what the file says: a valid file with one entry gives

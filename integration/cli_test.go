@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // richFiles is a tree with the shapes that trip image writers up.
@@ -46,15 +48,15 @@ func richRepo(t *testing.T) string {
 	if err := os.Symlink("assets/css", filepath.Join(repo, "css")); err != nil {
 		t.Fatal(err)
 	}
-	gitCmd(t, repo, "add", "-A")
-	gitCmd(t, repo, "commit", "-q", "-m", "exec and links")
+	testutil.Git(t, repo, "add", "-A")
+	testutil.Git(t, repo, "commit", "-q", "-m", "exec and links")
 	return repo
 }
 
 // gitArchive returns `git archive --format=tar ref` of repo.
 func gitArchive(t *testing.T, repo, ref string) []byte {
 	t.Helper()
-	out, err := gitOutput(repo, nil, "archive", "--format=tar", ref)
+	out, err := testutil.GitOutput(repo, nil, "archive", "--format=tar", ref)
 	if err != nil {
 		t.Fatalf("git archive: %v", err)
 	}
@@ -91,7 +93,7 @@ func TestBuildTarEqualsGitArchive(t *testing.T) {
 	checkTarPrefix(t, img, gitArchive(t, repo, "main"))
 
 	// bsdtar extracts every exported file with git's content.
-	requireTool(t, "bsdtar", "libarchive-tools")
+	testutil.NeedTool(t, "bsdtar", "libarchive-tools")
 	dir := t.TempDir()
 	cmd := exec.Command("bsdtar", "-xf", "-", "-C", dir)
 	cmd.Stdin = bytes.NewReader(img)
@@ -134,7 +136,7 @@ func TestBuildTarEqualsGitArchive(t *testing.T) {
 func gitFileSums(t *testing.T, repo, ref string) map[string]string {
 	t.Helper()
 	sums := map[string]string{}
-	for _, line := range strings.Split(gitCmd(t, repo, "ls-tree", "-r", "-z", ref), "\x00") {
+	for _, line := range strings.Split(testutil.Git(t, repo, "ls-tree", "-r", "-z", ref), "\x00") {
 		if line == "" {
 			continue
 		}
@@ -143,7 +145,7 @@ func gitFileSums(t *testing.T, repo, ref string) map[string]string {
 		if f[1] != "blob" {
 			continue
 		}
-		data, err := gitOutput(repo, nil, "cat-file", "blob", f[2])
+		data, err := testutil.GitOutput(repo, nil, "cat-file", "blob", f[2])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,8 +156,8 @@ func gitFileSums(t *testing.T, repo, ref string) map[string]string {
 }
 
 func TestBuildFATChecks(t *testing.T) {
-	requireTool(t, "fsck.fat", "dosfstools")
-	requireTool(t, "mcopy", "mtools")
+	testutil.NeedTool(t, "fsck.fat", "dosfstools")
+	testutil.NeedTool(t, "mcopy", "mtools")
 	repo := richRepo(t)
 	for _, sector := range []string{"512", "4096"} {
 		t.Run("sector"+sector, func(t *testing.T) {
@@ -227,7 +229,7 @@ func TestBuildWritesAtomically(t *testing.T) {
 
 func TestCLIErrors(t *testing.T) {
 	repo := newRepo(t, map[string]string{"a.txt": "a\n"})
-	gitCmd(t, repo, "tag", "v1")
+	testutil.Git(t, repo, "tag", "v1")
 	notRepo := t.TempDir()
 	cases := []struct {
 		args []string
@@ -262,7 +264,7 @@ func TestCLIErrors(t *testing.T) {
 		}
 	}
 	// Missing object: a blob deleted from a loose repository.
-	blob := gitCmd(t, repo, "rev-parse", "main:a.txt")
+	blob := testutil.Git(t, repo, "rev-parse", "main:a.txt")
 	if err := os.Remove(filepath.Join(repo, ".git", "objects", blob[:2], blob[2:])); err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +296,7 @@ func TestLsWarnsAndListsExtents(t *testing.T) {
 	if err := json.Unmarshal(out, &ls); err != nil {
 		t.Fatalf("ls --json output: %v\n%s", err, out)
 	}
-	if ls.Commit != gitCmd(t, repo, "rev-parse", "main") {
+	if ls.Commit != testutil.Git(t, repo, "rev-parse", "main") {
 		t.Errorf("ls commit %q", ls.Commit)
 	}
 	var next int64

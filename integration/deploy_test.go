@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // nbdClientScript is a libnbd (python3-libnbd) client that connects once
@@ -65,7 +67,7 @@ type nbdClient struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  *bufio.Scanner
-	stderr *syncBuffer
+	stderr *testutil.LogBuffer
 	size   int64
 }
 
@@ -76,7 +78,7 @@ func pythonForLibnbd(t *testing.T) string {
 	// (a virtualenv) may not see it.
 	py := "/usr/bin/python3"
 	if _, err := os.Stat(py); err != nil {
-		py = requireTool(t, "python3", "python3")
+		py = testutil.NeedTool(t, "python3", "python3")
 	}
 	if out, err := exec.Command(py, "-c", "import nbd").CombinedOutput(); err != nil {
 		t.Fatalf("%s cannot import nbd (install Debian package python3-libnbd): %v\n%s", py, err, out)
@@ -88,7 +90,7 @@ func pythonForLibnbd(t *testing.T) string {
 func dialNBD(t *testing.T, uri string) *nbdClient {
 	t.Helper()
 	py := pythonForLibnbd(t)
-	c := &nbdClient{t: t, stderr: &syncBuffer{}}
+	c := &nbdClient{t: t, stderr: &testutil.LogBuffer{}}
 	c.cmd = exec.Command(py, "-c", nbdClientScript, uri)
 	c.cmd.Stderr = c.stderr
 	var err error
@@ -204,7 +206,7 @@ func requireBytesEqual(t *testing.T, what string, got, want []byte) {
 // named when it selected the export, after a push moves the ref; a new
 // connection reads the new commit.
 func TestDeployPinnedConnection(t *testing.T) {
-	requireTool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
 	for _, format := range []string{"tar", "fat"} {
 		t.Run(format, func(t *testing.T) {
 			// CI commits in a work repository and pushes to the bare
@@ -215,9 +217,9 @@ func TestDeployPinnedConnection(t *testing.T) {
 				"gone-in-b.txt": "only in A\n",
 			})
 			served := filepath.Join(t.TempDir(), "site.git")
-			gitCmd(t, work, "init", "-q", "--bare", served)
-			gitCmd(t, work, "push", "-q", served, "main")
-			commitA := gitCmd(t, work, "rev-parse", "HEAD")
+			testutil.Git(t, work, "init", "-q", "--bare", served)
+			testutil.Git(t, work, "push", "-q", served, "main")
+			commitA := testutil.Git(t, work, "rev-parse", "HEAD")
 			imageA := buildImage(t, format, served, "main")
 
 			sock, _ := startServe(t, served, "main")
@@ -234,8 +236,8 @@ func TestDeployPinnedConnection(t *testing.T) {
 				"index.html":   "<h1>version B, longer than A</h1>\n",
 				"assets/b.bin": randomContent(2, 700<<10),
 			}, "version B")
-			gitCmd(t, work, "push", "-q", served, "main")
-			if got := gitCmd(t, served, "rev-parse", "main"); got != commitB || got == commitA {
+			testutil.Git(t, work, "push", "-q", served, "main")
+			if got := testutil.Git(t, served, "rev-parse", "main"); got != commitB || got == commitA {
 				t.Fatalf("served main is %s after push, want B %s", got, commitB)
 			}
 			imageB := buildImage(t, format, served, "main")
@@ -258,7 +260,7 @@ func TestDeployPinnedConnection(t *testing.T) {
 // move every object (loose to pack, old pack to new pack) while connections
 // read: no read fails and every byte equals the build output.
 func TestDeployRepackWhileServing(t *testing.T) {
-	requireTool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
 	for _, format := range []string{"tar", "fat"} {
 		t.Run(format, func(t *testing.T) {
 			files := map[string]string{"big/large.bin": randomContent(10, 3<<20)}
@@ -268,7 +270,7 @@ func TestDeployRepackWhileServing(t *testing.T) {
 			repo := newRepo(t, files)
 			// A second commit so repack has history; objects stay loose.
 			commitFiles(t, repo, map[string]string{"dir0/file00.bin": randomContent(99, 50<<10)}, "second")
-			loose := gitCmd(t, repo, "count-objects")
+			loose := testutil.Git(t, repo, "count-objects")
 			if strings.HasPrefix(loose, "0 objects") {
 				t.Fatalf("want loose objects before gc, git count-objects says %q", loose)
 			}
@@ -318,7 +320,7 @@ func TestDeployRepackWhileServing(t *testing.T) {
 			third := pinned.size / 3
 			var got []byte
 			got = append(got, pinned.dump(0, third)...)
-			gitCmd(t, repo, "gc", "-q", "--prune=now")
+			testutil.Git(t, repo, "gc", "-q", "--prune=now")
 			got = append(got, pinned.dump(third, third)...)
 			// A new object makes repack write a pack of another name and
 			// delete the one gc wrote, which holds everything main needs.
@@ -326,12 +328,12 @@ func TestDeployRepackWhileServing(t *testing.T) {
 			if len(packsAfterGC) == 0 {
 				t.Fatal("git gc wrote no pack")
 			}
-			blob, err := gitOutput(repo, strings.NewReader("made between gc and repack\n"), "hash-object", "-w", "--stdin")
+			blob, err := testutil.GitOutput(repo, strings.NewReader("made between gc and repack\n"), "hash-object", "-w", "--stdin")
 			if err != nil {
 				t.Fatal(err)
 			}
-			gitCmd(t, repo, "tag", "extra-object", strings.TrimSpace(string(blob)))
-			gitCmd(t, repo, "repack", "-q", "-a", "-d")
+			testutil.Git(t, repo, "tag", "extra-object", strings.TrimSpace(string(blob)))
+			testutil.Git(t, repo, "repack", "-q", "-a", "-d")
 			packsAfterRepack := packFiles(t, repo)
 			for _, p := range packsAfterGC {
 				if slices.Contains(packsAfterRepack, p) {
@@ -341,7 +343,7 @@ func TestDeployRepackWhileServing(t *testing.T) {
 			got = append(got, pinned.dump(2*third, pinned.size-2*third)...)
 			stopCopies()
 
-			if after := gitCmd(t, repo, "count-objects"); !strings.HasPrefix(after, "0 objects") {
+			if after := testutil.Git(t, repo, "count-objects"); !strings.HasPrefix(after, "0 objects") {
 				t.Errorf("git gc left loose objects: %q", after)
 			}
 			requireBytesEqual(t, "pinned connection across gc and repack", got, want)
@@ -377,7 +379,7 @@ func packFiles(t *testing.T, repo string) []string {
 // the reads of its bytes fail with EIO; every other read, and new
 // connections, still work, and the server exits cleanly.
 func TestDeployMissingObject(t *testing.T) {
-	requireTool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
 	const chunk = 64 << 10
 	// The victim is above gitfs's large-object threshold (1 MiB), so the
 	// server reads it from disk only when a client asks for its bytes.
@@ -401,7 +403,7 @@ func TestDeployMissingObject(t *testing.T) {
 		t.Fatalf("export size %d, build %d", c.size, len(want))
 	}
 
-	blob := gitCmd(t, repo, "rev-parse", "main:m-victim.bin")
+	blob := testutil.Git(t, repo, "rev-parse", "main:m-victim.bin")
 	objPath := filepath.Join(repo, ".git", "objects", blob[:2], blob[2:])
 	if err := os.Remove(objPath); err != nil {
 		t.Fatalf("the victim blob must be a loose object: %v", err)
@@ -433,7 +435,7 @@ func TestDeployMissingObject(t *testing.T) {
 
 	// A new connection to the same commit, with another client (QEMU's block
 	// layer): the blob's bytes are an I/O error, the rest reads.
-	requireTool(t, "qemu-io", "qemu-utils")
+	testutil.NeedTool(t, "qemu-io", "qemu-utils")
 	qemuRead := func(off, n int) (string, error) {
 		out, err := exec.Command("qemu-io", "-r", "-f", "raw", "-c",
 			fmt.Sprintf("read %d %d", off, n), uri).CombinedOutput()
@@ -448,8 +450,8 @@ func TestDeployMissingObject(t *testing.T) {
 	}
 
 	// A new commit without the blob deploys normally.
-	gitCmd(t, repo, "rm", "-q", "m-victim.bin")
-	gitCmd(t, repo, "commit", "-q", "-m", "drop the broken blob")
+	testutil.Git(t, repo, "rm", "-q", "m-victim.bin")
+	testutil.Git(t, repo, "commit", "-q", "-m", "drop the broken blob")
 	wantC := buildImage(t, "tar", repo, "main")
 	gotC, err := nbdcopyImage(t, uri)
 	if err != nil {

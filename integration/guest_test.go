@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // Guest boot parameters.
@@ -62,7 +64,7 @@ func guestFiles() map[string]string {
 // computed from `git ls-tree -r` and `git cat-file`.
 func gitFileHashes(t *testing.T, repo, ref string) map[string]string {
 	t.Helper()
-	out, err := gitOutput(repo, nil, "ls-tree", "-r", "-z", ref)
+	out, err := testutil.GitOutput(repo, nil, "ls-tree", "-r", "-z", ref)
 	if err != nil {
 		t.Fatalf("git ls-tree: %v", err)
 	}
@@ -76,7 +78,7 @@ func gitFileHashes(t *testing.T, repo, ref string) map[string]string {
 		if len(fields) != 3 || fields[1] != "blob" {
 			t.Fatalf("git ls-tree: unexpected entry %q (the guest test wants regular files only)", rec)
 		}
-		content, err := gitOutput(repo, nil, "cat-file", "blob", fields[2])
+		content, err := testutil.GitOutput(repo, nil, "cat-file", "blob", fields[2])
 		if err != nil {
 			t.Fatalf("git cat-file blob %s: %v", fields[2], err)
 		}
@@ -90,7 +92,7 @@ func gitFileHashes(t *testing.T, repo, ref string) map[string]string {
 func prepareGuest(t *testing.T) (kernel, initrd string) {
 	t.Helper()
 	for prog, pkg := range map[string]string{"apt-get": "apt", "dpkg-deb": "dpkg", "cpio": "cpio", "flock": "util-linux"} {
-		requireTool(t, prog, pkg)
+		testutil.NeedTool(t, prog, pkg)
 	}
 	cmd := exec.Command("bash", filepath.Join("guest", "prepare.sh"))
 	var stderr bytes.Buffer
@@ -175,7 +177,7 @@ func parseGuestSums(console string) (map[string]string, error) {
 // virtio disk, once per format (and FAT with 4 KiB sectors), and checks the guest reads every file of the
 // commit with git's exact content and no extra file.
 func TestGuestReadsExport(t *testing.T) {
-	qemu := requireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	qemu := testutil.NeedTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	kernel, initrd := prepareGuest(t)
 	repo := newRepo(t, guestFiles())
 	want := gitFileHashes(t, repo, "main")

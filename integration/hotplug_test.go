@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // hotplugScript is the Xen hotplug script under test.
@@ -78,8 +80,8 @@ type hotplugEnv struct {
 // (nbdCount devices in all; 0 means the nbd module is not loaded).
 func newHotplugEnv(t *testing.T, nbdCount int, store map[string]string) *hotplugEnv {
 	t.Helper()
-	requireTool(t, "flock", "util-linux")
-	requireTool(t, "awk", "mawk")
+	testutil.NeedTool(t, "flock", "util-linux")
+	testutil.NeedTool(t, "awk", "mawk")
 	e := &hotplugEnv{t: t, dir: t.TempDir()}
 	bin := filepath.Join(e.dir, "bin")
 	e.store = filepath.Join(e.dir, "xenstore")
@@ -330,7 +332,7 @@ func TestHotplugRefuses(t *testing.T) {
 func TestSystemdUnit(t *testing.T) {
 	// maxExposure is systemd-analyze's threshold: exposure level times ten.
 	const maxExposure = "20"
-	analyze := requireTool(t, "systemd-analyze", "systemd")
+	analyze := testutil.NeedTool(t, "systemd-analyze", "systemd")
 	unit, err := os.ReadFile("../contrib/systemd/gitblk@.service")
 	if err != nil {
 		t.Fatal(err)

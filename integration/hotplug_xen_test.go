@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // xenScriptsDir is where xen-utils-common installs Xen's hotplug scripts.
@@ -305,7 +307,7 @@ func (e *hotplugEnv) wantFailedAdd(backend string, code int, out, want string) {
 //   - trailing blanks in target= are not part of the export name (with
 //     them, the server would answer "unknown export").
 func TestHotplugRealClient(t *testing.T) {
-	requireTool(t, "nbd-client", "nbd-client")
+	testutil.NeedTool(t, "nbd-client", "nbd-client")
 	for _, d := range filepath.SplitList(xlPath) {
 		if _, err := os.Stat(filepath.Join(d, "nbd-client")); err == nil {
 			t.Fatalf("nbd-client is in %s, on xl's PATH %s: this test needs it outside (Debian has it in /usr/sbin)", d, xlPath)
@@ -347,7 +349,7 @@ func TestHotplugRealClient(t *testing.T) {
 // set to 2 s, add fails well before that, says why, leaves no nbd-client and
 // frees the lock.
 func TestHotplugSlowServer(t *testing.T) {
-	requireTool(t, "nbd-client", "nbd-client")
+	testutil.NeedTool(t, "nbd-client", "nbd-client")
 	port, accepted := silentServer(t)
 	bk := hotplugBackend
 	e := newHotplugEnv(t, 3, map[string]string{bk + "/params": "127.0.0.1:" + port + ":tar", bk + "/mode": "r"})
@@ -385,7 +387,7 @@ func TestHotplugSlowServer(t *testing.T) {
 // or service manager does (SIGTERM), and checks that the lock is free, no
 // nbd-client is left and the device is not left connected.
 func TestHotplugKilledAttach(t *testing.T) {
-	requireTool(t, "nbd-client", "nbd-client")
+	testutil.NeedTool(t, "nbd-client", "nbd-client")
 	for _, tc := range []struct {
 		name string
 		sig  syscall.Signal
@@ -703,8 +705,8 @@ func TestHotplugTLSOptions(t *testing.T) {
 // client directory gets through TLS and the whole handshake; a client
 // certificate from another CA, a wrong host name, or no TLS at all does not.
 func TestHotplugTLSRealClient(t *testing.T) {
-	requireTool(t, "nbd-client", "nbd-client")
-	nbdkit := requireTool(t, "nbdkit", "nbdkit")
+	testutil.NeedTool(t, "nbd-client", "nbd-client")
+	nbdkit := testutil.NeedTool(t, "nbdkit", "nbdkit")
 	ca := newHotplugCA(t, "gitblk test CA")
 	other := newHotplugCA(t, "another CA")
 	serverDir := t.TempDir()
@@ -725,7 +727,7 @@ func TestHotplugTLSRealClient(t *testing.T) {
 	sock := filepath.Join(sockDir, "nbd.sock")
 	srv := exec.Command(nbdkit, "--foreground", "--unix", sock, "--tls=require",
 		"--tls-certificates="+serverDir, "--tls-verify-peer", "memory", "1M")
-	srvLog := &syncBuffer{}
+	srvLog := &testutil.LogBuffer{}
 	srv.Stdout, srv.Stderr = srvLog, srvLog
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -808,7 +810,7 @@ func TestHotplugDocsVdev(t *testing.T) {
 // TestHotplugShellcheck runs shellcheck on the script: no finding at any
 // level.
 func TestHotplugShellcheck(t *testing.T) {
-	sc := requireTool(t, "shellcheck", "shellcheck")
+	sc := testutil.NeedTool(t, "shellcheck", "shellcheck")
 	if out, err := exec.Command(sc, "--shell=bash", hotplugScript).CombinedOutput(); err != nil {
 		t.Errorf("shellcheck %s: %v\n%s", hotplugScript, err, out)
 	}

@@ -4,7 +4,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // gitblkBin is the path of the gitblk binary built once by TestMain.
@@ -34,9 +35,6 @@ const (
 	serveStopTimeout  = 30 * time.Second
 	servePollInterval = 50 * time.Millisecond
 )
-
-// fixedDate makes commits reproducible: the same files give the same commit id.
-const fixedDate = "2024-01-02T03:04:05Z"
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -62,67 +60,13 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// requireTool fails the test when a program is missing, naming the Debian
-// package that provides it.
-func requireTool(t testing.TB, prog, debPkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(prog)
-	if err != nil {
-		t.Fatalf("%s not found (install Debian package %s): %v", prog, debPkg, err)
-	}
-	return p
-}
-
-// gitEnv is the environment for git commands: no user or system config, and
-// fixed identities and dates so commit ids are reproducible.
-func gitEnv() []string {
-	return append(os.Environ(),
-		"GIT_CONFIG_NOSYSTEM=1",
-		"GIT_CONFIG_GLOBAL=/dev/null",
-		"GIT_AUTHOR_NAME=gitblk test",
-		"GIT_AUTHOR_EMAIL=test@gitblk.invalid",
-		"GIT_COMMITTER_NAME=gitblk test",
-		"GIT_COMMITTER_EMAIL=test@gitblk.invalid",
-		"GIT_AUTHOR_DATE="+fixedDate,
-		"GIT_COMMITTER_DATE="+fixedDate,
-		"LC_ALL=C",
-	)
-}
-
-// gitCmd runs git in dir and returns its standard output with the trailing
-// newline removed; it fails the test on error.
-func gitCmd(t testing.TB, dir string, args ...string) string {
-	t.Helper()
-	out, err := gitOutput(dir, nil, args...)
-	if err != nil {
-		t.Fatalf("git %s in %s: %v", strings.Join(args, " "), dir, err)
-	}
-	return strings.TrimSuffix(string(out), "\n")
-}
-
-// gitOutput runs git in dir with stdin and returns its raw standard output;
-// the error includes git's standard error.
-func gitOutput(dir string, stdin io.Reader, args ...string) ([]byte, error) {
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = gitEnv()
-	cmd.Stdin = stdin
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return out, nil
-}
-
 // newRepo makes a git repository in t.TempDir() on branch main with one
 // commit holding files (slash-separated path -> content) and returns its path.
 func newRepo(t testing.TB, files map[string]string) string {
 	t.Helper()
-	requireTool(t, "git", "git")
+	testutil.NeedTool(t, "git", "git")
 	dir := t.TempDir()
-	gitCmd(t, dir, "init", "-q", "-b", "main")
+	testutil.Git(t, dir, "init", "-q", "-b", "main")
 	commitFiles(t, dir, files, "initial")
 	return dir
 }
@@ -146,27 +90,9 @@ func commitFiles(t testing.TB, repo string, files map[string]string, msg string)
 			t.Fatalf("newRepo: %v", err)
 		}
 	}
-	gitCmd(t, repo, "add", "-A")
-	gitCmd(t, repo, "commit", "-q", "--allow-empty", "-m", msg)
-	return gitCmd(t, repo, "rev-parse", "HEAD")
-}
-
-// syncBuffer is a bytes.Buffer safe for a process writing while a test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	testutil.Git(t, repo, "add", "-A")
+	testutil.Git(t, repo, "commit", "-q", "--allow-empty", "-m", msg)
+	return testutil.Git(t, repo, "rev-parse", "HEAD")
 }
 
 // startServe runs `gitblk serve --listen unix:SOCK ARGS...` and waits until
@@ -185,7 +111,7 @@ func startServe(t testing.TB, args ...string) (sockPath string, stop func()) {
 
 	cmdArgs := append([]string{"serve", "--listen", "unix:" + sockPath}, args...)
 	cmd := exec.Command(gitblkBin, cmdArgs...)
-	stderr := &syncBuffer{}
+	stderr := &testutil.LogBuffer{}
 	cmd.Stderr = stderr
 	cmd.Stdout = stderr
 	if err := cmd.Start(); err != nil {

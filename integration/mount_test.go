@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // mountTimeout bounds waiting for a mount to appear or go; not a speed check.
@@ -30,14 +32,14 @@ func isMounted(t *testing.T, dir string) bool {
 }
 
 // startMount runs `gitblk mount REPO REF DIR` and waits for the mount.
-func startMount(t *testing.T, repo, ref string) (dir string, cmd *exec.Cmd, exited chan error, log *syncBuffer) {
+func startMount(t *testing.T, repo, ref string) (dir string, cmd *exec.Cmd, exited chan error, log *testutil.LogBuffer) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("no /dev/fuse on this machine: FUSE mounts cannot exist here (%v)", err)
 	}
-	requireTool(t, "fusermount3", "fuse3")
+	testutil.NeedTool(t, "fusermount3", "fuse3")
 	dir = t.TempDir()
-	log = &syncBuffer{}
+	log = &testutil.LogBuffer{}
 	cmd = exec.Command(gitblkBin, "mount", repo, ref, dir)
 	cmd.Stderr, cmd.Stdout = log, log
 	if err := cmd.Start(); err != nil {
@@ -66,7 +68,7 @@ func startMount(t *testing.T, repo, ref string) (dir string, cmd *exec.Cmd, exit
 }
 
 // waitExit waits for the mount process to exit 0 and the mount to be gone.
-func waitExit(t *testing.T, dir string, exited chan error, log *syncBuffer) {
+func waitExit(t *testing.T, dir string, exited chan error, log *testutil.LogBuffer) {
 	t.Helper()
 	select {
 	case err := <-exited:
@@ -94,7 +96,7 @@ func TestMountImagesEqualBuild(t *testing.T) {
 		}
 	}
 	commit, err := os.ReadFile(filepath.Join(dir, "COMMIT"))
-	if err != nil || !strings.HasPrefix(string(commit), gitCmd(t, repo, "rev-parse", "main")+"\n") {
+	if err != nil || !strings.HasPrefix(string(commit), testutil.Git(t, repo, "rev-parse", "main")+"\n") {
 		t.Errorf("COMMIT = %q, %v", commit, err)
 	}
 	// tree/ shows everything, export-ignored files too.
@@ -104,7 +106,7 @@ func TestMountImagesEqualBuild(t *testing.T) {
 
 	// The loopback workflow of README "Debugging locally".
 	if _, err := exec.LookPath("losetup"); err == nil {
-		requireTool(t, "fsck.fat", "dosfstools")
+		testutil.NeedTool(t, "fsck.fat", "dosfstools")
 		out, err := exec.Command("losetup", "-r", "-f", "--show", filepath.Join(dir, "image.fat")).CombinedOutput()
 		if err != nil {
 			t.Skipf("losetup cannot attach a loop device here: %v\n%s", err, out)

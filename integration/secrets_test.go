@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // secretMarker is in every plaintext: no file on disk may hold it.
@@ -90,13 +92,13 @@ func tlsDirs(t *testing.T, dir, cn string) (server, client, clientNoCert string)
 // serveProcess is a `gitblk serve --config` process.
 type serveProcess struct {
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *testutil.LogBuffer
 	exited chan error
 }
 
 func startServeConfig(t *testing.T, cfgPath string, env []string, ready func() error) *serveProcess {
 	t.Helper()
-	p := &serveProcess{log: &syncBuffer{}, exited: make(chan error, 1)}
+	p := &serveProcess{log: &testutil.LogBuffer{}, exited: make(chan error, 1)}
 	p.cmd = exec.Command(gitblkBin, "serve", "--config", cfgPath)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr, p.cmd.Stdout = p.log, p.log
@@ -150,7 +152,7 @@ func (p *serveProcess) waitLog(t *testing.T, s string) {
 func TestSecretExportOverTLS(t *testing.T) {
 	for _, tool := range []struct{ prog, pkg string }{{"age", "age"}, {"age-keygen", "age"}, {"openssl", "openssl"},
 		{"nbdcopy", "libnbd-bin"}, {"nbdinfo", "libnbd-bin"}, {"nbdsh", "python3-libnbd"}} {
-		requireTool(t, tool.prog, tool.pkg)
+		testutil.NeedTool(t, tool.prog, tool.pkg)
 	}
 	dir, err := os.MkdirTemp("", "gitblk-secret-") // short: unix socket paths are limited
 	if err != nil {
@@ -314,9 +316,9 @@ sys.stdin.readline()
 // required) with a client certificate: every file the guest reads equals
 // `age -d` of the stored file, and no .age file is there.
 func TestGuestReadsSecretExportOverTLS(t *testing.T) {
-	qemu := requireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	qemu := testutil.NeedTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	for _, tool := range []struct{ prog, pkg string }{{"age", "age"}, {"age-keygen", "age"}, {"openssl", "openssl"}} {
-		requireTool(t, tool.prog, tool.pkg)
+		testutil.NeedTool(t, tool.prog, tool.pkg)
 	}
 	kernel, initrd := prepareGuest(t)
 	dir, err := os.MkdirTemp("", "gitblk-guest-secret-")

@@ -9,21 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-)
 
-// run runs a command and returns its standard output, failing the test
-// with its standard error on error.
-func run(t *testing.T, name string, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
+	"github.com/gitblk/gitblk/internal/testutil"
+)
 
 // nbdInfo is the part of `nbdinfo --json` the tests read.
 type nbdInfo struct {
@@ -40,12 +28,12 @@ type nbdInfo struct {
 }
 
 func TestServeWithRealClients(t *testing.T) {
-	requireTool(t, "nbdinfo", "libnbd-bin")
-	requireTool(t, "nbdcopy", "libnbd-bin")
-	requireTool(t, "qemu-img", "qemu-utils")
-	requireTool(t, "qemu-io", "qemu-utils")
+	testutil.NeedTool(t, "nbdinfo", "libnbd-bin")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "qemu-img", "qemu-utils")
+	testutil.NeedTool(t, "qemu-io", "qemu-utils")
 	repo := richRepo(t)
-	commit := gitCmd(t, repo, "rev-parse", "main")
+	commit := testutil.Git(t, repo, "rev-parse", "main")
 	sock, stop := startServe(t, "--format", "fat", repo, "main")
 	want := map[string][]byte{
 		"":    buildImage(t, "fat", repo, "main"),
@@ -56,7 +44,7 @@ func TestServeWithRealClients(t *testing.T) {
 		t.Run("export="+name, func(t *testing.T) {
 			uri := nbdURI(sock, name)
 			var info nbdInfo
-			if err := json.Unmarshal(run(t, "nbdinfo", "--json", uri), &info); err != nil {
+			if err := json.Unmarshal(testutil.Run(t, "nbdinfo", "--json", uri), &info); err != nil {
 				t.Fatal(err)
 			}
 			e := info.Exports[0]
@@ -70,7 +58,7 @@ func TestServeWithRealClients(t *testing.T) {
 				t.Errorf("block sizes min %d pref %d max %d", e.BlockMin, e.BlockPref, e.BlockMax)
 			}
 			out := filepath.Join(t.TempDir(), "copy.img")
-			run(t, "nbdcopy", "--connections=4", "-T", "4", uri, out)
+			testutil.Run(t, "nbdcopy", "--connections=4", "-T", "4", uri, out)
 			got, err := os.ReadFile(out)
 			if err != nil {
 				t.Fatal(err)
@@ -82,10 +70,10 @@ func TestServeWithRealClients(t *testing.T) {
 			if err := os.WriteFile(ref, img, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", ref, "nbd+unix:///"+name+"?socket="+sock)
+			testutil.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", ref, "nbd+unix:///"+name+"?socket="+sock)
 			// Odd offsets and lengths: qemu-io prints the bytes it read.
 			for _, r := range [][2]int64{{1, 1}, {511, 3}, {4095, 4098}, {int64(len(img)) - 7, 7}} {
-				dump := string(run(t, "qemu-io", "-r", "-f", "raw", "-c",
+				dump := string(testutil.Run(t, "qemu-io", "-r", "-f", "raw", "-c",
 					"read -v "+itoa(r[0])+" "+itoa(r[1]), "nbd+unix:///"+name+"?socket="+sock))
 				if got := parseQemuIODump(dump); !bytes.Equal(got, img[r[0]:r[0]+r[1]]) {
 					t.Errorf("qemu-io read %d+%d: got %x want %x", r[0], r[1], got, img[r[0]:r[0]+r[1]])
@@ -94,11 +82,11 @@ func TestServeWithRealClients(t *testing.T) {
 		})
 	}
 	// The FAT export has free space: nbdinfo --map shows a hole.
-	mapOut := string(run(t, "nbdinfo", "--map", nbdURI(sock, "fat")))
+	mapOut := string(testutil.Run(t, "nbdinfo", "--map", nbdURI(sock, "fat")))
 	if !strings.Contains(mapOut, "hole") {
 		t.Errorf("nbdinfo --map shows no hole in the FAT export:\n%s", mapOut)
 	}
-	list := string(run(t, "nbdinfo", "--list", "--json", "nbd+unix:///?socket="+sock))
+	list := string(testutil.Run(t, "nbdinfo", "--list", "--json", "nbd+unix:///?socket="+sock))
 	for _, name := range []string{`"tar"`, `"fat"`} {
 		if !strings.Contains(list, name) {
 			t.Errorf("nbdinfo --list lacks %s:\n%s", name, list)
@@ -147,13 +135,13 @@ func parseQemuIODump(out string) []byte {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestServeMoreRefs(t *testing.T) {
-	requireTool(t, "nbdinfo", "libnbd-bin")
+	testutil.NeedTool(t, "nbdinfo", "libnbd-bin")
 	repo := newRepo(t, map[string]string{"v.txt": "one\n"})
-	gitCmd(t, repo, "tag", "v1")
+	testutil.Git(t, repo, "tag", "v1")
 	commitFiles(t, repo, map[string]string{"v.txt": "two, longer\n"}, "two")
-	gitCmd(t, repo, "tag", "v2")
+	testutil.Git(t, repo, "tag", "v2")
 	sock, _ := startServe(t, "--refs", "refs/tags/*", repo, "main")
-	list := string(run(t, "nbdinfo", "--list", "--json", "nbd+unix:///?socket="+sock))
+	list := string(testutil.Run(t, "nbdinfo", "--list", "--json", "nbd+unix:///?socket="+sock))
 	for _, name := range []string{"refs/tags/v1", "refs/tags/v2"} {
 		if !strings.Contains(list, `"`+name+`"`) {
 			t.Errorf("--list lacks %s:\n%s", name, list)
@@ -165,7 +153,7 @@ func TestServeMoreRefs(t *testing.T) {
 		{"refs/tags/v2:tar", "v2", "tar"},
 	} {
 		out := filepath.Join(t.TempDir(), "x.img")
-		run(t, "nbdcopy", nbdURI(sock, c.name), out)
+		testutil.Run(t, "nbdcopy", nbdURI(sock, c.name), out)
 		got, _ := os.ReadFile(out)
 		if !bytes.Equal(got, buildImage(t, c.format, repo, c.ref)) {
 			t.Errorf("export %q differs from gitblk build --format %s %s", c.name, c.format, c.ref)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -47,11 +48,13 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer x.close()
 		layout, opts, warnings = x.layout, x.opts, x.warnings
 	} else {
-		var o *opened
-		if o, layout, opts, warnings, err = cf.openImage(pos[0], pos[1]); err != nil {
+		cf.setup(slog.New(slog.NewTextHandler(stderr, nil)))
+		o, err := cf.openImage(pos[0], pos[1])
+		if err != nil {
 			return err
 		}
 		defer o.repo.Close()
+		layout, opts, warnings = o.layout, o.opts, o.warnings
 	}
 	printWarnings(stderr, opts.Format, warnings)
 

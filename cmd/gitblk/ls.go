@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 )
 
 const lsExamples = `  gitblk ls . HEAD
@@ -44,12 +45,13 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	o, layout, opts, warnings, err := cf.openImage(pos[0], pos[1])
+	cf.setup(slog.New(slog.NewTextHandler(stderr, nil)))
+	o, err := cf.openImage(pos[0], pos[1])
 	if err != nil {
 		return err
 	}
 	defer o.repo.Close()
-	c := o.commit
+	c, layout, opts, warnings := o.commit, o.layout, o.opts, o.warnings
 
 	out := lsOutput{Commit: c.ID, Tree: c.Tree, Format: string(opts.Format), Size: layout.Size(),
 		Extents: []lsExtent{}, Warnings: []lsWarning{}}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/gitfs/fusefs"
 	"github.com/gitblk/gitblk/imager"
 )
 
@@ -31,6 +32,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	cf.setup(log)
 	if ef.config != "" {
 		return mountExport(ctx, &ef, pos[0], *allowOther, log)
 	}
@@ -38,8 +40,8 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	defer o.repo.Close()
 	repo, c := o.repo, o.commit
-	defer repo.Close()
 	tree, err := repo.CachedTree(c, false, o.cacheDir)
 	if err != nil {
 		return err
@@ -60,7 +62,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logWarnings(log, c, f, ws)
 		files["image."+string(f)] = l
 	}
-	m, err := gitfs.Mount(pos[2], gitfs.MountConfig{
+	m, err := fusefs.Mount(pos[2], fusefs.Config{
 		CommitID: c.ID, Ref: pos[1], Time: c.Time, Tree: tree, Blobs: repo,
 		Images: files, Logger: log, AllowOther: *allowOther,
 	})

@@ -4,7 +4,7 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/gitfs/fusefs"
 	"github.com/gitblk/gitblk/imager"
 )
 
@@ -18,7 +18,7 @@ func mountExport(ctx context.Context, ef *exportFlags, dir string, allowOther bo
 	}
 	defer x.close()
 	logWarnings(log, x.commit, x.opts.Format, x.warnings)
-	m, err := gitfs.Mount(dir, gitfs.MountConfig{
+	m, err := fusefs.Mount(dir, fusefs.Config{
 		CommitID: x.commit.ID, Ref: x.rev, Time: x.commit.Time, Tree: x.tree, Blobs: x.blobs,
 		Images: map[string]imager.Image{"image." + string(x.opts.Format): x.layout}, Logger: log, AllowOther: allowOther,
 	})

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // progressMin is the image size below which no bar is worth drawing.
@@ -31,11 +33,9 @@ func newProgress(w io.Writer, total int64) *progress {
 	return &progress{w: f, total: total, start: now}
 }
 
-// isTerminal reports whether f is a character device (a terminal).
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
+// isTerminal reports whether f is a terminal: not merely a character
+// device, which /dev/null is too.
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
 func (p *progress) set(n int64) {
 	if p == nil {

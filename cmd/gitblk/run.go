@@ -228,45 +228,68 @@ func (f *commonFlags) openRev(repoPath, rev string) (*opened, error) {
 	return &opened{repo: repo, commit: c, cacheDir: cacheDir}, nil
 }
 
-// openImage opens the repository, resolves rev and lays out its image in
-// the --format format; the caller closes o.repo.
-func (f *commonFlags) openImage(repoPath, rev string) (o *opened, l *imager.Layout, opts imager.Options, ws []imager.Warning, err error) {
-	if opts, err = f.options(""); err != nil {
-		return nil, nil, opts, nil, err
-	}
-	if o, err = f.openRev(repoPath, rev); err != nil {
-		return nil, nil, opts, nil, err
-	}
-	if l, ws, err = gitfs.NewImages(o.repo, 1, o.cacheDir).Image(o.commit, opts); err != nil {
-		o.repo.Close()
-		return nil, nil, opts, nil, err
-	}
-	return o, l, opts, ws, nil
+// openedImage is a repository with a revision resolved and its image laid
+// out.
+type openedImage struct {
+	*opened
+	layout   *imager.Layout
+	opts     imager.Options
+	warnings []imager.Warning
 }
 
-// repoFlags are the flags that open a repository.
+// openImage opens the repository, resolves rev and lays out its image in
+// the --format format; the caller closes repo.
+func (f *commonFlags) openImage(repoPath, rev string) (*openedImage, error) {
+	opts, err := f.options("")
+	if err != nil {
+		return nil, err
+	}
+	o, err := f.openRev(repoPath, rev)
+	if err != nil {
+		return nil, err
+	}
+	l, ws, err := gitfs.NewImages(o.repo, 1, o.cacheDir).Image(o.commit, opts)
+	if err != nil {
+		o.repo.Close()
+		return nil, err
+	}
+	return &openedImage{opened: o, layout: l, opts: opts, warnings: ws}, nil
+}
+
+// repoFlags are the flags that open a repository, and the command's
+// logger for the repository's warnings (nil: none).
 type repoFlags struct {
 	cacheSize string
 	cacheDir  string
+	log       *slog.Logger
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.cacheSize, "cache-size", "", "memory for inflated git data, e.g. 64M, 1G (default: gitfs.DefaultCacheSize)")
+	fs.StringVar(&f.cacheSize, "cache-size", "", fmt.Sprintf("memory for inflated git data, e.g. 64M, 1G (default %dM)", gitfs.DefaultCacheSize>>20))
 	fs.StringVar(&f.cacheDir, "cache-dir", "", "directory for on-disk caches: tree listings, and big blobs inflated for random reads (removed at exit) (default $XDG_CACHE_HOME/gitblk or ~/.cache/gitblk)")
+}
+
+// cacheBytes is --cache-size in bytes, 0 when not given.
+func (f *repoFlags) cacheBytes() (int64, error) {
+	if f.cacheSize == "" {
+		return 0, nil
+	}
+	n, err := parseBytes(f.cacheSize)
+	if err != nil {
+		return 0, usagef("--cache-size: %v", err)
+	}
+	return n, nil
 }
 
 // open opens the repository and returns it with the cache directory in
 // use: --cache-dir, else the default one when it can be created, else none.
 func (f *repoFlags) open(path string) (*gitfs.Repo, string, error) {
 	var opts gitfs.Options
-	if f.cacheSize != "" {
-		n, err := parseBytes(f.cacheSize)
-		if err != nil {
-			return nil, "", usagef("--cache-size: %v", err)
-		}
-		opts.CacheSize = n
+	var err error
+	if opts.CacheSize, err = f.cacheBytes(); err != nil {
+		return nil, "", err
 	}
-	opts.CacheDir = f.cacheDir
+	opts.CacheDir, opts.Logger = f.cacheDir, f.log
 	if opts.CacheDir == "" {
 		if d := gitfs.DefaultCacheDir(); d != "" && os.MkdirAll(d, 0o700) == nil {
 			opts.CacheDir = d
@@ -276,18 +299,30 @@ func (f *repoFlags) open(path string) (*gitfs.Repo, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	setMemoryLimit(opts.CacheSize)
 	return r, opts.CacheDir, nil
 }
 
 // memoryAllowance is the Go heap a server needs beyond its blob cache:
 // layouts, connection buffers, go-git's pack indexes. The soft memory
 // limit is their sum, so the collector keeps RSS near what is live instead
-// of letting the heap double (the Go tree's full read: 180-200 MB RSS
-// without it, about 105 MB with it).
+// of letting the heap grow to twice that (figures in bench/README.md).
 const memoryAllowance = 80 << 20
 
-// setMemoryLimit sets the soft memory limit unless GOMEMLIMIT does.
+// setup readies the process for a command that reads a repository, and
+// returns f: it sets the soft memory limit to the blob cache (--cache-size)
+// plus memoryAllowance, unless GOMEMLIMIT sets it or --cache-size does not
+// parse (opening the repository reports that), and makes log the logger
+// of the repository's warnings.
+func (f *repoFlags) setup(log *slog.Logger) *repoFlags {
+	f.log = log
+	if cacheSize, err := f.cacheBytes(); err == nil {
+		setMemoryLimit(cacheSize)
+	}
+	return f
+}
+
+// setMemoryLimit sets the soft memory limit to cacheSize (the blob caches'
+// total; 0 for the default) plus memoryAllowance, unless GOMEMLIMIT sets it.
 func setMemoryLimit(cacheSize int64) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return

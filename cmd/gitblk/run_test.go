@@ -5,13 +5,15 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/gitfs"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 func TestExportNames(t *testing.T) {
@@ -135,6 +137,30 @@ func TestRunUsage(t *testing.T) {
 		if exitCode(err, &errb) != 0 {
 			t.Errorf("%s --help: nonzero exit code", cmd)
 		}
+		// Defaults are shown as values, not as the names of constants.
+		if want := fmt.Sprintf("(default %dM)", gitfs.DefaultCacheSize>>20); !strings.Contains(errb.String(), want) || strings.Contains(errb.String(), "gitfs.") {
+			t.Errorf("%s --help does not show the cache size default as %s:\n%s", cmd, want, errb.String())
+		}
+	}
+}
+
+// TestBuildToDevNull: /dev/null is a character device but not a terminal,
+// so an image may be written to it; a terminal is still refused.
+func TestBuildToDevNull(t *testing.T) {
+	dir := testutil.NewRepo(t)
+	testutil.WriteFile(t, dir, "a.txt", []byte("hello\n"), 0o644)
+	testutil.CommitAll(t, dir, "one")
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	var errb bytes.Buffer
+	if err := Run(context.Background(), []string{"build", "-q", "--cache-dir", t.TempDir(), dir, "HEAD"}, null, &errb); err != nil {
+		t.Errorf("build to /dev/null: %v\n%s", err, errb.String())
+	}
+	if isTerminal(null) {
+		t.Error("isTerminal(/dev/null) = true")
 	}
 }
 
@@ -181,32 +207,4 @@ func TestListenUnix(t *testing.T) {
 		t.Fatalf("abstract socket: %v", err)
 	}
 	ab.Close()
-}
-
-func TestPinnedImagesBound(t *testing.T) {
-	s := &server{pinned: map[*imager.Layout]int{}}
-	var releases []func()
-	layouts := make([]*imager.Layout, maxPinnedImages+1)
-	for i := range layouts {
-		layouts[i] = new(imager.Layout)
-	}
-	for _, l := range layouts[:maxPinnedImages] {
-		r, err := s.pin(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		releases = append(releases, r)
-	}
-	if _, err := s.pin(layouts[maxPinnedImages]); !errors.Is(err, errTooManyImages) {
-		t.Fatalf("pin of one image too many: %v", err)
-	}
-	r, err := s.pin(layouts[0]) // an image already held is always fine
-	if err != nil {
-		t.Fatal(err)
-	}
-	r()
-	releases[0]()
-	if _, err := s.pin(layouts[maxPinnedImages]); err != nil {
-		t.Errorf("pin after a release: %v", err)
-	}
 }

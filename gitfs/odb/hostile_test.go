@@ -1,4 +1,4 @@
-package gitfs
+package odb
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -16,10 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gitblk/gitblk/internal/testutil"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
-
-	"github.com/gitblk/gitblk/imager"
 )
 
 // Hand-made packs for the damage a hostile or broken repository can hold:
@@ -116,26 +114,11 @@ func installPack(t testing.TB, dir string, ids []plumbing.Hash, entries [][]byte
 // hashObject writes data as a loose blob with git.
 func hashObject(t testing.TB, dir string, data []byte) plumbing.Hash {
 	t.Helper()
-	cmd := exec.Command("git", "hash-object", "-w", "--stdin")
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(data)
-	out, err := cmd.Output()
+	out, err := testutil.GitOutput(dir, bytes.NewReader(data), "hash-object", "-w", "--stdin")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return plumbing.NewHash(strings.TrimSpace(string(out)))
-}
-
-// writeLooseRaw writes a loose object file of raw (zlib) bytes for id.
-func writeLooseRaw(t testing.TB, dir string, id plumbing.Hash, raw []byte) {
-	t.Helper()
-	p := filepath.Join(dir, ".git", "objects", id.String()[:2], id.String()[2:])
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, raw, 0o444); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func wantCorrupt(t *testing.T, what string, n int, err error) {
@@ -148,7 +131,7 @@ func wantCorrupt(t *testing.T, what string, n int, err error) {
 // A delta whose header gives its base a wrong size is corrupt, and does
 // not leave a cut-down copy of the base in the cache.
 func TestDeltaBaseSizeMismatch(t *testing.T) {
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	base := make([]byte, 20000)
 	rand.New(rand.NewSource(1)).Read(base)
 	b := hashObject(t, dir, base) // loose, and bigger than smallMax below
@@ -169,7 +152,7 @@ func TestDeltaBaseSizeMismatch(t *testing.T) {
 // a repack) is not damage: the stream is reopened.
 func TestPackClosedUnderStream(t *testing.T) {
 	for _, asDelta := range []bool{false, true} {
-		dir := newRepo(t)
+		dir := testutil.NewRepo(t)
 		rng := rand.New(rand.NewSource(2))
 		base := make([]byte, 1000)
 		rng.Read(base)
@@ -194,7 +177,7 @@ func TestPackClosedUnderStream(t *testing.T) {
 			if _, err := r.ReadBlob(id, p, 0); err != nil || !bytes.Equal(p, target[:4096]) {
 				t.Fatal(err)
 			}
-			r.sizes.close() // as a reload does: the old pack files are closed
+			r.packs.close() // as a reload does: the old pack files are closed
 			if _, err := r.ReadBlob(id, p, 2<<20); err != nil || !bytes.Equal(p, target[2<<20:2<<20+4096]) {
 				t.Errorf("delta %v, %+v: read after the pack was closed: %v", asDelta, opts, err)
 			}
@@ -205,7 +188,7 @@ func TestPackClosedUnderStream(t *testing.T) {
 // A stream that goes on past the size its header gives is corrupt, packed
 // or loose, compact or padded.
 func TestStreamLongerThanHeader(t *testing.T) {
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	long := []byte("hello, and much more than five bytes")
 	a := plumbing.NewHash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
 	b := plumbing.NewHash("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
@@ -214,9 +197,9 @@ func TestStreamLongerThanHeader(t *testing.T) {
 		append(entryHeader(packBlob, 5), paddedZlib(long, 100)...),
 	})
 	lc := plumbing.NewHash("cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd")
-	writeLooseRaw(t, dir, lc, zlibOf(append([]byte("blob 5\x00"), long...)))
+	testutil.WriteLooseRaw(t, dir, lc.String(), zlibOf(append([]byte("blob 5\x00"), long...)))
 	lp := plumbing.NewHash("cccccccccccccccccccccccccccccccccccccccc")
-	writeLooseRaw(t, dir, lp, paddedZlib(append([]byte("blob 5\x00"), long...), 100))
+	testutil.WriteLooseRaw(t, dir, lp.String(), paddedZlib(append([]byte("blob 5\x00"), long...), 100))
 	r := openRepo(t, dir, Options{})
 	for _, h := range []plumbing.Hash{a, b, lc, lp} {
 		n, err := r.ReadBlob(blobID(t, h.String()), make([]byte, 64), 0)
@@ -233,7 +216,7 @@ func TestDamagedStoredEntry(t *testing.T) {
 		sizes = append(sizes, i)
 	}
 	for _, size := range sizes {
-		dir := newRepo(t)
+		dir := testutil.NewRepo(t)
 		data := make([]byte, size)
 		rng.Read(data)
 		var zb bytes.Buffer
@@ -259,7 +242,7 @@ func TestDamagedStoredEntry(t *testing.T) {
 // Damage met while streaming a big blob, or a big delta's bad copy, is
 // ErrCorruptObject, and stays so for later reads.
 func TestBigBlobDamage(t *testing.T) {
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	rng := rand.New(rand.NewSource(5))
 	target := make([]byte, 3<<20)
 	for i := range target {
@@ -358,7 +341,7 @@ func TestDeepDeltaChainMemory(t *testing.T) {
 		{"big blobs, no disk cache, too deep", maxChainUnheld + 36, 2 << 20, 0x800, Options{DiskCacheSize: -1}, 64 << 20, errChainNoDisk},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := newRepo(t)
+			dir := testutil.NewRepo(t)
 			ids := chainPack(t, dir, tc.n, tc.size, tc.cp)
 			want := make([]byte, tc.size)
 			rand.New(rand.NewSource(4)).Read(want)
@@ -383,11 +366,16 @@ func TestDeepDeltaChainMemory(t *testing.T) {
 	}
 }
 
+// minDeepChain is the depth a chain from git must pass to count as deep
+// in TestDeepChainFromGit: well past the one or two levels of a shallow
+// read.
+const minDeepChain = 8
+
 // A file edited many times and repacked with deep chains (as git repack
 // --depth=N writes them): every version reads as git has it, the deep
 // ones through the bottom-up build.
 func TestDeepChainFromGit(t *testing.T) {
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	rng := rand.New(rand.NewSource(6))
 	text := make([]byte, 200<<10)
 	for i := range text {
@@ -397,30 +385,30 @@ func TestDeepChainFromGit(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		at := rng.Intn(len(text) - 100)
 		copy(text[at:], fmt.Sprintf("edit %d", i))
-		writeFile(t, dir, "f.txt", text, 0o644)
-		commitAll(t, dir, fmt.Sprintf("edit %d", i))
-		ids = append(ids, git(t, dir, "rev-parse", "HEAD:f.txt"))
+		testutil.WriteFile(t, dir, "f.txt", text, 0o644)
+		testutil.CommitAll(t, dir, fmt.Sprintf("edit %d", i))
+		ids = append(ids, testutil.Git(t, dir, "rev-parse", "HEAD:f.txt"))
 	}
-	git(t, dir, "repack", "-q", "-a", "-d", "-f", "--depth=100", "--window=100")
+	testutil.Git(t, dir, "repack", "-q", "-a", "-d", "-f", "--depth=100", "--window=100")
 	idx, _ := filepath.Glob(filepath.Join(dir, ".git", "objects", "pack", "*.idx"))
 	if len(idx) != 1 {
 		t.Fatalf("packs: %v", idx)
 	}
 	deepest := 0
-	for _, line := range strings.Split(git(t, dir, "verify-pack", "-v", idx[0]), "\n") {
+	for _, line := range strings.Split(testutil.Git(t, dir, "verify-pack", "-v", idx[0]), "\n") {
 		if f := strings.Fields(line); len(f) == 7 && f[1] == "blob" {
 			var d int
 			fmt.Sscan(f[5], &d)
 			deepest = max(deepest, d)
 		}
 	}
-	if deepest <= shallowDeltaChain {
-		t.Fatalf("deepest chain %d: the test needs one deeper than %d", deepest, shallowDeltaChain)
+	if deepest <= minDeepChain {
+		t.Fatalf("deepest chain %d: the test needs one deeper than %d", deepest, minDeepChain)
 	}
 	for _, opts := range []Options{{}, {CacheSize: 1 << 20}, {DiskCacheSize: -1}} {
 		r := openRepo(t, dir, opts)
 		for i := len(ids) - 1; i >= 0; i-- { // newest first: the deepest chains before their bases are cached
-			want := gitBytes(t, dir, "cat-file", "blob", ids[i])
+			want := testutil.GitBytes(t, dir, "cat-file", "blob", ids[i])
 			got := make([]byte, len(want))
 			if n, err := r.ReadBlob(blobID(t, ids[i]), got, 0); n != len(want) || !bytes.Equal(got, want) {
 				t.Fatalf("%+v: version %d: %d bytes, %v", opts, i, n, err)
@@ -445,7 +433,7 @@ func ofsDeltaEntry(rel int64, delta []byte) []byte {
 // refused, not reported as damage.
 func TestDeepChainSmallDiskCache(t *testing.T) {
 	const n, size = 100, 2 << 20
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	ids := chainPack(t, dir, n, size, 0x800)
 	want := make([]byte, size)
 	rand.New(rand.NewSource(4)).Read(want)
@@ -468,7 +456,7 @@ func TestDeepChainSmallDiskCache(t *testing.T) {
 // A delta that copies nothing from its base still needs a base of the
 // size it names, and of a blob: git refuses both.
 func TestInsertOnlyDeltaChecksBase(t *testing.T) {
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	insert := func(baseSize int) []byte {
 		d := append(deltaVarint(int64(baseSize)), deltaVarint(5)...)
 		return append(d, 5, 'h', 'e', 'l', 'l', 'o')
@@ -512,7 +500,7 @@ func TestDeltaChainLimitWithMemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a pack of 8,000 deltas; skipped with -short")
 	}
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	n := maxDeltaChain + 50
 	base := []byte("0123456789abcdef")
 	ids := []plumbing.Hash{plumbing.NewHash(fmt.Sprintf("%040x", 1))}
@@ -548,7 +536,7 @@ func copyDelta(baseSize, targetSize int64, pieces func(emit func(off, n int))) [
 // A failure to reopen a big blob's stream that comes from the moment (the
 // disk cache in use by another reader) is not damage: it does not stick.
 func TestTransientFailureDoesNotStick(t *testing.T) {
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	const n, size, cp = 80, 1200 << 10, 0x8000
 	base := make([]byte, size)
 	rand.New(rand.NewSource(4)).Read(base)
@@ -588,7 +576,7 @@ func TestTransientFailureDoesNotStick(t *testing.T) {
 	}
 	// Another reader's spill takes the whole disk cache, and the levels
 	// built go with it; a read behind the stream must reopen it.
-	other := r.blobs.addSpill(&spill{id: imager.BlobID(plumbing.NewHash("ffffffffffffffffffffffffffffffffffffffff")), size: disk})
+	other := r.blobs.addSpill(&spill{id: plumbing.Hash(plumbing.NewHash("ffffffffffffffffffffffffffffffffffffffff")), size: disk})
 	_, err := r.ReadBlob(id, p, 0)
 	if errors.Is(err, ErrCorruptObject) {
 		t.Errorf("while the disk cache is taken: %v; want an error that is not corruption", err)

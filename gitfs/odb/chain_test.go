@@ -1,4 +1,4 @@
-package gitfs
+package odb
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 
 // handPack writes a pack body of raw entries (each at the offset it
 // lands on, after the 12-byte pack header) and indexes ids at them.
-func handPack(t *testing.T, ids []plumbing.Hash, entries [][]byte) (*sizerPack, []int64) {
+func handPack(t *testing.T, ids []plumbing.Hash, entries [][]byte) (*pack, []int64) {
 	t.Helper()
 	body := []byte("PACK\x00\x00\x00\x02\x00\x00\x00\x02")
 	var offs []int64
@@ -43,7 +43,7 @@ func handPack(t *testing.T, ids []plumbing.Hash, entries [][]byte) (*sizerPack, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &sizerPack{idx: idx, f: f}, offs
+	return &pack{idx: idx, f: f}, offs
 }
 
 // refDelta is a REF_DELTA entry header of a 5-byte delta against base.
@@ -60,21 +60,21 @@ func TestCheckDeltaChain(t *testing.T) {
 	c := plumbing.NewHash("3333333333333333333333333333333333333333")
 
 	loop, offs := handPack(t, []plumbing.Hash{a, b}, [][]byte{refDelta(b), refDelta(a)})
-	if _, err := checkDeltaChain([]*sizerPack{loop}, loop, offs[0]); !errors.Is(err, errDeltaChain) {
+	if _, err := checkDeltaChain([]*pack{loop}, loop, offs[0]); !errors.Is(err, errDeltaChain) {
 		t.Errorf("a <-> b loop: %v, want errDeltaChain", err)
 	}
 	self, offs := handPack(t, []plumbing.Hash{a}, [][]byte{refDelta(a)})
-	if _, err := checkDeltaChain([]*sizerPack{self}, self, offs[0]); !errors.Is(err, errDeltaChain) {
+	if _, err := checkDeltaChain([]*pack{self}, self, offs[0]); !errors.Is(err, errDeltaChain) {
 		t.Errorf("delta against itself: %v, want errDeltaChain", err)
 	}
 	// a -> b -> c, c a whole 5-byte blob: fine.
 	chain, offs := handPack(t, []plumbing.Hash{a, b, c}, [][]byte{refDelta(b), refDelta(c), {packBlob<<4 | 5}})
-	if depth, err := checkDeltaChain([]*sizerPack{chain}, chain, offs[0]); err != nil || depth != 2 {
+	if depth, err := checkDeltaChain([]*pack{chain}, chain, offs[0]); err != nil || depth != 2 {
 		t.Errorf("a -> b -> blob: depth %d, %v; want 2", depth, err)
 	}
 	// Remembered depths: b is 1 deep, c 0, and a again 2.
 	for i, want := range []int{2, 1, 0, 2} {
-		if depth, err := checkDeltaChain([]*sizerPack{chain}, chain, offs[i%3]); err != nil || depth != want {
+		if depth, err := checkDeltaChain([]*pack{chain}, chain, offs[i%3]); err != nil || depth != want {
 			t.Errorf("entry %d: depth %d, %v; want %d", i%3, depth, err, want)
 		}
 	}

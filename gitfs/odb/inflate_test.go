@@ -1,4 +1,4 @@
-package gitfs
+package odb
 
 import (
 	"bytes"

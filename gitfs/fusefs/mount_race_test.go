@@ -1,6 +1,6 @@
 //go:build race
 
-package gitfs
+package fusefs
 
 // mntRace says the race detector is on: large reads are shortened, as it
 // makes them about ten times slower.

@@ -1,11 +1,11 @@
-package gitfs
+package odb
 
 import (
 	"io"
 	"os"
 	"sync"
 
-	"github.com/gitblk/gitblk/imager"
+	"github.com/go-git/go-git/v5/plumbing"
 )
 
 // blobLog keeps small blobs that the memory cache drops, inflated, in one
@@ -21,7 +21,7 @@ type blobLog struct {
 	mu    sync.RWMutex // readers pread under RLock: a reset cannot overwrite what they read
 	f     *os.File
 	end   int64
-	index map[imager.BlobID]logRef
+	index map[plumbing.Hash]logRef
 	bad   bool // the file could not be made or written: stay off
 }
 
@@ -32,12 +32,12 @@ type logRef struct {
 }
 
 func newBlobLog(c *blobCache, max int64) *blobLog {
-	return &blobLog{c: c, max: max, index: map[imager.BlobID]logRef{}}
+	return &blobLog{c: c, max: max, index: map[plumbing.Hash]logRef{}}
 }
 
 // readAt reads blob id from the log with io.ReaderAt semantics; ok is false
 // when the log does not hold it.
-func (l *blobLog) readAt(id imager.BlobID, p []byte, off int64) (n int, ok bool, err error) {
+func (l *blobLog) readAt(id plumbing.Hash, p []byte, off int64) (n int, ok bool, err error) {
 	if l == nil {
 		return 0, false, nil
 	}
@@ -65,7 +65,7 @@ func (l *blobLog) readAt(id imager.BlobID, p []byte, off int64) (n int, ok bool,
 }
 
 // has reports whether the log holds blob id.
-func (l *blobLog) has(id imager.BlobID) bool {
+func (l *blobLog) has(id plumbing.Hash) bool {
 	if l == nil {
 		return false
 	}
@@ -100,7 +100,7 @@ func (l *blobLog) put(blobs []*memBlob) {
 		}
 		if l.end+n > l.max {
 			// Start over: drop the index; readers are excluded by mu.
-			l.index = map[imager.BlobID]logRef{}
+			l.index = map[plumbing.Hash]logRef{}
 			l.end = 0
 			if err := l.f.Truncate(0); err != nil {
 				l.bad = true
@@ -109,7 +109,7 @@ func (l *blobLog) put(blobs []*memBlob) {
 		}
 		if _, err := l.f.WriteAt(b.data, l.end); err != nil {
 			l.bad = true
-			l.index = map[imager.BlobID]logRef{}
+			l.index = map[plumbing.Hash]logRef{}
 			return
 		}
 		l.index[b.id] = logRef{off: l.end, n: n}
@@ -128,6 +128,6 @@ func (l *blobLog) close() {
 		_ = l.f.Close()
 		l.f = nil
 	}
-	l.index = map[imager.BlobID]logRef{}
+	l.index = map[plumbing.Hash]logRef{}
 	l.bad = true
 }

@@ -1,6 +1,6 @@
 //go:build !cgo || purego
 
-package gitfs
+package odb
 
 // newZlibReader inflates with compress/zlib (see zlib.go).
 var newZlibReader = newGoZlib

@@ -1,6 +1,6 @@
 //go:build cgo && !purego
 
-package gitfs
+package odb
 
 /*
 #cgo LDFLAGS: -l:libdeflate.a -lz

@@ -1,4 +1,4 @@
-package gitfs
+package fusefs
 
 import (
 	"bufio"
@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // mntCapSysAdmin is the bit of CAP_SYS_ADMIN in /proc/self/status's CapEff.
@@ -75,34 +76,12 @@ func mntHasCapSysAdmin(t *testing.T) bool {
 	return false
 }
 
-// mntGit runs git in dir and returns its stdout.
-func mntGit(t *testing.T, dir string, args ...string) []byte {
-	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Fatal("git not found: install the Debian package git")
-	}
-	cmd := exec.Command("git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
-		"GIT_CONFIG_NOSYSTEM=1", "HOME="+dir,
-		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com",
-		"GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com",
-		"GIT_AUTHOR_DATE=2024-03-05T06:07:08Z", "GIT_COMMITTER_DATE=2024-03-05T06:07:08Z")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
-
 // mntRepo is a git repository made for a test, and its commit as a Tree.
 type mntRepo struct {
 	dir    string
 	commit string
 	tree   *imager.Tree
-	blobs  mntBlobs
+	blobs  testutil.Blobs
 }
 
 // Names that test what a filesystem must carry through.
@@ -117,7 +96,7 @@ var (
 func newMntRepo(t *testing.T) *mntRepo {
 	t.Helper()
 	dir := t.TempDir()
-	mntGit(t, dir, "init", "-q", "-b", "main")
+	testutil.GitBytes(t, dir, "init", "-q", "-b", "main")
 	rng := rand.New(rand.NewPCG(1, 2))
 	big := make([]byte, 300<<10+123) // spans several FUSE reads
 	for i := range big {
@@ -154,25 +133,25 @@ func newMntRepo(t *testing.T) *mntRepo {
 			t.Fatal(err)
 		}
 	}
-	mntGit(t, dir, "add", "-A")
-	mntGit(t, dir, "update-index", "--add", "--cacheinfo", "160000,0123456789abcdef0123456789abcdef01234567,sub")
-	mntGit(t, dir, "commit", "-q", "-m", "test")
-	r := &mntRepo{dir: dir, commit: strings.TrimSpace(string(mntGit(t, dir, "rev-parse", "HEAD")))}
+	testutil.GitBytes(t, dir, "add", "-A")
+	testutil.GitBytes(t, dir, "update-index", "--add", "--cacheinfo", "160000,0123456789abcdef0123456789abcdef01234567,sub")
+	testutil.GitBytes(t, dir, "commit", "-q", "-m", "test")
+	r := &mntRepo{dir: dir, commit: strings.TrimSpace(string(testutil.GitBytes(t, dir, "rev-parse", "HEAD")))}
 	r.tree, r.blobs = mntReadGitTree(t, dir, r.commit)
 	return r
 }
 
 // mntReadGitTree lists commit's tree with `git ls-tree -r -t -l -z` and reads
 // every blob with `git cat-file`.
-func mntReadGitTree(t *testing.T, dir, commit string) (*imager.Tree, mntBlobs) {
+func mntReadGitTree(t *testing.T, dir, commit string) (*imager.Tree, testutil.Blobs) {
 	t.Helper()
-	ct, err := strconv.ParseInt(strings.TrimSpace(string(mntGit(t, dir, "show", "-s", "--format=%ct", commit))), 10, 64)
+	ct, err := strconv.ParseInt(strings.TrimSpace(string(testutil.GitBytes(t, dir, "show", "-s", "--format=%ct", commit))), 10, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tree := &imager.Tree{CommitID: commit, Time: time.Unix(ct, 0)}
-	blobs := mntBlobs{}
-	out := mntGit(t, dir, "ls-tree", "-r", "-t", "-l", "-z", commit)
+	blobs := testutil.Blobs{}
+	out := testutil.GitBytes(t, dir, "ls-tree", "-r", "-t", "-l", "-z", commit)
 	for rec := range strings.SplitSeq(strings.TrimSuffix(string(out), "\x00"), "\x00") {
 		meta, path, ok := strings.Cut(rec, "\t")
 		f := strings.Fields(meta)
@@ -190,7 +169,7 @@ func mntReadGitTree(t *testing.T, dir, commit string) (*imager.Tree, mntBlobs) {
 		case "160000":
 			e.Kind = imager.KindSubmodule
 		case "100644", "100755", "120000":
-			data := mntGit(t, dir, "cat-file", "blob", f[2])
+			data := testutil.GitBytes(t, dir, "cat-file", "blob", f[2])
 			blobs[id] = data
 			e.Size = int64(len(data))
 			e.Kind = map[string]imager.Kind{"100644": imager.KindFile, "100755": imager.KindExecutable, "120000": imager.KindSymlink}[f[0]]
@@ -203,17 +182,6 @@ func mntReadGitTree(t *testing.T, dir, commit string) (*imager.Tree, mntBlobs) {
 		tree.Entries = append(tree.Entries, e)
 	}
 	return tree, blobs
-}
-
-// mntBlobs is a BlobReader over blobs held in memory.
-type mntBlobs map[imager.BlobID][]byte
-
-func (m mntBlobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
-	data, ok := m[id]
-	if !ok {
-		return 0, fmt.Errorf("blob %s not found", id)
-	}
-	return bytes.NewReader(data).ReadAt(p, off)
 }
 
 // mntBytesImage is an Image over bytes in memory.
@@ -256,26 +224,8 @@ func mntImageBytes(t *testing.T, img imager.Image) []byte {
 	return p
 }
 
-// mntLogBuffer is a log sink safe for the FUSE server's goroutines.
-type mntLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *mntLogBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *mntLogBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // mountForTest mounts cfg on a fresh directory and unmounts it at the end.
-func mountForTest(t *testing.T, cfg MountConfig) (string, *Mounted) {
+func mountForTest(t *testing.T, cfg Config) (string, *Mounted) {
 	t.Helper()
 	mntRequireFUSE(t)
 	dir := filepath.Join(t.TempDir(), "mnt")
@@ -298,8 +248,8 @@ func mountForTest(t *testing.T, cfg MountConfig) (string, *Mounted) {
 	return dir, m
 }
 
-func mntConfig(t *testing.T, r *mntRepo, log *slog.Logger) MountConfig {
-	return MountConfig{
+func mntConfig(t *testing.T, r *mntRepo, log *slog.Logger) Config {
+	return Config{
 		CommitID: r.commit,
 		Ref:      "refs/heads/main",
 		Time:     r.tree.Time,
@@ -397,7 +347,7 @@ func TestMountTree(t *testing.T) {
 				t.Errorf("reading %s: %v", e.Path, err)
 				continue
 			}
-			want := mntGit(t, r.dir, "cat-file", "-p", e.Blob.String())
+			want := testutil.GitBytes(t, r.dir, "cat-file", "-p", e.Blob.String())
 			if !bytes.Equal(got, want) {
 				t.Errorf("%s: content differs from git cat-file -p (%d bytes, want %d)", e.Path, len(got), len(want))
 			}
@@ -410,7 +360,7 @@ func TestMountTree(t *testing.T) {
 				t.Errorf("readlink %s: %v", e.Path, err)
 				continue
 			}
-			if want := string(mntGit(t, r.dir, "cat-file", "-p", e.Blob.String())); got != want {
+			if want := string(testutil.GitBytes(t, r.dir, "cat-file", "-p", e.Blob.String())); got != want {
 				t.Errorf("%s: target %q, want %q", e.Path, got, want)
 			}
 			if st.Size() != int64(len(got)) {
@@ -644,7 +594,10 @@ func TestMountLoop(t *testing.T) {
 	}
 }
 
-func TestMountFusermountUnmount(t *testing.T) {
+// mountFresh mounts a new test repository's tree on a fresh directory and
+// checks the mount is there; the test unmounts it.
+func mountFresh(t *testing.T) (string, *Mounted) {
+	t.Helper()
 	mntRequireFUSE(t)
 	r := newMntRepo(t)
 	dir := t.TempDir()
@@ -655,6 +608,11 @@ func TestMountFusermountUnmount(t *testing.T) {
 	if !mntIsMounted(t, dir) {
 		t.Fatalf("%s not in mountinfo after Mount", dir)
 	}
+	return dir, m
+}
+
+func TestMountFusermountUnmount(t *testing.T) {
+	dir, m := mountFresh(t)
 	if _, err := os.Stat(filepath.Join(dir, "tree", "README.md")); err != nil {
 		t.Fatal(err)
 	}
@@ -699,8 +657,8 @@ func TestMountUnmount(t *testing.T) {
 }
 
 func TestMountPointErrors(t *testing.T) {
-	r := &mntRepo{tree: &imager.Tree{}, blobs: mntBlobs{}}
-	cfg := MountConfig{Tree: r.tree, Blobs: r.blobs}
+	r := &mntRepo{tree: &imager.Tree{}, blobs: testutil.Blobs{}}
+	cfg := Config{Tree: r.tree, Blobs: r.blobs}
 	base := t.TempDir()
 	file := filepath.Join(base, "file")
 	full := filepath.Join(base, "full")
@@ -726,7 +684,7 @@ func TestMountPointErrors(t *testing.T) {
 			t.Errorf("Mount(%s): error %q does not name the directory", tc.dir, err)
 		}
 	}
-	for name, bad := range map[string]MountConfig{
+	for name, bad := range map[string]Config{
 		"no tree":            {Blobs: r.blobs},
 		"no blobs":           {Tree: r.tree},
 		"image named tree":   {Tree: r.tree, Blobs: r.blobs, Images: map[string]imager.Image{"tree": mntBytesImage(nil)}},
@@ -750,7 +708,7 @@ func TestMountPointAlreadyMounted(t *testing.T) {
 
 // mntFailingBlobs fails reads of one blob.
 type mntFailingBlobs struct {
-	mntBlobs
+	testutil.Blobs
 	bad imager.BlobID
 }
 
@@ -760,7 +718,7 @@ func (f mntFailingBlobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, e
 	if id == f.bad {
 		return 0, errMntBlobBroken
 	}
-	return f.mntBlobs.ReadBlob(id, p, off)
+	return f.Blobs.ReadBlob(id, p, off)
 }
 
 // mntFailingImage fails reads beyond half its size.
@@ -777,7 +735,7 @@ func (f mntFailingImage) ReadAt(p []byte, off int64) (int, error) {
 
 func TestMountReadErrors(t *testing.T) {
 	r := newMntRepo(t)
-	var logs mntLogBuffer
+	var logs testutil.LogBuffer
 	cfg := mntConfig(t, r, slog.New(slog.NewTextHandler(&logs, nil)))
 	var readme imager.Entry
 	for _, e := range r.tree.Entries {
@@ -785,7 +743,7 @@ func TestMountReadErrors(t *testing.T) {
 			readme = e
 		}
 	}
-	cfg.Blobs = mntFailingBlobs{mntBlobs: r.blobs, bad: readme.Blob}
+	cfg.Blobs = mntFailingBlobs{Blobs: r.blobs, bad: readme.Blob}
 	cfg.Images["image.bad"] = mntFailingImage{mntBytesImage(make([]byte, 1<<20))}
 	// A tree that lists a size larger than the blob: a short read is EIO too.
 	short := *r.tree
@@ -942,11 +900,11 @@ func TestMountLargeImageMemory(t *testing.T) {
 	b.Gen("pattern", newMntPattern(), size-2*4096-1<<20)
 	b.Zeros("zeros", 1<<20)
 	b.Data("footer", bytes.Repeat([]byte{0xCD}, 4096))
-	img := b.Layout(mntBlobs{})
+	img := b.Layout(testutil.Blobs{})
 	if img.Size() != size {
 		t.Fatalf("layout size %d, want %d", img.Size(), size)
 	}
-	dir, _ := mountForTest(t, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}, Images: map[string]imager.Image{"big.img": img}})
+	dir, _ := mountForTest(t, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs{}, Images: map[string]imager.Image{"big.img": img}})
 	f, err := os.Open(filepath.Join(dir, "big.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -1022,7 +980,7 @@ func TestMountHelperDeadMount(t *testing.T) {
 	if dir == "" {
 		return // only meaningful as TestMountPointDead's child process
 	}
-	if _, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}}); err != nil {
+	if _, err := Mount(dir, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs{}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -1053,7 +1011,7 @@ func TestMountPointDead(t *testing.T) {
 	if _, err := os.ReadDir(dir); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("listing a dead mount: %v, want ENOTCONN (is the mount dead?)", err)
 	}
-	_, err := Mount(dir, MountConfig{Tree: &imager.Tree{}, Blobs: mntBlobs{}})
+	_, err := Mount(dir, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs{}})
 	if !errors.Is(err, ErrMountPointMounted) || !strings.Contains(err.Error(), "fusermount3 -u") {
 		t.Errorf("Mount on a dead mount: %v, want ErrMountPointMounted advising fusermount3 -u", err)
 	}

@@ -1,6 +1,6 @@
 //go:build !race
 
-package gitfs
+package fusefs
 
 // mntRace says the race detector is on (see mount_race_test.go).
 const mntRace = false

@@ -1,4 +1,4 @@
-package gitfs
+package odb
 
 import (
 	"errors"
@@ -9,123 +9,12 @@ import (
 	"sync/atomic"
 
 	"github.com/go-git/go-git/v5/plumbing"
-
-	"github.com/gitblk/gitblk/imager"
 )
-
-// ReadBlob reads len(p) bytes of blob id at offset off, as
-// io.ReaderAt.ReadAt: fewer bytes only at the end of the blob, with
-// io.EOF. It is safe for many concurrent callers. A missing or corrupt
-// blob is an error naming it (wrapping ErrMissingObject or
-// ErrCorruptObject); a blob shorter than its header says is an error,
-// never short data.
-func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("gitfs: blob %s: negative offset %d", id, off)
-	}
-	c := r.blobs
-	if c.closed.Load() {
-		return 0, ErrClosed
-	}
-	if data, ok := c.getMem(id); ok {
-		return copyAt(data, p, off)
-	}
-	if n, ok, err := c.log.readAt(id, p, off); ok {
-		return n, err
-	}
-	if s := c.getSpill(id); s != nil {
-		defer c.unref(s)
-		return s.readAt(c, p, off)
-	}
-	// First read of this blob: straight from the pack or loose file when
-	// possible, else through go-git.
-	h := plumbing.Hash(id)
-	var (
-		data []byte
-		rc   io.ReadCloser
-		size int64
-	)
-	b, found, err := r.readDirect(h, c.smallMax)
-	switch {
-	case found && err != nil:
-		return 0, objectErr("blob", "", h, err)
-	case found && b.rc != nil:
-		return c.readNewSpill(id, b.size, b.rc, p, off)
-	case found:
-		c.putMem(id, b.data)
-		return copyAt(b.data, p, off)
-	}
-	err = r.withStore(func(st *slot) error {
-		o, err := r.encodedObject(st, plumbing.AnyObject, h)
-		if err != nil {
-			return err
-		}
-		if o.Type() != plumbing.BlobObject {
-			return fmt.Errorf("is a %s, not a blob", o.Type())
-		}
-		size = o.Size()
-		if size <= c.smallMax {
-			data, err = readAllObject(o)
-			return err
-		}
-		rc, err = r.blobReader(o)
-		return err
-	})
-	if err != nil {
-		return 0, objectErr("blob", "", h, err)
-	}
-	if data != nil || size == 0 {
-		c.putMem(id, data)
-		return copyAt(data, p, off)
-	}
-	return c.readNewSpill(id, size, rc, p, off)
-}
-
-// readNewSpill serves a first read of big blob id (size bytes) whose
-// stream rc was just opened: it becomes the spill's stream unless another
-// reader got there first.
-func (c *blobCache) readNewSpill(id imager.BlobID, size int64, rc io.ReadCloser, p []byte, off int64) (int, error) {
-	s := c.addSpill(&spill{id: id, size: size})
-	defer c.unref(s)
-	s.mu.Lock()
-	if s.rc == nil && s.pos == 0 && s.filled.Load() == 0 {
-		s.rc = rc // hand our fresh stream to the new spill
-		s.mu.Unlock()
-		c.streamOpened(s)
-	} else {
-		s.mu.Unlock()
-		_ = rc.Close()
-	}
-	return s.readAt(c, p, off)
-}
-
-// blobReader opens the inflated content of blob object o, which go-git
-// found and the direct path did not. It runs inside withStore, so it must
-// not read other blobs (a delta's bases): a loose blob is read here, a
-// packed one by go-git.
-func (r *Repo) blobReader(o plumbing.EncodedObject) (io.ReadCloser, error) {
-	if isLoose(o) {
-		return r.openLooseBlob(o.Hash(), o.Size())
-	}
-	return o.Reader()
-}
-
-// copyAt copies data[off:] into p with io.ReaderAt semantics.
-func copyAt(data, p []byte, off int64) (int, error) {
-	if off >= int64(len(data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
 
 // spill is a big blob being read: its inflate stream and, when the disk
 // bound allowed, the file its inflated bytes are written to.
 type spill struct {
-	id   imager.BlobID
+	id   plumbing.Hash
 	size int64
 	f    *os.File // nil: stream only
 
@@ -162,7 +51,7 @@ func (s *spill) readAt(c *blobCache, p []byte, off int64) (int, error) {
 			if err == nil || errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return n, fmt.Errorf("gitfs: blob %s: reading the spill file: %w", s.id, err)
+			return n, fmt.Errorf("odb: blob %s: reading the spill file: %w", s.id, err)
 		}
 	} else if err := s.streamRead(c, want, off); err != nil {
 		return 0, err
@@ -194,7 +83,7 @@ func (s *spill) grow(c *blobCache, end int64) error {
 			return err
 		}
 		if _, err := s.f.WriteAt(buf[:k], filled); err != nil {
-			return fmt.Errorf("gitfs: blob %s: writing the spill file: %w", s.id, err)
+			return fmt.Errorf("odb: blob %s: writing the spill file: %w", s.id, err)
 		}
 		s.filled.Store(filled + k)
 		if filled+k == s.size && s.rc != nil {
@@ -275,7 +164,7 @@ func (s *spill) streamErr(err error) error {
 	if isDamage(err) {
 		return fmt.Errorf("%w: blob %s: at %d: %w", ErrCorruptObject, s.id, s.pos, err)
 	}
-	return fmt.Errorf("gitfs: blob %s: inflating at %d: %w", s.id, s.pos, err)
+	return fmt.Errorf("odb: blob %s: inflating at %d: %w", s.id, s.pos, err)
 }
 
 // isDamage reports whether err says an object's data is damaged.
@@ -293,7 +182,7 @@ func (s *spill) checkEnd() error {
 	case err == nil:
 		return nil
 	case errors.Is(err, ErrCorruptObject):
-		return fmt.Errorf("gitfs: blob %s: %w", s.id, err)
+		return fmt.Errorf("odb: blob %s: %w", s.id, err)
 	}
 	return s.streamErr(err)
 }
@@ -301,30 +190,15 @@ func (s *spill) checkEnd() error {
 // openStream opens the blob's inflate stream at position 0; s.mu is held.
 func (s *spill) openStream(c *blobCache) error {
 	h := plumbing.Hash(s.id)
-	rc, ok, err := c.r.openDirect(h, s.size)
-	if ok {
-		if err != nil {
-			return objectErr("blob", "", h, err)
-		}
-		s.rc, s.pos = rc, 0
-		c.streamOpened(s)
-		return nil
-	}
-	err = c.r.withStore(func(st *slot) error {
-		o, err := c.r.encodedObject(st, plumbing.AnyObject, h)
-		if err != nil {
-			return err
-		}
-		if o.Type() != plumbing.BlobObject || o.Size() != s.size {
-			return fmt.Errorf("%w: now a %s of %d bytes, was a blob of %d", ErrCorruptObject, o.Type(), o.Size(), s.size)
-		}
-		rc, err = c.r.blobReader(o)
-		return err
-	})
+	b, err := c.db.openBlob(h, -1)
 	if err != nil {
-		return objectErr("blob", "", h, err)
+		return err
 	}
-	s.rc, s.pos = rc, 0
+	if b.size != s.size {
+		_ = b.rc.Close()
+		return objectErr("blob", h, fmt.Errorf("%w: now %d bytes, was %d", ErrCorruptObject, b.size, s.size))
+	}
+	s.rc, s.pos = b.rc, 0
 	c.streamOpened(s)
 	return nil
 }
@@ -351,8 +225,3 @@ func (s *spill) dropLocked(c *blobCache) {
 		_ = s.f.Close()
 	}
 }
-
-var chunkPool = sync.Pool{New: func() any {
-	b := make([]byte, spillChunk)
-	return &b
-}}

@@ -1,4 +1,4 @@
-package gitfs
+package odb
 
 import (
 	"errors"
@@ -6,18 +6,16 @@ import (
 	"io"
 
 	"github.com/go-git/go-git/v5/plumbing"
-
-	"github.com/gitblk/gitblk/imager"
 )
 
 // Deltified blobs are rebuilt here rather than by go-git. go-git's
 // streaming delta reader rereads its base from the start (copying through
 // a bufio.Reader) whenever a copy instruction points backwards, which is
-// quadratic: reading every file of the Go tree from a packed repository
-// took 15 s (git archive: 1.3 s), 80% of it in that copy. Here the delta
-// instructions are read in order and every copy is served from the base
-// through the caches, which serve it at random (a big base is spilled
-// once); see deltaReader.
+// quadratic in the blob's size. Here the delta instructions are read in
+// order and every copy is served from the base through the caches, which
+// serve it at random (a big base is spilled once); see deltaReader. The
+// instruction format is git's (Documentation/gitformat-pack.txt,
+// "Deltified representation"; patch-delta.c).
 const (
 	deltaBufSize = 64 << 10
 	deltaCopyMax = 0x10000 // a copy instruction of size 0 means this
@@ -25,138 +23,14 @@ const (
 	basePages    = 128
 )
 
-// maxDeltaChain bounds a delta chain's length; git's own packs stop at
-// 4095 (pack.depth's ceiling), so a longer chain is a corrupt pack.
-const maxDeltaChain = 1 << 13
-
-// errDeltaChain marks a pack whose delta chain loops or never ends.
-var errDeltaChain = errors.New("gitfs: corrupt pack: delta chain loops or exceeds the maximum depth")
-
-// checkDeltaChain follows the chain of delta bases from the entry at off
-// in pack p through pack headers only (no inflating) and fails on a loop
-// or an absurd length: rebuilding a looping delta would otherwise wait on
-// itself forever, each blob's reader waiting for its base's. It returns
-// the chain's depth: how many deltas are applied to build the entry's
-// object (0 for a whole object).
-//
-// go-git follows an OFS_DELTA base by its offset, our delta reader by the
-// base's id (an index may list an id twice, at another entry): both routes
-// are checked, and the deeper one counts.
-func checkDeltaChain(packs []*sizerPack, p *sizerPack, off int64) (int, error) {
-	depth := 0
-	for _, byID := range []bool{false, true} {
-		d, err := checkDeltaRoute(packs, p, off, byID)
-		if err != nil {
-			return 0, err
-		}
-		depth = max(depth, d)
-	}
-	return depth, nil
-}
-
-// checkDeltaRoute follows one route of delta bases (see checkDeltaChain).
-// Entries on a chain found good are remembered with their depth.
-func checkDeltaRoute(packs []*sizerPack, p *sizerPack, off int64, byID bool) (int, error) {
-	route := 0
-	if byID {
-		route = 1
-	}
-	type at struct {
-		p   *sizerPack
-		off int64
-	}
-	var path []at
-	seen := map[at]bool{}
-	// ok records the chain as good: path[i] is len(path)-1-i+below
-	// deltas deep, below counting those under the last entry of path.
-	ok := func(below int) (int, error) {
-		for i, a := range path {
-			a.p.chainOK[route].Store(a.off, len(path)-1-i+below)
-		}
-		if len(path) == 0 {
-			return below - 1, nil
-		}
-		return len(path) - 1 + below, nil
-	}
-	for step := 0; ; step++ {
-		if d, good := p.chainOK[route].Load(off); good {
-			if d.(int)+len(path) > maxDeltaChain {
-				return 0, fmt.Errorf("%w (pack entry at %d)", errDeltaChain, off)
-			}
-			return ok(d.(int) + 1)
-		}
-		if seen[at{p, off}] || step > maxDeltaChain {
-			return 0, fmt.Errorf("%w (pack entry at %d)", errDeltaChain, off)
-		}
-		seen[at{p, off}] = true
-		path = append(path, at{p, off})
-		e, err := readPackEntry(p.f, off)
-		if err != nil {
-			return 0, err
-		}
-		var base plumbing.Hash
-		switch e.typ {
-		case packOfsDelta:
-			if !byID {
-				off = e.baseOff
-				continue
-			}
-			if base, err = p.idx.FindHash(e.baseOff); err != nil {
-				return 0, fmt.Errorf("pack entry at %d: delta base at %d: %w", off, e.baseOff, err)
-			}
-		case packRefDelta:
-			base = e.baseID
-		default:
-			return ok(0) // a whole object ends the chain
-		}
-		found := false
-		for _, q := range packs {
-			if o, err := q.idx.FindOffset(base); err == nil {
-				p, off, found = q, o, true
-				break
-			}
-		}
-		if !found {
-			return ok(1) // a loose base (never a delta) or missing: reading says which
-		}
-	}
-}
-
-// checkObject runs checkDeltaChain for object h when a pack holds it, so
-// that go-git, which follows delta bases by recursion, never meets a loop
-// (it would overflow the stack and kill the process). Cheap after the
-// first time: verified entries are remembered per pack.
-func (r *Repo) checkObject(h plumbing.Hash) error {
-	packs, err := r.sizes.current()
-	if err != nil {
-		return nil // go-git reports what is wrong with the packs
-	}
-	for _, p := range packs {
-		if off, err := p.idx.FindOffset(h); err == nil {
-			_, err := checkDeltaChain(packs, p, off)
-			return err
-		}
-	}
-	return nil
-}
-
-// encodedObject is go-git's EncodedObject behind checkObject.
-func (r *Repo) encodedObject(s *slot, t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
-	if err := r.checkObject(h); err != nil {
-		return nil, err
-	}
-	return s.st.EncodedObject(t, h)
-}
-
 // deltaReader applies a git delta: instructions stream from zr, copies
 // read the base blob through ReadBlob. Copies are often a few bytes, so
 // they are served from a window of the base: the base's bytes in the
 // memory cache when it is there (a small base is put back there), else
-// cached pages of the base (one delta of the Go tree made 27,000 preads
-// of about 24 bytes).
+// cached pages of the base, not a pread per copy.
 type deltaReader struct {
-	r        *Repo
-	base     imager.BlobID
+	db       *Store
+	base     plumbing.Hash
 	baseSize int64
 	src      deltaSource // the delta's data, inflated
 	zr       zlibReader  // streamed delta data, or nil
@@ -255,20 +129,20 @@ func (d *deltaReader) checkBase() error {
 	if d.baseOK {
 		return nil
 	}
-	if data, ok := d.r.blobs.getMem(d.base); ok && int64(len(data)) == d.baseSize {
+	if data, ok := d.db.blobs.getMem(d.base); ok && int64(len(data)) == d.baseSize {
 		d.baseOK = true // held blobs are exactly their size
 		return nil
 	}
-	size, err := d.r.sizes.size(plumbing.Hash(d.base))
+	size, err := d.db.headerSize(plumbing.Hash(d.base))
 	if err != nil {
 		// Not found by headers: ask ReadBlob where the base ends.
 		var b [1]byte
-		n, err := d.r.ReadBlob(d.base, b[:], max(d.baseSize-1, 0))
+		n, err := d.db.ReadBlob(d.base, b[:], max(d.baseSize-1, 0))
 		switch {
 		case d.baseSize == 0 && n == 0 && errors.Is(err, io.EOF):
 			size = 0
 		case n == 1:
-			if n, _ := d.r.ReadBlob(d.base, b[:], d.baseSize); n == 0 {
+			if n, _ := d.db.ReadBlob(d.base, b[:], d.baseSize); n == 0 {
 				size = d.baseSize
 			} else {
 				size = -1 // longer
@@ -294,7 +168,7 @@ func (d *deltaReader) readBase(p []byte, off int64) (int, error) {
 	if err := d.checkBase(); err != nil {
 		return 0, err
 	}
-	c := d.r.blobs
+	c := d.db.blobs
 	if data, ok := c.getMem(d.base); ok && int64(len(data)) == d.baseSize {
 		d.win, d.winOff = data, 0
 		return copy(p, data[off:]), nil
@@ -303,7 +177,7 @@ func (d *deltaReader) readBase(p []byte, off int64) (int, error) {
 		// A small base read whole, once, and held in memory again:
 		// copies jump all over it, and other deltas share it.
 		data := make([]byte, d.baseSize)
-		if n, err := d.r.ReadBlob(d.base, data, 0); int64(n) < d.baseSize {
+		if n, err := d.db.ReadBlob(d.base, data, 0); int64(n) < d.baseSize {
 			return 0, err
 		}
 		c.putMem(d.base, data)
@@ -315,12 +189,11 @@ func (d *deltaReader) readBase(p []byte, off int64) (int, error) {
 
 // readBigBase serves copies from a base too big to hold: through a small
 // direct-mapped cache of its pages, since copies are often a few bytes,
-// often near each other, and sometimes anywhere (the Go tree has a 1 MB
-// delta against a 25 MB base: 27,000 copies, and 50,000 window misses
-// with one 128 KiB window).
+// often near each other, and sometimes anywhere in the base, which one
+// sliding window would keep missing.
 func (d *deltaReader) readBigBase(p []byte, off int64) (int, error) {
 	if len(p) >= basePage {
-		return d.r.ReadBlob(d.base, p, off)
+		return d.db.ReadBlob(d.base, p, off)
 	}
 	if d.pages == nil {
 		slots := int(max(1, min(basePages, (d.baseSize+basePage-1)/basePage)))
@@ -339,7 +212,7 @@ func (d *deltaReader) readBigBase(p []byte, off int64) (int, error) {
 		if d.pageOf[slot] != page {
 			d.pageOf[slot] = -1
 			want := min(basePage, d.baseSize-page*basePage)
-			got, err := d.r.ReadBlob(d.base, buf[:want], page*basePage)
+			got, err := d.db.ReadBlob(d.base, buf[:want], page*basePage)
 			if int64(got) < want {
 				if err == nil || errors.Is(err, io.EOF) {
 					err = fmt.Errorf("delta base %s: %w", d.base, errBadDelta)
@@ -377,24 +250,15 @@ func (d *deltaReader) next() error {
 		d.left -= d.insLeft
 		return nil
 	}
-	var off, size int64
-	for i := uint(0); i < 4; i++ {
-		if cmd&(1<<i) != 0 {
-			c, err := d.src.ReadByte()
-			if err != nil {
-				return deltaDataErr(err)
-			}
-			off |= int64(c) << (8 * i)
-		}
+	// A copy: bits 0-3 of cmd say which bytes of the base offset follow,
+	// bits 4-6 which bytes of the size (git's patch-delta.c).
+	off, err := d.copyField(cmd, 4)
+	if err != nil {
+		return err
 	}
-	for i := uint(0); i < 3; i++ {
-		if cmd&(0x10<<i) != 0 {
-			c, err := d.src.ReadByte()
-			if err != nil {
-				return deltaDataErr(err)
-			}
-			size |= int64(c) << (8 * i)
-		}
+	size, err := d.copyField(cmd>>4, 3)
+	if err != nil {
+		return err
 	}
 	if size == 0 {
 		size = deltaCopyMax
@@ -405,6 +269,22 @@ func (d *deltaReader) next() error {
 	d.copyOff, d.copyLeft = off, size
 	d.left -= size
 	return nil
+}
+
+// copyField reads a copy instruction's little-endian field of up to n
+// bytes, byte i present when bit i of present is set.
+func (d *deltaReader) copyField(present byte, n uint) (int64, error) {
+	var v int64
+	for i := uint(0); i < n; i++ {
+		if present&(1<<i) != 0 {
+			c, err := d.src.ReadByte()
+			if err != nil {
+				return 0, deltaDataErr(err)
+			}
+			v |= int64(c) << (8 * i)
+		}
+	}
+	return v, nil
 }
 
 // deltaSource is what delta instructions are read from.

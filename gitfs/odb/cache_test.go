@@ -1,9 +1,11 @@
-package gitfs
+package odb
 
 import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // TestCacheBounds reads every test blob with small bounds and checks that
@@ -11,10 +13,10 @@ import (
 // nothing behind in a given directory, and that a private directory is
 // removed by Close.
 func TestCacheBounds(t *testing.T) {
-	dir, ids := blobRepo(t)
+	dir, ids := testutil.BlobRepo(t)
 	const memMax, diskMax = 200 << 10, 5 << 20
 	spillDir := filepath.Join(t.TempDir(), "spill")
-	r, err := Open(dir, Options{CacheSize: memMax, CacheDir: spillDir, DiskCacheSize: diskMax})
+	r, err := openStore(dir, Options{CacheSize: memMax, CacheDir: spillDir, DiskCacheSize: diskMax})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +51,7 @@ func TestCacheBounds(t *testing.T) {
 		t.Errorf("a given spill directory must stay: %v", err)
 	}
 
-	r2, err := Open(dir, Options{})
+	r2, err := openStore(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

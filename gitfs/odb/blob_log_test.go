@@ -1,4 +1,4 @@
-package gitfs
+package odb
 
 import (
 	"bytes"
@@ -7,31 +7,33 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // smallBlobsRepo commits n files of distinct random bytes, each size bytes,
 // and returns the repository, the blob ids and their contents.
 func smallBlobsRepo(t *testing.T, n, size int) (string, []string, [][]byte) {
 	t.Helper()
-	dir := newRepo(t)
+	dir := testutil.NewRepo(t)
 	rng := rand.New(rand.NewSource(7))
 	var datas [][]byte
 	for i := 0; i < n; i++ {
 		b := make([]byte, size)
 		rng.Read(b)
-		writeFile(t, dir, fmt.Sprintf("f%03d", i), b, 0o644)
+		testutil.WriteFile(t, dir, fmt.Sprintf("f%03d", i), b, 0o644)
 		datas = append(datas, b)
 	}
-	commitAll(t, dir, "small blobs")
+	testutil.CommitAll(t, dir, "small blobs")
 	var ids []string
 	for i := 0; i < n; i++ {
-		ids = append(ids, git(t, dir, "rev-parse", fmt.Sprintf("HEAD:f%03d", i)))
+		ids = append(ids, testutil.Git(t, dir, "rev-parse", fmt.Sprintf("HEAD:f%03d", i)))
 	}
 	return dir, ids, datas
 }
 
 // readWhole reads a blob through ReadBlob in odd-sized pieces.
-func readWhole(r *Repo, hexID string, size int, t *testing.T) ([]byte, error) {
+func readWhole(r *Store, hexID string, size int, t *testing.T) ([]byte, error) {
 	id := blobID(t, hexID)
 	var out []byte
 	buf := make([]byte, 777)

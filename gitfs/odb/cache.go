@@ -1,4 +1,4 @@
-package gitfs
+package odb
 
 import (
 	"container/list"
@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/gitblk/gitblk/imager"
+	"github.com/go-git/go-git/v5/plumbing"
 )
 
 // Cache shape. Blobs up to smallBlobMax bytes are held whole, inflated, in
@@ -25,7 +25,7 @@ import (
 // stream, a read behind it restarts it. We chose spilling over inflate
 // checkpoints because a checkpoint must save zlib's 32 KiB window and, for
 // a delta, the state of its base's stream too, and because a spill makes a
-// backward scan of a 512 MiB blob cost one inflate instead of O(n^2).
+// backward scan of a big blob cost one inflate instead of O(n^2).
 const (
 	// smallBlobMax is the biggest blob held whole in memory (capped to
 	// an eighth of the memory cache).
@@ -48,7 +48,7 @@ const (
 // blobCache holds inflated blob data: small blobs in memory, big ones
 // spilled to disk.
 type blobCache struct {
-	r        *Repo
+	db       *Store
 	memMax   int64
 	smallMax int64
 	diskMax  int64
@@ -57,11 +57,11 @@ type blobCache struct {
 	closed   atomic.Bool
 
 	mu       sync.Mutex
-	mem      map[imager.BlobID]*list.Element // of *memBlob
+	mem      map[plumbing.Hash]*list.Element // of *memBlob
 	memLRU   list.List
 	memBytes int64
 	log      *blobLog                        // small blobs dropped from mem; nil without a disk cache
-	spills   map[imager.BlobID]*list.Element // of *spill
+	spills   map[plumbing.Hash]*list.Element // of *spill
 	spillLRU list.List
 	diskUsed int64
 	streams  int // spills with an open stream
@@ -69,18 +69,18 @@ type blobCache struct {
 
 // memBlob is a small blob held whole.
 type memBlob struct {
-	id   imager.BlobID
+	id   plumbing.Hash
 	data []byte
 }
 
-func newBlobCache(r *Repo, opts Options) (*blobCache, error) {
+func newBlobCache(db *Store, opts Options) (*blobCache, error) {
 	c := &blobCache{
-		r:       r,
+		db:      db,
 		memMax:  opts.CacheSize,
 		diskMax: opts.DiskCacheSize,
 		dir:     opts.CacheDir,
-		mem:     map[imager.BlobID]*list.Element{},
-		spills:  map[imager.BlobID]*list.Element{},
+		mem:     map[plumbing.Hash]*list.Element{},
+		spills:  map[plumbing.Hash]*list.Element{},
 	}
 	if c.memMax <= 0 {
 		c.memMax = DefaultCacheSize
@@ -105,7 +105,7 @@ func newBlobCache(r *Repo, opts Options) (*blobCache, error) {
 }
 
 // getMem returns a small blob held in memory.
-func (c *blobCache) getMem(id imager.BlobID) ([]byte, bool) {
+func (c *blobCache) getMem(id plumbing.Hash) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.mem[id]; ok {
@@ -118,7 +118,7 @@ func (c *blobCache) getMem(id imager.BlobID) ([]byte, bool) {
 // putMem holds a small blob, dropping least recently used ones to stay
 // within the bound.
 // Dropped blobs go to the on-disk log, written after c.mu is released.
-func (c *blobCache) putMem(id imager.BlobID, data []byte) {
+func (c *blobCache) putMem(id plumbing.Hash, data []byte) {
 	if int64(len(data)) > c.memMax || c.closed.Load() {
 		return
 	}
@@ -146,7 +146,7 @@ func (c *blobCache) putMem(id imager.BlobID, data []byte) {
 
 // holds reports whether the caches hold blob id whole: in memory, in the
 // blob log, or as a complete spill.
-func (c *blobCache) holds(id imager.BlobID) bool {
+func (c *blobCache) holds(id plumbing.Hash) bool {
 	c.mu.Lock()
 	_, inMem := c.mem[id]
 	var complete bool
@@ -165,7 +165,7 @@ func (c *blobCache) holds(id imager.BlobID) bool {
 // while there is room now is dropped instead, so that the blob is read
 // afresh into a file: a moment of pressure does not leave a blob
 // unspilled (and a deep delta chain over it unbuildable) for good.
-func (c *blobCache) getSpill(id imager.BlobID) *spill {
+func (c *blobCache) getSpill(id plumbing.Hash) *spill {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.spills[id]
@@ -288,9 +288,9 @@ func (c *blobCache) close() error {
 	for _, e := range c.spills {
 		spills = append(spills, e.Value.(*spill))
 	}
-	c.spills = map[imager.BlobID]*list.Element{}
+	c.spills = map[plumbing.Hash]*list.Element{}
 	c.spillLRU.Init()
-	c.mem = map[imager.BlobID]*list.Element{}
+	c.mem = map[plumbing.Hash]*list.Element{}
 	c.memLRU.Init()
 	c.memBytes, c.diskUsed = 0, 0
 	c.mu.Unlock()
@@ -308,7 +308,7 @@ func (c *blobCache) close() error {
 	}
 	if c.ownDir {
 		if err := os.RemoveAll(c.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("gitfs: removing %s: %w", c.dir, err)
+			return fmt.Errorf("odb: removing %s: %w", c.dir, err)
 		}
 	}
 	return nil

@@ -1,0 +1,35 @@
+// Package odb is the object store under gitfs: it reads git objects from
+// pack and loose files, inflates them, rebuilds deltas along their chains,
+// and keeps what it inflated in bounded caches (small blobs in memory and
+// in an on-disk log, big ones spilled to files for random access). Its
+// entry points are Store.ReadBlob (a range of a blob), Store.BlobSize and
+// Store.ReadObject (a whole tree, commit or small blob); refs and
+// revisions are read through Store.WithGit.
+//
+// go-git is the fallback behind them, with these rules:
+//   - go-git's object storage is not safe for concurrent use (go-git#773):
+//     a Store keeps a small pool of independent storages, each used by one
+//     goroutine at a time (pool.go); an open inflate stream needs none.
+//   - Objects move while we serve (git gc, git repack, fetch): a storage
+//     reloads its view when objects/pack changes, and any failed lookup
+//     reloads it and is tried once more. Objects really gone stay errors.
+//   - go-git follows delta bases by recursion and would overflow the stack
+//     on a looping chain: every object it reads is checked first
+//     (checkObject).
+//   - go-git streams any object over 1 MiB (LargeObjectThreshold) instead
+//     of reading it whole to learn its size.
+//
+// Blobs are read without go-git where this package finds them (read.go):
+// go-git resolves every small delta in full, hashing it, to answer its type
+// and size; its streaming delta reader rereads its base from the start at
+// each backward copy; and its loose reader hashes every byte as it
+// streams. Inflating uses C zlib and libdeflate when built with cgo
+// (zlib*.go).
+//
+// Limits: without a usable disk cache, a delta chain over big blobs deeper
+// than 64 is refused (chain.go); objects in alternates (git clone
+// --shared) are found only through go-git, which reads a big packed blob
+// there whole into memory; SHA-256 repositories are not supported; every
+// storage of the pool holds the pack indexes in memory (fine for ordinary
+// repositories, costly for ones with tens of millions of objects).
+package odb
