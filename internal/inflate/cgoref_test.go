@@ -17,4 +17,5 @@ func init() {
 		},
 		whole: cgoref.Whole,
 	}
+	callBench = cgoref.Version
 }

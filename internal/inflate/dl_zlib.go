@@ -67,7 +67,7 @@ type zlibLib struct {
 	c       *libc
 	version []byte // zlibVersion(), NUL-terminated, for inflateInit_
 	// Function addresses.
-	inflateInit, inflate, inflateReset, inflateEnd uintptr
+	zlibVersion, inflateInit, inflate, inflateReset, inflateEnd uintptr
 	// Idle streams for whole, inflateReset before use.
 	idle chan *zBlock
 	inf  *Inflater
@@ -80,7 +80,7 @@ func loadZlib(c *libc, name string) (*zlibLib, error) {
 	}
 	z := &zlibLib{c: c, idle: make(chan *zBlock, PoolMax)}
 	var version func() string
-	err = dlsyms(h, sym{"zlibVersion", &version}, sym{"inflateInit_", &z.inflateInit},
+	err = dlsyms(h, sym{"zlibVersion", &version}, sym{"zlibVersion", &z.zlibVersion}, sym{"inflateInit_", &z.inflateInit},
 		sym{"inflate", &z.inflate}, sym{"inflateReset", &z.inflateReset}, sym{"inflateEnd", &z.inflateEnd})
 	if err == nil {
 		// The z_stream layout above is zlib 1.x's.

@@ -174,3 +174,6 @@ func (z *Reader) Read(p []byte) (int, error) {
 		}
 	}
 }
+
+// Version calls zlibVersion: the cost of one cgo call.
+func Version() uintptr { return uintptr(unsafe.Pointer(C.zlibVersion())) }
