@@ -6,7 +6,7 @@ import "io"
 // small object allocates nothing. It holds at most PoolMax Readers; more
 // are closed. It is safe for concurrent use.
 type Pool struct {
-	inf     *Inflater
+	inf     *Inflater // nil: Default, looked up at the first Get
 	bufSize int
 	free    chan Reader
 }
@@ -15,8 +15,10 @@ type Pool struct {
 const PoolMax = 16
 
 // NewPool returns a Pool of Default's Readers reading bufSize bytes at a
-// time.
-func NewPool(bufSize int) *Pool { return Default().NewPool(bufSize) }
+// time. It loads nothing: a package-level Pool costs nothing until used.
+func NewPool(bufSize int) *Pool {
+	return &Pool{bufSize: bufSize, free: make(chan Reader, PoolMax)}
+}
 
 // NewPool returns a Pool of f's Readers reading bufSize bytes at a time.
 func (f *Inflater) NewPool(bufSize int) *Pool {
@@ -36,6 +38,9 @@ func (p *Pool) Get(src io.Reader) (Reader, error) {
 		}
 		return z, nil
 	default:
+		if p.inf == nil {
+			return Default().NewReader(src, p.bufSize)
+		}
 		return p.inf.NewReader(src, p.bufSize)
 	}
 }
