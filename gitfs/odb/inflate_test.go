@@ -8,6 +8,7 @@ import (
 	"hash/adler32"
 	"testing"
 
+	"github.com/gitblk/gitblk/internal/inflate"
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
@@ -53,7 +54,7 @@ func TestInflateEntry(t *testing.T) {
 		packBlobEntry(len(data), padded),
 		packBlobEntry(len(data), damaged),
 	})
-	for i, want := range []error{nil, nil, errZlibData} {
+	for i, want := range []error{nil, nil, inflate.ErrData} {
 		e, err := readPackEntry(p.f, offs[i])
 		if err != nil {
 			t.Fatal(err)
