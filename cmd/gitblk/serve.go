@@ -158,7 +158,7 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	log.Info("serving", "config", cfg.File, "exports", strings.Join(names, ","), "listen", listenNames(cfg))
+	log.Info("serving", "config", cfg.File, "exports", strings.Join(names, ","), "listen", listenNames(cfg), inflaterAttr())
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))

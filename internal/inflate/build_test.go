@@ -4,9 +4,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // TestBuildsWithGoAlone builds a program that uses this package with only
@@ -17,23 +17,9 @@ func TestBuildsWithGoAlone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a program: not in -short")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin")
-	if _, err := os.Stat(filepath.Join(goBin, "go")); err != nil {
-		t.Fatalf("the go command is not in GOROOT/bin: %v", err)
-	}
+	goCmd, env := testutil.GoAlone(t)
 	prog := filepath.Join(t.TempDir(), "name")
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "CGO_ENABLED=") && !strings.HasPrefix(kv, "CC=") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, "PATH="+goBin, "GOTOOLCHAIN=local", "GOFLAGS=-buildvcs=false")
-	out, err := (&exec.Cmd{Path: filepath.Join(goBin, "go"), Args: []string{"go", "env", "CGO_ENABLED"}, Env: env}).CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "0" {
-		t.Fatalf("go env CGO_ENABLED without a C compiler: %q, %v", out, err)
-	}
-	build := &exec.Cmd{Path: filepath.Join(goBin, "go"), Args: []string{"go", "build", "-o", prog, "./testdata/name"}, Env: env}
+	build := &exec.Cmd{Path: goCmd, Args: []string{"go", "build", "-o", prog, "./testdata/name"}, Env: env}
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build with Go alone: %v\n%s", err, out)
 	}

@@ -8,11 +8,12 @@ import (
 	"io"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // packEntry is one entry of a pack file: its type, inflated size and zlib
@@ -82,30 +83,14 @@ func readPack(tb testing.TB, path string) []packEntry {
 	return entries
 }
 
-// git runs git with args and fails the test on an error.
-func git(tb testing.TB, args ...string) string {
-	tb.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com",
-		"GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		tb.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // makePack commits the files under tree to a new bare repository in dir,
 // packs it with git repack and returns the pack's path.
 func makePack(tb testing.TB, dir, tree string) string {
 	tb.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		tb.Fatal("git is needed (Debian package git)")
-	}
-	git(tb, "init", "-q", "--bare", dir)
-	git(tb, "--git-dir", dir, "--work-tree", tree, "add", "-A", "-f", ".")
-	git(tb, "--git-dir", dir, "--work-tree", tree, "commit", "-q", "-m", "pack")
-	git(tb, "-C", dir, "repack", "-a", "-d", "-q")
+	testutil.Git(tb, "", "init", "-q", "--bare", dir)
+	testutil.Git(tb, "", "--git-dir", dir, "--work-tree", tree, "add", "-A", "-f", ".")
+	testutil.Git(tb, "", "--git-dir", dir, "--work-tree", tree, "commit", "-q", "-m", "pack")
+	testutil.Git(tb, dir, "repack", "-a", "-d", "-q")
 	packs, err := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack"))
 	if err != nil || len(packs) != 1 {
 		tb.Fatalf("packs %v, %v", packs, err)

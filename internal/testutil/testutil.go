@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -228,4 +229,30 @@ func WriteLooseRaw(t testing.TB, dir, id string, raw []byte) {
 	if err := os.WriteFile(p, raw, 0o444); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// GoAlone returns the go command of the toolchain running the test and an
+// environment in which it has nothing else: PATH holds only GOROOT/bin (no
+// C compiler, so CGO_ENABLED defaults to 0), CC and CGO_ENABLED are unset,
+// and the local toolchain is used. Builds with it are what a machine with
+// only Go installed makes. It fails the test when that go does not see cgo
+// off.
+func GoAlone(t testing.TB) (goCmd string, env []string) {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin")
+	goCmd = filepath.Join(goBin, "go")
+	if _, err := os.Stat(goCmd); err != nil {
+		t.Fatalf("the go command is not in GOROOT/bin: %v", err)
+	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "CGO_ENABLED=") && !strings.HasPrefix(kv, "CC=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "PATH="+goBin, "GOTOOLCHAIN=local", "GOFLAGS=-buildvcs=false")
+	out, err := (&exec.Cmd{Path: goCmd, Args: []string{"go", "env", "CGO_ENABLED"}, Env: env}).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Fatalf("go env CGO_ENABLED with Go alone in PATH: %q, %v", out, err)
+	}
+	return goCmd, env
 }
