@@ -51,13 +51,14 @@ type openRepo struct {
 type repoSet struct {
 	cacheSize int64
 	cacheDir  string
+	pins      *gitfs.Pins // shared by every repository's Images: gitfs.MaxImages is process-wide
 
 	mu    sync.Mutex
 	repos map[string]*openRepo
 }
 
 func newRepoSet(cacheSize int64, cacheDir string) *repoSet {
-	return &repoSet{cacheSize: cacheSize, cacheDir: cacheDir, repos: map[string]*openRepo{}}
+	return &repoSet{cacheSize: cacheSize, cacheDir: cacheDir, pins: gitfs.NewPins(), repos: map[string]*openRepo{}}
 }
 
 // open returns the repository at path, opening it if needed.
@@ -82,6 +83,7 @@ func (rs *repoSet) open(path string) (*openRepo, error) {
 		return nil, err
 	}
 	r := &openRepo{path: abs, repo: repo, images: gitfs.NewImages(repo, 0, opts.CacheDir), cacheDir: opts.CacheDir}
+	r.images.SetPins(rs.pins)
 	rs.repos[abs] = r
 	setMemoryLimit(int64(len(rs.repos)) * max(rs.cacheSize, gitfs.DefaultCacheSize))
 	return r, nil

@@ -70,6 +70,13 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log.Info("mounted", "dir", m.Dir(), "ref", pos[1], "commit", c.ID)
+	serveMount(ctx, m, log)
+	return nil
+}
+
+// serveMount serves m until it is unmounted: by ctx ending (a signal) or
+// by fusermount3 -u.
+func serveMount(ctx context.Context, m *fusefs.Mounted, log *slog.Logger) {
 	go func() {
 		<-ctx.Done()
 		if err := m.Unmount(); err != nil {
@@ -80,5 +87,4 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 	m.Wait()
 	log.Info("unmounted", "dir", m.Dir())
-	return nil
 }
