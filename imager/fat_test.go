@@ -16,13 +16,15 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // fatTools returns the paths of fsck.fat, mdir and mcopy, failing the test
 // when a package is missing.
 func fatTools(t *testing.T) (fsck, mdir, mcopy string) {
 	t.Helper()
-	return requireTool(t, "fsck.fat", "dosfstools"), requireTool(t, "mdir", "mtools"), requireTool(t, "mcopy", "mtools")
+	return testutil.NeedTool(t, "fsck.fat", "dosfstools"), testutil.NeedTool(t, "mdir", "mtools"), testutil.NeedTool(t, "mcopy", "mtools")
 }
 
 // mtoolsEnv runs mtools in a UTF-8 locale (long names are converted with

@@ -8,10 +8,11 @@ import (
 	"math/rand"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // genBytes is a Generator whose byte at off is a function of off.
@@ -139,29 +140,8 @@ func TestLayoutIOTest(t *testing.T) {
 
 func TestLayoutConcurrentReads(t *testing.T) {
 	l, want := mixedLayout(t, 5)
-	var wg sync.WaitGroup
-	errs := make(chan string, 8)
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func(seed int64) {
-			defer wg.Done()
-			rng := rand.New(rand.NewSource(seed))
-			p := make([]byte, 8192)
-			for i := 0; i < 300; i++ {
-				off := rng.Int63n(l.Size())
-				n, _ := l.ReadAt(p[:1+rng.Intn(len(p))], off)
-				if !bytes.Equal(p[:n], want[off:off+int64(n)]) {
-					errs <- "concurrent ReadAt returned wrong bytes"
-					return
-				}
-			}
-		}(int64(g))
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Fatal(e)
-	}
+	read := func(_ string, p []byte, off int64) (int, error) { return l.ReadAt(p, off) }
+	testutil.ReadConcurrently(t, read, []string{"layout"}, map[string][]byte{"layout": want}, 8, 300, nil)
 }
 
 func TestLayoutExtentAt(t *testing.T) {

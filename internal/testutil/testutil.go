@@ -1,7 +1,9 @@
 // Package testutil holds the helpers that tests of several packages share:
 // git runners with a fixed identity, a check for required tools, a log
-// buffer safe for concurrent writers, and in-memory blob readers. It is
-// for tests only (cmd/gitblk's deps_test keeps it out of the binary).
+// buffer safe for concurrent writers, and in-memory blob readers. It
+// imports no package of gitblk, so that every package's in-package tests
+// may use it. It is for tests only (cmd/gitblk's deps_test keeps it out of
+// the binary).
 package testutil
 
 import (
@@ -16,8 +18,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/gitblk/gitblk/imager"
 )
 
 // GitDate is the fixed author and committer date of test commits: the same
@@ -161,14 +161,19 @@ func (b *LogBuffer) String() string {
 	return b.buf.String()
 }
 
-// Blobs is an in-memory imager.BlobReader: blob contents by id.
-type Blobs map[imager.BlobID][]byte
+// Blobs is an in-memory blob reader: blob contents by id. Blobs[imager.BlobID]
+// is an imager.BlobReader; the id type is a parameter so that this package
+// does not import imager, whose own tests use it.
+type Blobs[ID ~[20]byte] map[ID][]byte
 
 // ReadBlob reads blob id at off with io.ReaderAt semantics.
-func (m Blobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
+func (m Blobs[ID]) ReadBlob(id ID, p []byte, off int64) (int, error) {
 	b, ok := m[id]
 	if !ok {
 		return 0, fmt.Errorf("testutil: no blob %x", id)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("testutil: blob %x: negative offset %d", id, off)
 	}
 	if off >= int64(len(b)) {
 		return 0, io.EOF
@@ -180,10 +185,11 @@ func (m Blobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// BlobID parses a hex object id; it fails the test when hexID is not one.
-func BlobID(t testing.TB, hexID string) imager.BlobID {
+// BlobID parses a hex object id (an imager.BlobID, a plumbing.Hash); it
+// fails the test when hexID is not one.
+func BlobID(t testing.TB, hexID string) [20]byte {
 	t.Helper()
-	var id imager.BlobID
+	var id [20]byte
 	if len(hexID) != 2*len(id) {
 		t.Fatalf("object id %q: want %d hex digits", hexID, 2*len(id))
 	}
