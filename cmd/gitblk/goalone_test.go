@@ -26,13 +26,8 @@ func TestServeBuiltWithGoAlone(t *testing.T) {
 	}
 	nbdcopy := testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
 	testutil.NeedTool(t, "bsdtar", "libarchive-tools")
-	goCmd, env := testutil.GoAlone(t)
-	bin := filepath.Join(t.TempDir(), "gitblk")
-	build := &exec.Cmd{Path: goCmd, Args: []string{"go", "build", "-o", bin, "."}, Env: env}
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build with Go alone: %v\n%s", err, out)
-	}
-	if out := testutil.Run(t, goCmd, "version", "-m", bin); !bytes.Contains(out, []byte("CGO_ENABLED=0")) {
+	bin := testutil.BuildWithGoAlone(t, ".")
+	if out := testutil.Run(t, "go", "version", "-m", bin); !bytes.Contains(out, []byte("CGO_ENABLED=0")) {
 		t.Fatalf("the Go-alone build is not CGO_ENABLED=0:\n%s", out)
 	}
 

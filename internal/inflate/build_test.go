@@ -3,7 +3,6 @@ package inflate
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/gitblk/gitblk/internal/testutil"
@@ -17,12 +16,7 @@ func TestBuildsWithGoAlone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a program: not in -short")
 	}
-	goCmd, env := testutil.GoAlone(t)
-	prog := filepath.Join(t.TempDir(), "name")
-	build := &exec.Cmd{Path: goCmd, Args: []string{"go", "build", "-o", prog, "./testdata/name"}, Env: env}
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build with Go alone: %v\n%s", err, out)
-	}
+	prog := testutil.BuildWithGoAlone(t, "./testdata/name")
 	want := map[string]string{
 		"":           "libdeflate+zlib (dlopen)",
 		"libdeflate": "libdeflate+zlib (dlopen)",

@@ -3,13 +3,13 @@ package inflate
 import (
 	"bytes"
 	"compress/zlib"
-	"encoding/binary"
 	"errors"
-	"hash/adler32"
 	"io"
 	"math/rand"
 	"runtime"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // dlSupported says whether this system tries the C libraries.
@@ -48,20 +48,6 @@ func deflated(t testing.TB, data []byte, level int) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
-}
-
-// paddedZlib is a valid zlib stream of data that starts with n empty
-// stored blocks: far longer than any bound on its compressed size.
-func paddedZlib(data []byte, n int) []byte {
-	z := []byte{0x78, 0x01}
-	for i := 0; i < n; i++ {
-		z = append(z, 0x00, 0x00, 0x00, 0xff, 0xff) // not final, stored, LEN 0
-	}
-	z = append(z, 0x01) // final, stored
-	z = binary.LittleEndian.AppendUint16(z, uint16(len(data)))
-	z = binary.LittleEndian.AppendUint16(z, ^uint16(len(data)))
-	z = append(z, data...)
-	return binary.BigEndian.AppendUint32(z, adler32.Checksum(data))
 }
 
 // oneByteReader returns its input one byte per Read, and then some empty
@@ -262,7 +248,7 @@ func TestWhole(t *testing.T) {
 		if n, err := f.Whole(nil, empty); err != nil || n != len(empty) {
 			t.Errorf("%s: empty blob: %d, %v", kind, n, err)
 		}
-		padded := paddedZlib([]byte("padded"), 1000)
+		padded := testutil.PaddedZlib([]byte("padded"), 1000)
 		if n, err := f.Whole(make([]byte, 6), padded); err != nil || n != len(padded) {
 			t.Errorf("%s: padded stream: %d of %d, %v", kind, n, len(padded), err)
 		}
@@ -348,7 +334,7 @@ func FuzzInflate(f *testing.F) {
 		f.Add(z[:len(z)/2])
 		f.Add(append(z, "trailing"...))
 	}
-	f.Add(paddedZlib([]byte("padded"), 3))
+	f.Add(testutil.PaddedZlib([]byte("padded"), 3))
 	f.Add([]byte{0x78, 0x9c})
 	f.Add([]byte{0x78, 0xbb, 0x12, 0x34, 0x56, 0x78, 3, 0, 0, 0, 0, 1})
 	f.Add([]byte{0x78, 0xbb, 0, 0, 0, 1, 3, 0, 0, 0, 0, 1}) // the empty dictionary's id

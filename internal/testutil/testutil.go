@@ -237,28 +237,39 @@ func WriteLooseRaw(t testing.TB, dir, id string, raw []byte) {
 	}
 }
 
-// GoAlone returns the go command of the toolchain running the test and an
-// environment in which it has nothing else: PATH holds only GOROOT/bin (no
-// C compiler, so CGO_ENABLED defaults to 0), CC and CGO_ENABLED are unset,
-// and the local toolchain is used. Builds with it are what a machine with
-// only Go installed makes. It fails the test when that go does not see cgo
-// off.
-func GoAlone(t testing.TB) (goCmd string, env []string) {
+// BuildWithGoAlone builds the main package pkg (a path as go build takes
+// it, from the test's directory) as a machine with only Go installed
+// would: PATH holds only GOROOT/bin (no C compiler, so CGO_ENABLED
+// defaults to 0), CC and CGO_ENABLED are unset, and the local toolchain is
+// used. It returns the program's path in t.TempDir(), and fails the test
+// when that go does not see cgo off or the build fails.
+func BuildWithGoAlone(t testing.TB, pkg string) string {
 	t.Helper()
 	goBin := filepath.Join(runtime.GOROOT(), "bin")
-	goCmd = filepath.Join(goBin, "go")
+	goCmd := filepath.Join(goBin, "go")
 	if _, err := os.Stat(goCmd); err != nil {
 		t.Fatalf("the go command is not in GOROOT/bin: %v", err)
 	}
+	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "CGO_ENABLED=") && !strings.HasPrefix(kv, "CC=") {
 			env = append(env, kv)
 		}
 	}
 	env = append(env, "PATH="+goBin, "GOTOOLCHAIN=local", "GOFLAGS=-buildvcs=false")
-	out, err := (&exec.Cmd{Path: goCmd, Args: []string{"go", "env", "CGO_ENABLED"}, Env: env}).CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "0" {
+	goRun := func(args ...string) ([]byte, error) {
+		return (&exec.Cmd{Path: goCmd, Args: append([]string{"go"}, args...), Env: env}).CombinedOutput()
+	}
+	if out, err := goRun("env", "CGO_ENABLED"); err != nil || strings.TrimSpace(string(out)) != "0" {
 		t.Fatalf("go env CGO_ENABLED with Go alone in PATH: %q, %v", out, err)
 	}
-	return goCmd, env
+	abs, err := filepath.Abs(pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(t.TempDir(), filepath.Base(abs))
+	if out, err := goRun("build", "-o", prog, pkg); err != nil {
+		t.Fatalf("go build %s with Go alone: %v\n%s", pkg, err, out)
+	}
+	return prog
 }
