@@ -1,9 +1,9 @@
 package odb
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -120,7 +120,7 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 		return 0, ErrClosed
 	}
 	if data, ok := c.getMem(id); ok {
-		return copyAt(data, p, off)
+		return bytes.NewReader(data).ReadAt(p, off) // no allocation: the reader stays on the stack
 	}
 	if n, ok, err := c.log.readAt(id, p, off); ok {
 		return n, err
@@ -138,19 +138,7 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 		return c.readNewSpill(id, b.size, b.rc, p, off)
 	}
 	c.putMem(id, b.data)
-	return copyAt(b.data, p, off)
-}
-
-// copyAt copies data[off:] into p with io.ReaderAt semantics.
-func copyAt(data, p []byte, off int64) (int, error) {
-	if off >= int64(len(data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return bytes.NewReader(b.data).ReadAt(p, off)
 }
 
 // isNotFound reports whether err says an object is absent.
