@@ -24,11 +24,8 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	allowOther := fs.Bool("allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
 	var ef exportFlags
 	ef.register(fs)
-	pos, err := parsePositionals(fs, args)
+	pos, err := ef.parse(fs, args, 1, 3)
 	if err != nil {
-		return err
-	}
-	if err := ef.check(fs, pos, 1, 3); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
