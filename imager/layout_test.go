@@ -312,20 +312,7 @@ func checkTable(t *testing.T, l *Layout) {
 				t.Fatalf("ExtentAt(%d) in extent %d (%s) = %d, %v; want %d, %v", off, i, e.Desc, n, zero, runEnd(i)-off, e.Kind == ExtentZero)
 			}
 		}
-		for _, d := range []int64{-3, 0, 1} {
-			off := e.Off + d
-			if off < 0 {
-				continue
-			}
-			n := min(int64(1500), l.Size()-off)
-			p := make([]byte, n)
-			if _, err := l.ReadAt(p, off); err != nil && err != io.EOF {
-				t.Fatalf("ReadAt(%d, %d): %v", n, off, err)
-			}
-			if !bytes.Equal(p, img[off:off+n]) {
-				t.Fatalf("ReadAt(%d, %d) differs from the whole image (%s)", n, off, e.Desc)
-			}
-		}
+		readsAcross(t, l, img, e, 1500)
 	}
 }
 

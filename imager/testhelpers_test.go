@@ -549,6 +549,27 @@ func (r *gitRepo) writeFiles(files []memFile) {
 	}
 }
 
+// readsAcross reads n bytes (fewer at the end) of l from just before, at
+// and just after the start of extent e, and checks them against the whole
+// image img.
+func readsAcross(t testing.TB, l *Layout, img []byte, e Extent, n int64) {
+	t.Helper()
+	for _, d := range []int64{-3, 0, 1} {
+		off := e.Off + d
+		if off < 0 {
+			continue
+		}
+		m := min(n, l.Size()-off)
+		p := make([]byte, m)
+		if _, err := l.ReadAt(p, off); err != nil && err != io.EOF {
+			t.Fatalf("ReadAt(%d, %d): %v", m, off, err)
+		}
+		if !bytes.Equal(p, img[off:off+m]) {
+			t.Fatalf("ReadAt(%d, %d) differs from the whole image (%s)", m, off, e.Desc)
+		}
+	}
+}
+
 // countExtents is the number of extents l.Extents lists.
 func countExtents(l *Layout) int {
 	n := 0
