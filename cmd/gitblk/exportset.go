@@ -83,8 +83,8 @@ func (rs *repoSet) open(path string) (*openRepo, error) {
 		return nil, err
 	}
 	r := &openRepo{path: abs, repo: repo, images: gitfs.NewImages(repo, 0, opts.CacheDir), cacheDir: opts.CacheDir}
-	r.images.SetPins(rs.pins)
 	rs.repos[abs] = r
+	r.images.SetPins(rs.pins)
 	setMemoryLimit(int64(len(rs.repos)) * max(rs.cacheSize, gitfs.DefaultCacheSize))
 	return r, nil
 }

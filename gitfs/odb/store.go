@@ -120,7 +120,7 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 		return 0, ErrClosed
 	}
 	if data, ok := c.getMem(id); ok {
-		return bytes.NewReader(data).ReadAt(p, off) // no allocation: the reader stays on the stack
+		return copyAt(data, p, off)
 	}
 	if n, ok, err := c.log.readAt(id, p, off); ok {
 		return n, err
@@ -138,7 +138,13 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 		return c.readNewSpill(id, b.size, b.rc, p, off)
 	}
 	c.putMem(id, b.data)
-	return bytes.NewReader(b.data).ReadAt(p, off)
+	return copyAt(b.data, p, off)
+}
+
+// copyAt copies data[off:] into p with io.ReaderAt semantics, those of
+// bytes.Reader.ReadAt (whose reader stays on the stack: no allocation).
+func copyAt(data, p []byte, off int64) (int, error) {
+	return bytes.NewReader(data).ReadAt(p, off)
 }
 
 // isNotFound reports whether err says an object is absent.
