@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 
 	"github.com/gitblk/gitblk/config"
-	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/follow"
+	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
 	"github.com/gitblk/gitblk/metrics"
 	"github.com/gitblk/gitblk/nbd"
