@@ -102,13 +102,31 @@ type follower struct {
 // already answers and the metrics listener serves the export's commit.
 func startFollower(t *testing.T, args ...string) *follower {
 	t.Helper()
-	sockDir, err := os.MkdirTemp("", "gitblk-fleet-")
+	sockDir := shortTempDir(t)
+	sock, metrics := filepath.Join(sockDir, "nbd.sock"), filepath.Join(sockDir, "metrics.sock")
+	full := append([]string{"serve", "--listen", "unix:" + sock, "--metrics-listen", "unix:" + metrics,
+		"--cache-dir", filepath.Join(t.TempDir(), "cache")}, args...)
+	return launch(t, sockDir, sock, metrics, full)
+}
+
+// shortTempDir is a temporary directory with a path short enough for unix
+// sockets (108 bytes; t.TempDir() can be longer).
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gitblk-fleet-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	f := &follower{t: t, log: &testutil.LogBuffer{}, exited: make(chan error, 1),
-		sock: filepath.Join(sockDir, "nbd.sock"), metrics: filepath.Join(sockDir, "metrics.sock")}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// launch runs gitblk with full (its arguments), which must make it serve
+// NBD on the unix socket sock and metrics on metrics, with NOTIFY_SOCKET
+// in sockDir, and waits for READY=1 (see startFollower).
+func launch(t *testing.T, sockDir, sock, metrics string, full []string) *follower {
+	t.Helper()
+	f := &follower{t: t, log: &testutil.LogBuffer{}, exited: make(chan error, 1), sock: sock, metrics: metrics}
 	notifyPath := filepath.Join(sockDir, "notify.sock")
 	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
 	if err != nil {
@@ -127,8 +145,6 @@ func startFollower(t *testing.T, args ...string) *follower {
 			f.mu.Unlock()
 		}
 	}()
-	full := append([]string{"serve", "--listen", "unix:" + f.sock, "--metrics-listen", "unix:" + f.metrics,
-		"--cache-dir", filepath.Join(t.TempDir(), "cache")}, args...)
 	f.cmd = exec.Command(gitblkBin, full...)
 	f.cmd.Env = append(testutil.GitEnv(), "NOTIFY_SOCKET="+notifyPath, "HOME="+t.TempDir())
 	f.cmd.Stdout, f.cmd.Stderr = f.log, f.log
@@ -772,5 +788,79 @@ func TestFleetConverges(t *testing.T) {
 			t.Errorf("host %d serves other bytes than git archive of the deploy", i)
 		}
 		h.stop()
+	}
+}
+
+// unitCommand is a unit's ExecStart= as systemd would run it: specifiers
+// (%t, %C, %S, %i) and environment variables substituted ("$VAR" as a
+// word splits into words, "${VAR}" stays one; systemd.service(5),
+// "Command lines"), the binary replaced by the test build.
+func unitCommand(t *testing.T, unit string, spec, env map[string]string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "contrib", "systemd", unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			line = rest
+		}
+	}
+	if line == "" {
+		t.Fatalf("%s: no ExecStart=", unit)
+	}
+	var argv []string
+	for _, w := range strings.Fields(line) {
+		for k, v := range spec {
+			w = strings.ReplaceAll(w, k, v)
+		}
+		if name, ok := strings.CutPrefix(w, "$"); ok && !strings.HasPrefix(name, "{") {
+			argv = append(argv, strings.Fields(env[name])...)
+			continue
+		}
+		if strings.HasPrefix(w, "${") && strings.HasSuffix(w, "}") {
+			w = env[w[2:len(w)-1]]
+		}
+		argv = append(argv, w)
+	}
+	if argv[0] != "/usr/local/bin/gitblk" {
+		t.Fatalf("%s: ExecStart runs %s", unit, argv[0])
+	}
+	return argv[1:]
+}
+
+// TestUnitCommandLines runs the ExecStart= of both systemd units, as
+// systemd would expand it, with the test build: the flags they use are
+// real, and the service reports READY=1 with its export resolved.
+func TestUnitCommandLines(t *testing.T) {
+	needNBDTools(t)
+	r := newFleetRemote(t)
+	c1 := r.commit(t, "one", map[string]string{"index.html": "<p>one</p>\n"})
+	for _, unit := range []string{"gitblk@.service", "gitblk-follow@.service"} {
+		t.Run(unit, func(t *testing.T) {
+			dir := shortTempDir(t)
+			spec := map[string]string{"%t": filepath.Join(dir, "run"), "%C": filepath.Join(dir, "cache"), "%S": filepath.Join(dir, "state"), "%i": "site"}
+			// RuntimeDirectory=, CacheDirectory=, StateDirectory=.
+			for _, d := range []string{"run", "cache", "state"} {
+				if err := os.MkdirAll(filepath.Join(dir, d, "gitblk", "site"), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			metrics := filepath.Join(dir, "metrics.sock")
+			env := map[string]string{"GITBLK_URL": r.url(), "GITBLK_REPO": r.work, "GITBLK_REF": "main",
+				"GITBLK_OPTS": "--format tar --metrics-listen unix:" + metrics}
+			argv := unitCommand(t, unit, spec, env)
+			f := launch(t, dir, filepath.Join(dir, "run", "gitblk", "site", "nbd.sock"), metrics, argv)
+			if got := servedCommit(t, f.uri("")); got != c1 {
+				t.Errorf("serving %s, want %s", got, c1)
+			}
+			if unit == "gitblk-follow@.service" {
+				if _, err := os.Stat(filepath.Join(dir, "state", "gitblk", "site", "mirror.git", "HEAD")); err != nil {
+					t.Errorf("no mirror in the StateDirectory: %v", err)
+				}
+			}
+			f.stop()
+		})
 	}
 }
