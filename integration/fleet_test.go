@@ -536,6 +536,19 @@ func TestFollowDeploy(t *testing.T) {
 	if v, _ := metricValue(fams, "gitblk_follow_pinned_commits", "remote", r.url()); v != 0 {
 		t.Errorf("%v commits pinned with no connection open", v)
 	}
+	// The blob cache counts the file data behind those reads: at least the
+	// 3 MiB file nbdcopy read, at most every byte NBD clients read.
+	var nbdBytes float64
+	for _, m := range fams["gitblk_nbd_read_bytes_total"].GetMetric() {
+		nbdBytes += m.GetCounter().GetValue()
+	}
+	hitB, _ := metricValue(fams, "gitblk_cache_hit_bytes_total")
+	missB, _ := metricValue(fams, "gitblk_cache_miss_bytes_total")
+	misses, _ := metricValue(fams, "gitblk_cache_misses_total")
+	if misses == 0 || hitB+missB < 3<<20 || hitB+missB > nbdBytes {
+		t.Errorf("cache: %v misses, %v+%v bytes; NBD clients read %v bytes", misses, hitB, missB, nbdBytes)
+	}
+	t.Logf("blob cache: %v bytes from the cache, %v opened; NBD clients read %v bytes", hitB, missB, nbdBytes)
 	if h := fams["gitblk_layout_build_duration_seconds"]; h == nil || h.GetType() != dto.MetricType_HISTOGRAM {
 		t.Errorf("no layout build time histogram")
 	}

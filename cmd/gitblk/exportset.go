@@ -15,6 +15,7 @@ import (
 	"github.com/gitblk/gitblk/follow"
 	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/metrics"
 	"github.com/gitblk/gitblk/secrets"
 )
 
@@ -61,8 +62,9 @@ type repoSet struct {
 	// onBuild, when set, is every repository's Images.OnBuild.
 	onBuild func(imager.Options, time.Duration, error)
 
-	mu    sync.Mutex
-	repos map[string]*openRepo
+	mu     sync.Mutex
+	repos  map[string]*openRepo
+	closed metrics.CacheStats // counters of repositories closed, so totals never go back
 }
 
 func newRepoSet(cacheSize int64, cacheDir string) *repoSet {
@@ -138,10 +140,31 @@ func (rs *repoSet) prune(set *exportSet) {
 
 func (rs *repoSet) closeLocked(r *openRepo) {
 	if !r.closed {
+		st := r.repo.CacheStats()
+		rs.closed.Hits += st.Hits
+		rs.closed.Misses += st.Misses
+		rs.closed.HitBytes += st.HitBytes
+		rs.closed.MissBytes += st.MissBytes
 		r.closed = true
 		r.repo.Close()
 		delete(rs.repos, r.path)
 	}
+}
+
+// cacheStats sums the blob caches' counters, for metrics.
+func (rs *repoSet) cacheStats() metrics.CacheStats {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	sum := rs.closed
+	for _, r := range rs.repos {
+		st := r.repo.CacheStats()
+		sum.Hits += st.Hits
+		sum.Misses += st.Misses
+		sum.HitBytes += st.HitBytes
+		sum.MissBytes += st.MissBytes
+		sum.Bytes += st.MemBytes
+	}
+	return sum
 }
 
 // len returns how many repositories are open.

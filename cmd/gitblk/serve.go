@@ -168,6 +168,7 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	repos := newRepoSet(cfg.CacheSize, cfg.CacheDir)
 	defer repos.close()
 	repos.onBuild = func(o imager.Options, d time.Duration, err error) { reg.LayoutBuilt(string(o.Format), d, err) }
+	reg.SetCacheStats(repos.cacheStats)
 	// Mirrors fetch until serving ends: their loops stop before the
 	// repositories close.
 	fctx, stopFollowing := context.WithCancel(ctx)
