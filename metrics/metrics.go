@@ -395,17 +395,35 @@ func (r *Registry) StatusLine() string {
 	return statusLine(r.Status(), time.Now())
 }
 
+// maxStatusExports bounds the exports named in a status line.
+const maxStatusExports = 3
+
 func statusLine(st Status, now time.Time) string {
 	var parts []string
+	short := func(c string) string {
+		if len(c) > 12 {
+			return c[:12]
+		}
+		return c
+	}
 	for _, e := range st.Exports {
 		if e.Name != "" || e.Commit == "" {
 			continue
 		}
-		c := e.Commit
-		if len(c) > 12 {
-			c = c[:12]
+		parts = append(parts, fmt.Sprintf("serving %s at %s", e.Ref, short(e.Commit)))
+	}
+	if len(parts) == 0 {
+		// No default export (a config file's names): the first few named.
+		for _, e := range st.Exports {
+			if e.Commit == "" || strings.Contains(e.Name, "/") {
+				continue // a ref pattern's name: one of many
+			}
+			if len(parts) == maxStatusExports {
+				parts = append(parts, "...")
+				break
+			}
+			parts = append(parts, fmt.Sprintf("%s: %s at %s", e.Name, e.Ref, short(e.Commit)))
 		}
-		parts = append(parts, fmt.Sprintf("serving %s at %s", e.Ref, c))
 	}
 	parts = append(parts, fmt.Sprintf("%d connections", st.ConnectionsOpen))
 	for _, f := range st.Follow {

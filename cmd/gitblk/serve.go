@@ -182,7 +182,10 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	}
 	s := newServer(log, set, repos, load)
 	s.reg, s.follow = reg, fol
-	fol.setOnChange(func(m *follow.Mirror) { s.warm(m) })
+	fol.setOnChange(func(m *follow.Mirror) {
+		s.warm(m)
+		notify.Status(reg.StatusLine())
+	})
 
 	var lns []net.Listener
 	defer func() {

@@ -156,4 +156,19 @@ func TestFollowPinAndReload(t *testing.T) {
 	if fol.len() != 1 {
 		t.Errorf("after a failed reload: %d mirrors", fol.len())
 	}
+
+	// build and mount take a mirror as it is, without fetching.
+	cacheDir := fmt.Sprintf("cache-dir = %q\n", filepath.Join(dir, "cache"))
+	write(cacheDir + exp("b", two))
+	ef := exportFlags{config: cfgPath, export: "b"}
+	img, err := ef.openExport()
+	if err != nil {
+		t.Fatalf("an export of a mirror, from its config: %v", err)
+	}
+	img.close()
+	write(cacheDir + exp("d", "file://"+filepath.Join(dir, "never.git")))
+	ef.export = "d"
+	if _, err := ef.openExport(); err == nil || !strings.Contains(err.Error(), "no mirror of file://") {
+		t.Errorf("an export whose mirror was never made: %v", err)
+	}
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -29,5 +30,17 @@ func TestCacheStats(t *testing.T) {
 				t.Errorf("after %d hits: %s = %v (%v), want %v", n, want.name, v, ok, want.v)
 			}
 		}
+	}
+}
+
+// Without a default export, the status line names the first exports.
+func TestStatusLineNamedExports(t *testing.T) {
+	r := New()
+	for _, n := range []string{"a", "b", "b/refs/tags/v1", "c", "d"} {
+		r.SetExport(Export{Name: n, Ref: "main", Commit: strings.Repeat(n[:1], 40), Format: "tar"})
+	}
+	want := "a: main at aaaaaaaaaaaa, b: main at bbbbbbbbbbbb, c: main at cccccccccccc, ..., 0 connections"
+	if got := r.StatusLine(); got != want {
+		t.Errorf("status line %q, want %q", got, want)
 	}
 }
