@@ -190,6 +190,21 @@ func (f *follower) noted(line string) bool {
 	return false
 }
 
+// count is the number of notifications with line in them.
+func (f *follower) count(line string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, note := range f.notes {
+		for _, l := range strings.Split(note, "\n") {
+			if l == line {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 func (f *follower) notifications() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -564,6 +579,19 @@ func TestFollowDeploy(t *testing.T) {
 		}
 	}
 	t.Logf("gitblk status:\n%s", out)
+
+	// SIGHUP reloads: systemd hears RELOADING=1, then READY=1 again.
+	f.signal(syscall.SIGHUP)
+	deadline = time.Now().Add(30 * time.Second)
+	for f.count("READY=1") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no READY=1 after SIGHUP: %s", f.notifications())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !f.noted("MONOTONIC_USEC=") || !strings.Contains(f.notifications(), "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Errorf("no RELOADING=1 with MONOTONIC_USEC before READY=1: %s", f.notifications())
+	}
 	f.stop()
 }
 

@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/gitblk/gitblk/config"
 	"github.com/gitblk/gitblk/follow"
 	"github.com/gitblk/gitblk/imager"
@@ -269,7 +267,7 @@ loop:
 		case serveErr = <-errc:
 			break loop
 		case <-hup:
-			notify.Send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+			notify.Reloading()
 			if s.reload() == nil {
 				s.warm(nil)
 			}
@@ -301,16 +299,6 @@ loop:
 		<-metricsDone
 	}
 	return serveErr
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
-// with RELOADING=1 (sd_notify(3)).
-func monotonicUsec() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return ts.Nano() / 1000
 }
 
 // listenNames lists the listeners with their TLS modes, for the log.
