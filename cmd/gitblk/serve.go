@@ -176,6 +176,9 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	repos.follow = fol
 	set, err := prepare(cfg, repos)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped during a first fetch: a clean stop, not a failure
+		}
 		return configError(err)
 	}
 	s := newServer(log, set, repos, load)
