@@ -27,7 +27,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -39,6 +38,7 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/gitblk/gitblk/follow"
 	"github.com/gitblk/gitblk/imager"
 	"github.com/gitblk/gitblk/policy"
 )
@@ -753,7 +753,7 @@ func (x *Export) validate() error {
 		if strings.ContainsAny(f.URL, "\x00\n") {
 			return x.Errorf("follow", "control characters in the remote URL")
 		}
-		if hasPassword(f.URL) {
+		if follow.HasPassword(f.URL) {
 			return x.Errorf("follow", "the URL carries a password: put it in a file named by follow-credentials")
 		}
 		if f.Every != 0 && f.Every < MinFollowEvery {
@@ -805,16 +805,6 @@ func checkName(name string) error {
 		}
 	}
 	return nil
-}
-
-// hasPassword reports whether a URL names a password in its user info.
-func hasPassword(raw string) bool {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return false
-	}
-	_, ok := u.User.Password()
-	return ok
 }
 
 // checkMetricsAddress accepts what the metrics listener takes: HOST:PORT,

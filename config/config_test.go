@@ -221,13 +221,13 @@ func TestEqual(t *testing.T) {
 }
 
 func TestParseBytes(t *testing.T) {
-	good := map[string]int64{"0": 0, "512": 512, "4K": 4096, "64M": 64 << 20, "64MiB": 64 << 20, "1g": 1 << 30}
+	good := map[string]int64{"0": 0, "512": 512, "4K": 4096, "64M": 64 << 20, "64MiB": 64 << 20, "1g": 1 << 30, "2T": 2 << 40}
 	for s, want := range good {
 		if got, err := ParseBytes(s); err != nil || got != want {
 			t.Errorf("ParseBytes(%q) = %d, %v; want %d", s, got, err, want)
 		}
 	}
-	for _, s := range []string{"", "M", "-1", "1.5G", "12X", "99999999999T"} {
+	for _, s := range []string{"", "M", "-1", "1.5G", "12X", "99999999999T", "1 G"} {
 		if _, err := ParseBytes(s); err == nil {
 			t.Errorf("ParseBytes(%q) accepted", s)
 		}

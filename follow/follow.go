@@ -134,7 +134,7 @@ func New(cfg Config, log *slog.Logger) (*Mirror, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("follow: no remote URL")
 	}
-	if hasPassword(cfg.URL) {
+	if HasPassword(cfg.URL) {
 		return nil, errors.New("follow: the remote URL carries a password: put it in a credentials file instead")
 	}
 	if cfg.Dir == "" {
@@ -165,8 +165,10 @@ func New(cfg Config, log *slog.Logger) (*Mirror, error) {
 	return m, nil
 }
 
-// hasPassword reports whether a URL names a password in its user info.
-func hasPassword(raw string) bool {
+// HasPassword reports whether a remote URL names a password in its user
+// info. New refuses such a URL, and so does config's check of a config
+// file: a password belongs in a credentials file.
+func HasPassword(raw string) bool {
 	u, err := url.Parse(raw)
 	if err != nil || u.User == nil {
 		return false

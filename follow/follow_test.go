@@ -1,7 +1,6 @@
 package follow
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // gitEnv keeps the tests away from the user's and the system's git
@@ -77,30 +78,12 @@ func (r *remote) commit(t *testing.T, msg string, files map[string]string) strin
 
 func (r *remote) url() string { return "file://" + r.bare }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newMirror(t *testing.T, cfg Config) (*Mirror, *logBuffer) {
+func newMirror(t *testing.T, cfg Config) (*Mirror, *testutil.LogBuffer) {
 	t.Helper()
 	if cfg.Dir == "" {
 		cfg.Dir = filepath.Join(t.TempDir(), "mirror.git")
 	}
-	lb := &logBuffer{}
+	lb := &testutil.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m, err := New(cfg, log)
 	if err != nil {
@@ -522,7 +505,7 @@ func gitDaemon(t *testing.T, root string) string {
 		cmd := exec.Command("git", "daemon", "--reuseaddr", "--export-all", "--base-path="+root,
 			"--listen=127.0.0.1", fmt.Sprintf("--port=%d", addr.Port), root)
 		cmd.Env = gitEnv(t)
-		var stderr logBuffer
+		var stderr testutil.LogBuffer
 		cmd.Stderr = &stderr
 		// git runs git-daemon as a child, which runs upload-pack: stop
 		// them all.

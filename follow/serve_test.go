@@ -20,6 +20,7 @@ import (
 
 	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/testutil"
 	"github.com/gitblk/gitblk/metrics"
 	"github.com/gitblk/gitblk/nbd"
 )
@@ -57,7 +58,7 @@ func needTools(t *testing.T, tools ...string) {
 type stack struct {
 	reg  *metrics.Registry
 	m    *Mirror
-	logs *logBuffer
+	logs *testutil.LogBuffer
 	uri  string
 }
 

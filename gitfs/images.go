@@ -1,7 +1,6 @@
 package gitfs
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -27,7 +26,7 @@ type Images struct {
 
 	mu      sync.Mutex
 	entries map[imageKey]*imageEntry
-	pinned  map[*imager.Layout]int // layouts held by readers, with their pin counts
+	pins    *Pins // readers' holds, its own unless SetPins shares one
 	tick    uint64
 }
 
@@ -44,16 +43,6 @@ type imageEntry struct {
 	used     uint64
 }
 
-// MaxImages bounds the distinct layouts an Images holds in memory: each is
-// about 1 KiB per file, and with many refs served, readers could otherwise
-// pin one per ref. Pin refuses a layout beyond it, and layouts kept for
-// reuse are dropped, least recently used first and never while pinned, to
-// stay within it (or within the smaller number NewImages was given).
-const MaxImages = 16
-
-// ErrTooManyImages: MaxImages distinct layouts are pinned already.
-var ErrTooManyImages = errors.New("gitfs: too many different images in use; try again when readers close")
-
 // buildSlots bounds layouts being made at once, process-wide: a burst of
 // clients asking for many refs queues instead of listing many trees at once.
 var buildSlots = make(chan struct{}, 2)
@@ -66,26 +55,30 @@ func NewImages(repo *Repo, max int, cacheDir string) *Images {
 		max = MaxImages
 	}
 	return &Images{repo: repo, max: max, cacheDir: cacheDir,
-		entries: make(map[imageKey]*imageEntry), pinned: make(map[*imager.Layout]int)}
+		entries: make(map[imageKey]*imageEntry), pins: NewPins()}
 }
 
 // Pin counts a reader's hold on layout l, which Image returned, and keeps
 // it from being dropped; release ends the hold. It fails with
-// ErrTooManyImages when l is not pinned yet and MaxImages layouts are.
+// ErrTooManyImages when l is not pinned yet and MaxImages layouts are (in
+// this Images, or in all that share its Pins).
 func (im *Images) Pin(l *imager.Layout) (release func(), err error) {
+	return im.pinsOf().Pin(l)
+}
+
+// SetPins makes im count its pins in p, which other Images may share, so
+// that MaxImages bounds the layouts pinned in all of them together. Call it
+// before the first Pin.
+func (im *Images) SetPins(p *Pins) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.pinned[l] == 0 && len(im.pinned) >= MaxImages {
-		return nil, ErrTooManyImages
-	}
-	im.pinned[l]++
-	return func() {
-		im.mu.Lock()
-		defer im.mu.Unlock()
-		if im.pinned[l]--; im.pinned[l] <= 0 {
-			delete(im.pinned, l)
-		}
-	}, nil
+	im.pins = p
+}
+
+func (im *Images) pinsOf() *Pins {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return im.pins
 }
 
 // Image returns the image of commit c in opts's format (export-ignore
@@ -157,7 +150,7 @@ func (im *Images) evictLocked() {
 			default:
 				continue // still being laid out
 			}
-			if im.pinned[e.layout] > 0 {
+			if im.pins.holds(e.layout) {
 				continue
 			}
 			if oldest == nil || e.used < oldest.used {

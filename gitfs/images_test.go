@@ -129,6 +129,72 @@ func TestImagesPinBound(t *testing.T) {
 	}
 }
 
+// TestImagesSharePins: Images that share one Pins are bounded together:
+// MaxImages layouts pinned across two of them refuse one more in either,
+// and a release in one makes room in the other. A layout pinned through
+// the shared Pins is not dropped by its Images.
+func TestImagesSharePins(t *testing.T) {
+	pins := NewPins()
+	a, b := NewImages(nil, 0, ""), NewImages(nil, 0, "")
+	a.SetPins(pins)
+	b.SetPins(pins)
+	var releases []func()
+	for i := 0; i < MaxImages; i++ {
+		im := a
+		if i%2 == 1 {
+			im = b
+		}
+		r, err := im.Pin(new(imager.Layout))
+		if err != nil {
+			t.Fatalf("pin %d: %v", i, err)
+		}
+		releases = append(releases, r)
+	}
+	for name, im := range map[string]*Images{"a": a, "b": b} {
+		if _, err := im.Pin(new(imager.Layout)); !errors.Is(err, ErrTooManyImages) {
+			t.Errorf("%s: pin of one image too many over both: %v", name, err)
+		}
+	}
+	if _, err := NewImages(nil, 0, "").Pin(new(imager.Layout)); err != nil {
+		t.Errorf("an Images with its own pins is bounded by the others: %v", err)
+	}
+	releases[0]() // pinned through a
+	r, err := b.Pin(new(imager.Layout))
+	if err != nil {
+		t.Fatalf("pin in b after a release in a: %v", err)
+	}
+	r()
+
+	dir := testutil.NewRepo(t)
+	repo := openRepo(t, dir, Options{})
+	var commits []*Commit
+	for i := 0; i < 2; i++ {
+		testutil.WriteFile(t, dir, "a.txt", []byte(fmt.Sprintf("version %d\n", i)), 0o644)
+		c, err := repo.Resolve(testutil.CommitAll(t, dir, "edit"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		commits = append(commits, c)
+	}
+	shared := NewPins()
+	im := NewImages(repo, 1, "")
+	im.SetPins(shared)
+	tarOpts := imager.Options{Format: imager.FormatTar}
+	first, _, err := im.Image(commits[0], tarOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shared.Pin(first); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := im.Image(commits[1], tarOpts); err != nil {
+		t.Fatal(err)
+	}
+	if l, _, _ := im.Image(commits[0], tarOpts); l != first {
+		t.Error("a layout pinned through the shared Pins was dropped")
+	}
+}
+
 // TestImagesKeepPinned: a pinned layout is never dropped to make room; once
 // released it may be.
 func TestImagesKeepPinned(t *testing.T) {

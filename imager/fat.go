@@ -77,17 +77,7 @@ const (
 	bpbTotSec32  = 32 // u32: total sectors when >= 65536 (always on FAT32)
 )
 
-// FAT16 extended boot sector fields.
-const (
-	bs16DrvNum   = 36 // u8: BIOS drive number, 0x80
-	bs16BootSig  = 38 // u8: 0x29: the next three fields are present
-	bs16VolID    = 39 // u32: volume serial number
-	bs16VolLab   = 43 // 11: volume label
-	bs16FilSysTy = 54 // 8: "FAT16   " (informative only)
-	bs16BootCode = 62 // boot code
-)
-
-// FAT32 extended boot sector fields.
+// FAT32's BPB fields after the common ones.
 const (
 	bpb32FATSz32  = 36 // u32: sectors per FAT
 	bpb32ExtFlags = 40 // u16: 0: FATs mirrored
@@ -95,12 +85,19 @@ const (
 	bpb32RootClus = 44 // u32: first cluster of the root directory
 	bpb32FSInfo   = 48 // u16: sector of the FSInfo structure
 	bpb32BkBootSe = 50 // u16: sector of the backup boot sector
-	bs32DrvNum    = 64 // u8
-	bs32BootSig   = 66 // u8: 0x29
-	bs32VolID     = 67 // u32
-	bs32VolLab    = 71 // 11
-	bs32FilSysTy  = 82 // 8: "FAT32   "
-	bs32BootCode  = 90 // boot code
+)
+
+// Extended boot sector fields: the same ones in the same order on FAT16
+// (from offset bs16) and FAT32 (from bs32), offsets relative to those.
+const (
+	bs16       = 36
+	bs32       = 64
+	bsDrvNum   = 0  // u8: BIOS drive number, 0x80
+	bsBootSig  = 2  // u8: 0x29: the next three fields are present
+	bsVolID    = 3  // u32: volume serial number
+	bsVolLab   = 7  // 11: volume label
+	bsFilSysTy = 18 // 8: "FAT16   " or "FAT32   " (informative only)
+	bsBootCode = 26 // boot code
 )
 
 // Signature and FSInfo fields.
@@ -1008,31 +1005,27 @@ func (g *fatGeometry) bootSector(serial uint32) []byte {
 	// Boot code: INT 18h (no bootable disk: BIOS tries the next device),
 	// then halt forever.
 	bootCode := []byte{0xCD, 0x18, 0xF4, 0xEB, 0xFD}
+	ext, fsType := bs16, "FAT16   "
 	if g.fat32 {
-		copy(s[bsJmpBoot:], []byte{0xEB, bs32BootCode - 2, 0x90})
+		ext, fsType = bs32, "FAT32   "
 		le.PutUint32(s[bpb32FATSz32:], uint32(g.fatSectors))
 		le.PutUint16(s[bpb32ExtFlags:], 0)
 		le.PutUint16(s[bpb32FSVer:], 0)
 		le.PutUint32(s[bpb32RootClus:], 2)
 		le.PutUint16(s[bpb32FSInfo:], fat32FSInfoSec)
 		le.PutUint16(s[bpb32BkBootSe:], fat32BackupBoot)
-		s[bs32DrvNum] = fatDriveNumber
-		s[bs32BootSig] = fatExtBootSig
-		le.PutUint32(s[bs32VolID:], serial)
-		copy(s[bs32VolLab:], "NO NAME    ")
-		copy(s[bs32FilSysTy:], "FAT32   ")
-		copy(s[bs32BootCode:], bootCode)
 	} else {
-		copy(s[bsJmpBoot:], []byte{0xEB, bs16BootCode - 2, 0x90})
 		le.PutUint16(s[bpbRootEntCn:], uint16(g.rootEntries))
 		le.PutUint16(s[bpbFATSz16:], uint16(g.fatSectors))
-		s[bs16DrvNum] = fatDriveNumber
-		s[bs16BootSig] = fatExtBootSig
-		le.PutUint32(s[bs16VolID:], serial)
-		copy(s[bs16VolLab:], "NO NAME    ")
-		copy(s[bs16FilSysTy:], "FAT16   ")
-		copy(s[bs16BootCode:], bootCode)
 	}
+	copy(s[bsJmpBoot:], []byte{0xEB, byte(ext + bsBootCode - 2), 0x90})
+	e := s[ext:]
+	e[bsDrvNum] = fatDriveNumber
+	e[bsBootSig] = fatExtBootSig
+	le.PutUint32(e[bsVolID:], serial)
+	copy(e[bsVolLab:], "NO NAME    ")
+	copy(e[bsFilSysTy:], fsType)
+	copy(e[bsBootCode:], bootCode)
 	s[bsSignature], s[bsSignature+1] = 0x55, 0xAA
 	return s
 }

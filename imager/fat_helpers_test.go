@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// Minimal in-memory trees for the FAT and symlink tests (kept local until
-// the shared helpers in testhelpers_test.go land).
+// In-memory trees for the FAT and symlink tests, built entry by entry
+// (memTree, in testhelpers_test.go, builds a tree from files with git's
+// tree ids; these need synthetic big blobs and entries of any kind).
 
 // fmem is an in-memory tree under construction plus its blobs.
 type fmem struct {
@@ -19,14 +20,14 @@ type fmem struct {
 
 // fblobs is a BlobReader over in-memory contents and synthetic blobs.
 type fblobs struct {
-	data  map[BlobID][]byte
+	data  memBlobs
 	synth map[BlobID]int64 // synthetic blob: size; byte at off is synthByte(id, off)
 }
 
 var _ BlobReader = fblobs{}
 
 func newFmem() *fmem {
-	return &fmem{blobs: fblobs{data: map[BlobID][]byte{}, synth: map[BlobID]int64{}}}
+	return &fmem{blobs: fblobs{data: memBlobs{}, synth: map[BlobID]int64{}}}
 }
 
 // gitBlobID is git's object id of a blob with content p.
@@ -73,15 +74,8 @@ func synthByte(id BlobID, off int64) byte {
 }
 
 func (b fblobs) ReadBlob(id BlobID, p []byte, off int64) (int, error) {
-	if d, ok := b.data[id]; ok {
-		if off >= int64(len(d)) {
-			return 0, io.EOF
-		}
-		n := copy(p, d[off:])
-		if n < len(p) {
-			return n, io.EOF
-		}
-		return n, nil
+	if _, ok := b.data[id]; ok {
+		return b.data.ReadBlob(id, p, off)
 	}
 	size, ok := b.synth[id]
 	if !ok {

@@ -16,13 +16,15 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // fatTools returns the paths of fsck.fat, mdir and mcopy, failing the test
 // when a package is missing.
 func fatTools(t *testing.T) (fsck, mdir, mcopy string) {
 	t.Helper()
-	return requireTool(t, "fsck.fat", "dosfstools"), requireTool(t, "mdir", "mtools"), requireTool(t, "mcopy", "mtools")
+	return testutil.NeedTool(t, "fsck.fat", "dosfstools"), testutil.NeedTool(t, "mdir", "mtools"), testutil.NeedTool(t, "mcopy", "mtools")
 }
 
 // mtoolsEnv runs mtools in a UTF-8 locale (long names are converted with
@@ -649,20 +651,7 @@ func TestFATDeterministicReadAt(t *testing.T) {
 	}
 	// Reads across every extent boundary.
 	for e := range l1.Extents() {
-		for _, d := range []int64{-3, 0, 1} {
-			off := e.Off + d
-			if off < 0 {
-				continue
-			}
-			n := min(int64(777), l1.Size()-off)
-			p := make([]byte, n)
-			if _, err := l1.ReadAt(p, off); err != nil && err != io.EOF {
-				t.Fatalf("ReadAt(%d, %d): %v", n, off, err)
-			}
-			if !bytes.Equal(p, a[off:off+n]) {
-				t.Fatalf("ReadAt(%d, %d) differs from the whole image (%s)", n, off, e.Desc)
-			}
-		}
+		readsAcross(t, l1, a, e, 777)
 	}
 	// A large generated FAT agrees with the same FAT kept as data.
 	gen := &fatGen{runs: []fatRun{{2, 3}, {5, 1}, {9, 100000}}, fat32: true}

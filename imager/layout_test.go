@@ -8,10 +8,11 @@ import (
 	"math/rand"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // genBytes is a Generator whose byte at off is a function of off.
@@ -139,29 +140,8 @@ func TestLayoutIOTest(t *testing.T) {
 
 func TestLayoutConcurrentReads(t *testing.T) {
 	l, want := mixedLayout(t, 5)
-	var wg sync.WaitGroup
-	errs := make(chan string, 8)
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func(seed int64) {
-			defer wg.Done()
-			rng := rand.New(rand.NewSource(seed))
-			p := make([]byte, 8192)
-			for i := 0; i < 300; i++ {
-				off := rng.Int63n(l.Size())
-				n, _ := l.ReadAt(p[:1+rng.Intn(len(p))], off)
-				if !bytes.Equal(p[:n], want[off:off+int64(n)]) {
-					errs <- "concurrent ReadAt returned wrong bytes"
-					return
-				}
-			}
-		}(int64(g))
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Fatal(e)
-	}
+	read := func(_ string, p []byte, off int64) (int, error) { return l.ReadAt(p, off) }
+	testutil.ReadConcurrently(t, read, []string{"layout"}, map[string][]byte{"layout": want}, 8, 300, nil)
 }
 
 func TestLayoutExtentAt(t *testing.T) {
@@ -332,20 +312,7 @@ func checkTable(t *testing.T, l *Layout) {
 				t.Fatalf("ExtentAt(%d) in extent %d (%s) = %d, %v; want %d, %v", off, i, e.Desc, n, zero, runEnd(i)-off, e.Kind == ExtentZero)
 			}
 		}
-		for _, d := range []int64{-3, 0, 1} {
-			off := e.Off + d
-			if off < 0 {
-				continue
-			}
-			n := min(int64(1500), l.Size()-off)
-			p := make([]byte, n)
-			if _, err := l.ReadAt(p, off); err != nil && err != io.EOF {
-				t.Fatalf("ReadAt(%d, %d): %v", n, off, err)
-			}
-			if !bytes.Equal(p, img[off:off+n]) {
-				t.Fatalf("ReadAt(%d, %d) differs from the whole image (%s)", n, off, e.Desc)
-			}
-		}
+		readsAcross(t, l, img, e, 1500)
 	}
 }
 

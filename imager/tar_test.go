@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // tarArchiveEnd walks a tar stream's headers (as git writes them: only
@@ -75,7 +77,7 @@ func checkAgainstGit(t *testing.T, r *gitRepo, rev string) (*Tree, memBlobs, []b
 // against `git cat-file -p`, executables' mode, and symlink targets.
 func checkBsdtar(t *testing.T, r *gitRepo, tree *Tree, img []byte) {
 	t.Helper()
-	bsdtar := requireTool(t, "bsdtar", "libarchive-tools")
+	bsdtar := testutil.NeedTool(t, "bsdtar", "libarchive-tools")
 	dir := t.TempDir()
 	cmd := exec.Command(bsdtar, "-x", "-f", "-", "-C", dir)
 	cmd.Stdin = bytes.NewReader(img)

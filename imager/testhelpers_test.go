@@ -2,11 +2,12 @@ package imager
 
 // Test-only helpers shared by the imager tests (tar, fat, layout):
 //   - memFile/memTree/memBlobs: an in-memory tree in git's order with git's
-//     real object ids, and a BlobReader over a map;
+//     real object ids, and a BlobReader over a map (testutil.Blobs);
 //   - randomFiles: a seeded random tree generator;
 //   - readImage, diffBytes: read a whole Image, hex diff on mismatch;
 //   - gitRepo: a real git repository in t.TempDir() driven by the git CLI
-//     (fixed identities and dates, so every run makes the same commit ids),
+//     through internal/testutil (fixed identities and dates, so every run
+//     makes the same commit ids),
 //     whose commits are listed as a *Tree with `git ls-tree -r -t -l -z` and
 //     `git cat-file --batch`.
 
@@ -19,13 +20,14 @@ import (
 	"io"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // testTime is the commit time every test repository uses.
@@ -40,32 +42,11 @@ type memFile struct {
 	Commit string // KindSubmodule: the gitlink's commit id (40 hex digits)
 }
 
-// memBlobs is a BlobReader over a map, safe for concurrent readers.
-type memBlobs map[BlobID][]byte
+// memBlobs is a BlobReader over a map (internal/testutil's), safe for
+// concurrent readers.
+type memBlobs = testutil.Blobs[BlobID]
 
 var _ BlobReader = memBlobs(nil)
-
-// ReadBlob reads as io.ReaderAt does; an unknown id is an error.
-func (m memBlobs) ReadBlob(id BlobID, p []byte, off int64) (int, error) {
-	b, ok := m[id]
-	if !ok {
-		return 0, fmt.Errorf("memBlobs: no blob %s", id)
-	}
-	if off < 0 {
-		return 0, ErrNegative
-	}
-	if off >= int64(len(b)) {
-		if len(p) == 0 {
-			return 0, nil
-		}
-		return 0, io.EOF
-	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
 
 // gitObjectID is git's SHA-1 object id of an object of type typ.
 func gitObjectID(typ string, data []byte) BlobID {
@@ -74,18 +55,6 @@ func gitObjectID(typ string, data []byte) BlobID {
 	h.Write(data)
 	var id BlobID
 	copy(id[:], h.Sum(nil))
-	return id
-}
-
-// mustHexID parses a 40-digit hex object id.
-func mustHexID(t testing.TB, s string) BlobID {
-	t.Helper()
-	var id BlobID
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(id) {
-		t.Fatalf("bad object id %q", s)
-	}
-	copy(id[:], b)
 	return id
 }
 
@@ -174,7 +143,7 @@ func memTree(t testing.TB, files []memFile, commitID string, when time.Time) (*T
 					}
 					mode = map[Kind]string{KindFile: "100644", KindExecutable: "100755", KindSymlink: "120000"}[f.Kind]
 				case KindSubmodule:
-					id = mustHexID(t, f.Commit)
+					id = testutil.BlobID(t, f.Commit)
 					mode = "160000"
 				default:
 					t.Fatalf("memTree: %s: bad kind %v", f.Path, f.Kind)
@@ -373,42 +342,20 @@ func diffBytes(t testing.TB, l *Layout, got, want []byte) bool {
 	return false
 }
 
-// requireTool fails the test when a program is missing, naming its Debian
-// package.
-func requireTool(t testing.TB, name, debianPkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found: install the Debian package %s (apt-get install -y %s)", name, debianPkg, debianPkg)
-	}
-	return p
-}
-
 // gitRepo is a real git repository in a test directory, driven by the git
-// CLI with a fixed environment: no user or system config, fixed identities
-// and dates.
+// CLI with internal/testutil's fixed environment: no user or system config,
+// fixed identities and dates.
 type gitRepo struct {
 	t    testing.TB
 	Dir  string
-	env  []string
 	When time.Time // commit time of commitFiles; testTime unless a test sets it
 }
 
 // newGitRepo makes an empty repository (branch main) in t.TempDir().
 func newGitRepo(t testing.TB) *gitRepo {
 	t.Helper()
-	requireTool(t, "git", "git")
-	dir := t.TempDir()
-	date := strconv.FormatInt(testTime.Unix(), 10) + " +0000"
-	r := &gitRepo{t: t, Dir: dir, When: testTime, env: append(os.Environ(),
-		"GIT_CONFIG_GLOBAL=/dev/null",
-		"GIT_CONFIG_NOSYSTEM=1",
-		"HOME="+dir,
-		"GIT_AUTHOR_NAME=gitblk test", "GIT_AUTHOR_EMAIL=test@gitblk.invalid",
-		"GIT_COMMITTER_NAME=gitblk test", "GIT_COMMITTER_EMAIL=test@gitblk.invalid",
-		"GIT_AUTHOR_DATE="+date, "GIT_COMMITTER_DATE="+date,
-		"LC_ALL=C",
-	)}
+	testutil.NeedTool(t, "git", "git")
+	r := &gitRepo{t: t, Dir: t.TempDir(), When: testTime}
 	r.git("init", "-q", "-b", "main")
 	return r
 }
@@ -417,16 +364,11 @@ func newGitRepo(t testing.TB) *gitRepo {
 // fails the test with stderr.
 func (r *gitRepo) gitIn(stdin []byte, args ...string) []byte {
 	r.t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = r.Dir
-	cmd.Env = r.env
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	out, err := testutil.GitOutput(r.Dir, bytes.NewReader(stdin), args...)
+	if err != nil {
+		r.t.Fatalf("git %s: %v", strings.Join(args, " "), err)
 	}
-	return out.Bytes()
+	return out
 }
 
 // git runs git in the repository and returns its stdout, trimmed.
@@ -517,7 +459,7 @@ func (r *gitRepo) tree(rev string) (*Tree, memBlobs) {
 		if !ok || len(fields) != 4 {
 			r.t.Fatalf("ls-tree: bad record %q", rec)
 		}
-		e := Entry{Path: string(p), Blob: mustHexID(r.t, fields[2])}
+		e := Entry{Path: string(p), Blob: testutil.BlobID(r.t, fields[2])}
 		switch fields[0] {
 		case "100644":
 			e.Kind = KindFile
@@ -571,7 +513,7 @@ func (r *gitRepo) catBlobs(ids []byte) memBlobs {
 		if _, err := io.ReadFull(br, data); err != nil {
 			r.t.Fatalf("cat-file --batch: %s: %v", f[0], err)
 		}
-		blobs[mustHexID(r.t, f[0])] = data[:n]
+		blobs[testutil.BlobID(r.t, f[0])] = data[:n]
 	}
 }
 
@@ -603,6 +545,27 @@ func (r *gitRepo) writeFiles(files []memFile) {
 		}
 		if err != nil {
 			r.t.Fatal(err)
+		}
+	}
+}
+
+// readsAcross reads n bytes (fewer at the end) of l from just before, at
+// and just after the start of extent e, and checks them against the whole
+// image img.
+func readsAcross(t testing.TB, l *Layout, img []byte, e Extent, n int64) {
+	t.Helper()
+	for _, d := range []int64{-3, 0, 1} {
+		off := e.Off + d
+		if off < 0 {
+			continue
+		}
+		m := min(n, l.Size()-off)
+		p := make([]byte, m)
+		if _, err := l.ReadAt(p, off); err != nil && err != io.EOF {
+			t.Fatalf("ReadAt(%d, %d): %v", m, off, err)
+		}
+		if !bytes.Equal(p, img[off:off+m]) {
+			t.Fatalf("ReadAt(%d, %d) differs from the whole image (%s)", m, off, e.Desc)
 		}
 	}
 }

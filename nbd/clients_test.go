@@ -14,13 +14,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // Tests with NBD clients nobody here wrote: libnbd's nbdinfo and nbdcopy,
 // qemu-img and qemu-io.
 
 func TestNbdinfoJSON(t *testing.T) {
-	tool(t, "nbdinfo", "libnbd-bin")
+	testutil.NeedTool(t, "nbdinfo", "libnbd-bin")
 	ts := startServer(t, nil)
 	for _, uri := range []string{ts.tcpURI(""), ts.unixURI("big")} {
 		var info struct {
@@ -64,7 +66,7 @@ func TestNbdinfoJSON(t *testing.T) {
 }
 
 func TestNbdinfoList(t *testing.T) {
-	tool(t, "nbdinfo", "libnbd-bin")
+	testutil.NeedTool(t, "nbdinfo", "libnbd-bin")
 	ts := startServer(t, nil)
 	var list struct {
 		Exports []struct {
@@ -118,7 +120,7 @@ func writeMapLine(b *strings.Builder, off, n int64, zero bool) {
 }
 
 func TestNbdinfoMap(t *testing.T) {
-	tool(t, "nbdinfo", "libnbd-bin")
+	testutil.NeedTool(t, "nbdinfo", "libnbd-bin")
 	ts := startServer(t, nil)
 	for name, want := range map[string]string{
 		"":      expectedMap(smallImage()),
@@ -136,7 +138,7 @@ func TestNbdinfoMap(t *testing.T) {
 }
 
 func TestNbdcopyMultiConn(t *testing.T) {
-	tool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
 	ts := startServer(t, nil)
 	dir := t.TempDir()
 	for i, uri := range []string{ts.tcpURI(""), ts.unixURI("plain")} {
@@ -159,7 +161,7 @@ func TestNbdcopyMultiConn(t *testing.T) {
 // TestNbdcopyBig streams an 80 MiB export through nbdcopy to stdout and
 // checks every byte against the generator.
 func TestNbdcopyBig(t *testing.T) {
-	tool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
 	ts := startServer(t, nil)
 	cmd := exec.Command("nbdcopy", "--connections=2", ts.unixURI("big"), "-")
 	var stderr bytes.Buffer
@@ -202,7 +204,7 @@ func TestNbdcopyBig(t *testing.T) {
 // 512-byte sectors with qemu-img convert, which reads by block status in
 // sectors: every byte must arrive.
 func TestQemuImgConvert(t *testing.T) {
-	tool(t, "qemu-img", "qemu-utils")
+	testutil.NeedTool(t, "qemu-img", "qemu-utils")
 	odd := newMemImage(1<<20, 7, []run{{0x1100, 0x3000}, {0x8000, 0x300}, {0x10000 - 0x80, 0x4080}, {1<<20 - 0x1123, 0x1123}})
 	ts := startServer(t, func(s *Server) {
 		resolve := s.Resolve
@@ -230,7 +232,7 @@ func TestQemuImgConvert(t *testing.T) {
 }
 
 func TestQemuImgCompare(t *testing.T) {
-	tool(t, "qemu-img", "qemu-utils")
+	testutil.NeedTool(t, "qemu-img", "qemu-utils")
 	ts := startServer(t, nil)
 	file := filepath.Join(t.TempDir(), "small.img")
 	if err := os.WriteFile(file, smallImage().data, 0o644); err != nil {
@@ -283,7 +285,7 @@ func parseQemuIoDump(t *testing.T, out string, off, n int64) []byte {
 }
 
 func TestQemuIoOddOffsets(t *testing.T) {
-	tool(t, "qemu-io", "qemu-utils")
+	testutil.NeedTool(t, "qemu-io", "qemu-utils")
 	ts := startServer(t, nil)
 	reads := [][2]int64{
 		{12345, 40},
@@ -309,7 +311,7 @@ func TestQemuIoOddOffsets(t *testing.T) {
 }
 
 func TestQemuNbdList(t *testing.T) {
-	tool(t, "qemu-nbd", "qemu-utils")
+	testutil.NeedTool(t, "qemu-nbd", "qemu-utils")
 	ts := startServer(t, nil)
 	out := runTool(t, "qemu-nbd", "-L", "-k", ts.sock)
 	if !strings.Contains(out, fmt.Sprintf("exports available: %d", len(testExportNames))) {

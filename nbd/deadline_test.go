@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // slowResolver delays every resolution of "slow" by d, as building a big
@@ -36,8 +38,8 @@ func slowResolver(d time.Duration, ctxDead *atomic.Int64) func(*Server) {
 // is answered when it returns. Real clients, and a raw one that checks
 // the timeout still ends a silent client.
 func TestSlowResolve(t *testing.T) {
-	tool(t, "nbdinfo", "libnbd-bin")
-	tool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "nbdinfo", "libnbd-bin")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
 	const timeout, delay = 300 * time.Millisecond, 1500 * time.Millisecond
 	var ctxDead atomic.Int64
 	ts := startServer(t, func(s *Server) {
@@ -100,8 +102,8 @@ func TestHandshakeSilenceSums(t *testing.T) {
 // unix socket and checks the SO_PEERCRED the resolver saw, and that a
 // resolver can refuse by it.
 func TestPeerCredOtherUser(t *testing.T) {
-	tool(t, "nbdinfo", "libnbd-bin")
-	setpriv := tool(t, "setpriv", "util-linux")
+	testutil.NeedTool(t, "nbdinfo", "libnbd-bin")
+	setpriv := testutil.NeedTool(t, "setpriv", "util-linux")
 	if os.Getuid() != 0 {
 		t.Skip("running a client as another uid needs root (setpriv --reuid)")
 	}

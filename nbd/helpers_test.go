@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // run is a zero run of a test image.
@@ -159,30 +161,12 @@ func smallImage() *memImage {
 	return smallImg
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testServer is a Server listening on TCP and a unix socket.
 type testServer struct {
 	srv      *Server
 	tcp      string // host:port
 	sock     string // unix socket path
-	log      *syncBuffer
+	log      *testutil.LogBuffer
 	resolves atomic.Int64
 	releases atomic.Int64
 	gate     *gateImage
@@ -218,7 +202,7 @@ func startServer(t testing.TB, tweak func(*Server)) *testServer {
 // with mode (a negative mode: by Serve).
 func startServerMode(t testing.TB, mode TLSMode, tweak func(*Server)) *testServer {
 	t.Helper()
-	ts := &testServer{log: &syncBuffer{}}
+	ts := &testServer{log: &testutil.LogBuffer{}}
 	ts.gate = &gateImage{memImage: smallImage(), entered: make(chan struct{}, 1), gate: make(chan struct{})}
 	ts.srv = &Server{
 		Resolve: func(ctx context.Context, name string, peer Peer) (*Export, error) {
@@ -287,16 +271,6 @@ func startServerMode(t testing.TB, mode TLSMode, tweak func(*Server)) *testServe
 func (ts *testServer) tcpURI(name string) string { return "nbd://" + ts.tcp + "/" + name }
 func (ts *testServer) unixURI(name string) string {
 	return "nbd+unix:///" + name + "?socket=" + ts.sock
-}
-
-// tool returns the path of a client program or fails naming its package.
-func tool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found: install the Debian package %s", name, pkg)
-	}
-	return p
 }
 
 // runTool runs a client with /usr/bin first in PATH (for python3-libnbd).

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // nbdshScript drives libnbd's Python bindings through every hostile input
@@ -253,7 +255,7 @@ def multi_conn_flag():
 `
 
 func TestNbdshHostile(t *testing.T) {
-	tool(t, "nbdsh", "python3-libnbd")
+	testutil.NeedTool(t, "nbdsh", "python3-libnbd")
 	ts := startServer(t, nil)
 	data := filepath.Join(t.TempDir(), "small.img")
 	if err := os.WriteFile(data, smallImage().data, 0o644); err != nil {

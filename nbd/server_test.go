@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // TestShutdownFinishesInFlight holds a read inside ReadAt, shuts down,
@@ -87,7 +89,7 @@ func TestServeContextCancel(t *testing.T) {
 // resolved export is released, and the per-connection log line.
 func TestPinning(t *testing.T) {
 	var resolves, releases atomic.Int64
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	srv := &Server{
 		Resolve: func(ctx context.Context, name string, peer Peer) (*Export, error) {
 			if name != "moving" && name != "other" {

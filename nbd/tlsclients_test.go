@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // TLS with clients nobody here wrote: libnbd's nbdinfo and nbdcopy
@@ -83,10 +85,10 @@ func qemuConvert(t *testing.T, dir, server, export string) {
 }
 
 func TestTLSClients(t *testing.T) {
-	tool(t, "nbdinfo", "libnbd-bin")
-	tool(t, "nbdcopy", "libnbd-bin")
-	tool(t, "qemu-img", "qemu-utils")
-	tool(t, "nbd-client", "nbd-client")
+	testutil.NeedTool(t, "nbdinfo", "libnbd-bin")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "qemu-img", "qemu-utils")
+	testutil.NeedTool(t, "nbd-client", "nbd-client")
 	certs := makeCerts(t)
 	var pl peerLog
 	ts := startServerMode(t, TLSRequire, func(s *Server) {
@@ -178,8 +180,8 @@ func TestTLSClients(t *testing.T) {
 // TestTLS12Clients: with the server held to TLS 1.2, libnbd and qemu still
 // read every byte (doc/proto.md: TLS 1.2 is a MUST).
 func TestTLS12Clients(t *testing.T) {
-	tool(t, "nbdcopy", "libnbd-bin")
-	tool(t, "qemu-img", "qemu-utils")
+	testutil.NeedTool(t, "nbdcopy", "libnbd-bin")
+	testutil.NeedTool(t, "qemu-img", "qemu-utils")
 	certs := makeCerts(t)
 	var pl peerLog
 	cfg := certs.server.Clone()

@@ -515,8 +515,10 @@ func sectorZeros(pos, n int64) (int64, bool) {
 
 // runCache remembers the last runs an ExtentImage reported, so that
 // sequential reads and status queries inside one long run ask the image
-// once: imager.Layout's ExtentAt walks every extent of the run it reports,
-// which would make a sequential copy quadratic in the number of extents.
+// once: the cost of imager.Layout's ExtentAt grows with the members the run
+// it reports spans (a data run skips members without zeros 64 at a time,
+// members with zero pieces one by one), so asking again at each request of
+// a sequential copy would cost the rest of the run every time.
 type runCache struct {
 	mu   sync.Mutex
 	runs [runCacheSize]cachedRun

@@ -24,6 +24,7 @@
 package secrets
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -156,14 +157,7 @@ func (d *Decrypted) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error)
 		if off < 0 {
 			return 0, fmt.Errorf("secrets: negative offset %d", off)
 		}
-		if off >= int64(len(b)) {
-			return 0, io.EOF
-		}
-		n := copy(p, b[off:])
-		if n < len(p) {
-			return n, io.EOF
-		}
-		return n, nil
+		return bytes.NewReader(b).ReadAt(p, off)
 	}
 	return d.blobs.ReadBlob(id, p, off)
 }

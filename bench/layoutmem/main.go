@@ -16,6 +16,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha1"
 	"encoding/binary"
 	"flag"
@@ -40,15 +41,7 @@ type synthBlobs struct{}
 func content(n uint32) []byte { return []byte(fmt.Sprintf("file %07d of the tree\n", n)[:25]) }
 
 func (synthBlobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
-	c := content(binary.BigEndian.Uint32(id[:4]))
-	if off >= int64(len(c)) {
-		return 0, io.EOF
-	}
-	n := copy(p, c[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return bytes.NewReader(content(binary.BigEndian.Uint32(id[:4]))).ReadAt(p, off)
 }
 
 // tree lists dirs top directories of subs subdirectories of files files

@@ -30,11 +30,8 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	quiet := fs.Bool("q", false, "no progress bar")
 	var ef exportFlags
 	ef.register(fs)
-	pos, err := parsePositionals(fs, args)
+	pos, err := ef.parse(fs, args, 0, 2)
 	if err != nil {
-		return err
-	}
-	if err := ef.check(fs, pos, 0, 2); err != nil {
 		return err
 	}
 	var layout *imager.Layout

@@ -22,8 +22,17 @@ func (f *exportFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.export, "export", "", "with --config: the export name, as a client asks for it (NAME, NAME/REF, NAME/REF:FORMAT)")
 }
 
-// check checks the flags go together and the number of positional
-// arguments: withConfig with --config, else without.
+// parse parses args with fs and returns the positional arguments, after
+// checking that the flags go together and that there are withConfig of
+// them with --config, else without.
+func (f *exportFlags) parse(fs *flag.FlagSet, args []string, withConfig, without int) ([]string, error) {
+	pos, err := parsePositionals(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	return pos, f.check(fs, pos, withConfig, without)
+}
+
 func (f *exportFlags) check(fs *flag.FlagSet, pos []string, withConfig, without int) error {
 	if (f.config == "") != (f.export == "") {
 		return usagef("%s: --config and --export go together", fs.Name())

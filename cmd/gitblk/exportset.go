@@ -55,6 +55,7 @@ type openRepo struct {
 type repoSet struct {
 	cacheSize int64
 	cacheDir  string
+	pins      *gitfs.Pins // shared by every repository's Images: gitfs.MaxImages is process-wide
 
 	// follow keeps the mirrors of followed remotes (serve); nil opens a
 	// mirror's directory as it is, without fetching (build, mount).
@@ -68,7 +69,7 @@ type repoSet struct {
 }
 
 func newRepoSet(cacheSize int64, cacheDir string) *repoSet {
-	return &repoSet{cacheSize: cacheSize, cacheDir: cacheDir, repos: map[string]*openRepo{}}
+	return &repoSet{cacheSize: cacheSize, cacheDir: cacheDir, pins: gitfs.NewPins(), repos: map[string]*openRepo{}}
 }
 
 // open returns the repository at path, opening it if needed.
@@ -95,6 +96,7 @@ func (rs *repoSet) open(path string) (*openRepo, error) {
 	r := &openRepo{path: abs, repo: repo, images: gitfs.NewImages(repo, 0, opts.CacheDir), cacheDir: opts.CacheDir}
 	r.images.OnBuild = rs.onBuild
 	rs.repos[abs] = r
+	r.images.SetPins(rs.pins)
 	setMemoryLimit(int64(len(rs.repos)) * max(rs.cacheSize, gitfs.DefaultCacheSize))
 	return r, nil
 }

@@ -24,11 +24,8 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	allowOther := fs.Bool("allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root)")
 	var ef exportFlags
 	ef.register(fs)
-	pos, err := parsePositionals(fs, args)
+	pos, err := ef.parse(fs, args, 1, 3)
 	if err != nil {
-		return err
-	}
-	if err := ef.check(fs, pos, 1, 3); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
@@ -70,6 +67,13 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log.Info("mounted", "dir", m.Dir(), "ref", pos[1], "commit", c.ID)
+	serveMount(ctx, m, log)
+	return nil
+}
+
+// serveMount serves m until it is unmounted: by ctx ending (a signal) or
+// by fusermount3 -u.
+func serveMount(ctx context.Context, m *fusefs.Mounted, log *slog.Logger) {
 	go func() {
 		<-ctx.Done()
 		if err := m.Unmount(); err != nil {
@@ -80,5 +84,4 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 	m.Wait()
 	log.Info("unmounted", "dir", m.Dir())
-	return nil
 }

@@ -26,14 +26,6 @@ func mountExport(ctx context.Context, ef *exportFlags, dir string, allowOther bo
 		return err
 	}
 	log.Info("mounted", "dir", m.Dir(), "export", ef.export, "ref", x.rev, "commit", x.commit.ID)
-	go func() {
-		<-ctx.Done()
-		if err := m.Unmount(); err != nil {
-			log.Warn("cannot unmount yet: close the files open under it, or detach it lazily with fusermount3 -u -z",
-				"dir", m.Dir(), "err", err)
-		}
-	}()
-	m.Wait()
-	log.Info("unmounted", "dir", m.Dir())
+	serveMount(ctx, m, log)
 	return nil
 }

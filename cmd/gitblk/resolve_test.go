@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/gitblk/gitblk/config"
+	"github.com/gitblk/gitblk/internal/testutil"
 	"github.com/gitblk/gitblk/nbd"
 )
 
@@ -56,7 +57,7 @@ allow = [{ cert-cn = ["vm-*"] }, { uid = [0] }]
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	srv := newServer(slog.New(slog.NewTextHandler(&logs, nil)), set, repos, func() (*config.Config, error) { return config.Load(cfgPath) })
 
 	vm1 := leafCert(t, filepath.Join(s.ca, "vm1-cert.pem"))
@@ -255,7 +256,7 @@ func startTLS(addr string, cfg *tls.Config) error {
 // A repository a reload drops stays open while a connection holds an
 // image of it, and is closed with the last hold.
 func TestReloadClosesDroppedRepos(t *testing.T) {
-	needTools(t, "git")
+	testutil.NeedTool(t, "git", "git")
 	dir := t.TempDir()
 	one, two := filepath.Join(dir, "one"), filepath.Join(dir, "two")
 	gitRepo(t, one, map[string][]byte{"a": []byte("one")})

@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
-	"strings"
 
+	"github.com/gitblk/gitblk/config"
 	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
 )
@@ -277,7 +277,7 @@ func (f *repoFlags) cacheBytes() (int64, error) {
 	if f.cacheSize == "" {
 		return 0, nil
 	}
-	n, err := parseBytes(f.cacheSize)
+	n, err := config.ParseBytes(f.cacheSize)
 	if err != nil {
 		return 0, usagef("--cache-size: %v", err)
 	}
@@ -334,32 +334,6 @@ func setMemoryLimit(cacheSize int64) {
 		cacheSize = gitfs.DefaultCacheSize
 	}
 	debug.SetMemoryLimit(cacheSize + memoryAllowance)
-}
-
-// parseBytes reads a byte count with an optional K, M, G or T suffix (powers of 1024).
-func parseBytes(s string) (int64, error) {
-	mult := int64(1)
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s), "B"), "I")
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult, t = 1<<10, t[:n-1]
-		case 'M':
-			mult, t = 1<<20, t[:n-1]
-		case 'G':
-			mult, t = 1<<30, t[:n-1]
-		case 'T':
-			mult, t = 1<<40, t[:n-1]
-		}
-	}
-	var v int64
-	if _, err := fmt.Sscanf(t, "%d", &v); err != nil || v < 0 || fmt.Sprint(v) != t {
-		return 0, fmt.Errorf("bad size %q (want e.g. 512M)", s)
-	}
-	if v > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q too large", s)
-	}
-	return v * mult, nil
 }
 
 // printWarnings writes image warnings, one per line, naming the path.

@@ -51,20 +51,6 @@ func TestExportNames(t *testing.T) {
 	}
 }
 
-func TestParseBytes(t *testing.T) {
-	good := map[string]int64{"0": 0, "512": 512, "4K": 4096, "64M": 64 << 20, "64MiB": 64 << 20, "1g": 1 << 30, "2T": 2 << 40}
-	for s, want := range good {
-		if got, err := parseBytes(s); err != nil || got != want {
-			t.Errorf("parseBytes(%q) = %d, %v; want %d", s, got, err, want)
-		}
-	}
-	for _, s := range []string{"", "M", "-1", "1.5G", "12X", "99999999999T", "1 G"} {
-		if got, err := parseBytes(s); err == nil {
-			t.Errorf("parseBytes(%q) = %d, want an error", s, got)
-		}
-	}
-}
-
 func TestParseArgsInterleaved(t *testing.T) {
 	var out bytes.Buffer
 	fs := newFlags("build", "build [flags] REPO REF", "", &out)

@@ -11,40 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gitblk/gitblk/config"
+	"github.com/gitblk/gitblk/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for a server's log and a test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: %v", tool, err)
-		}
-	}
-}
 
 // sh runs a command and returns its standard output; it fails the test
 // unless the command succeeds.
@@ -134,10 +107,10 @@ func clientDir(t *testing.T, dir, serverCA, caDir, name string) string {
 
 // startServe runs `gitblk serve args...` in this process until the test
 // ends, and waits for its "serving" log line.
-func startServe(t *testing.T, args ...string) *syncBuffer {
+func startServe(t *testing.T, args ...string) *testutil.LogBuffer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, append([]string{"serve"}, args...), io.Discard, logs) }()
 	t.Cleanup(func() {
@@ -164,7 +137,7 @@ func startServe(t *testing.T, args ...string) *syncBuffer {
 }
 
 // waitLog waits for a log line containing s.
-func waitLog(t *testing.T, logs *syncBuffer, s string) {
+func waitLog(t *testing.T, logs *testutil.LogBuffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), s) {
@@ -201,7 +174,10 @@ type secretsSetup struct {
 const plaintextMarker = "gitblk-cmd-test-plaintext-4b1d"
 
 func setupSecrets(t *testing.T) *secretsSetup {
-	needTools(t, "git", "age", "age-keygen", "openssl", "nbdinfo", "nbdcopy", "tar")
+	for _, tool := range [][2]string{{"git", "git"}, {"age", "age"}, {"age-keygen", "age"}, {"openssl", "openssl"},
+		{"nbdinfo", "libnbd-bin"}, {"nbdcopy", "libnbd-bin"}, {"tar", "tar"}} {
+		testutil.NeedTool(t, tool[0], tool[1])
+	}
 	dir, err := os.MkdirTemp("", "gitblk-sec-") // short: unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)
@@ -476,7 +452,7 @@ allow = [{ uid = [%d] }]
 // A config that does not validate is one error naming file, line and key,
 // exit status 2, and nothing is served.
 func TestServeConfigErrors(t *testing.T) {
-	needTools(t, "git")
+	testutil.NeedTool(t, "git", "git")
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
 	gitRepo(t, repo, map[string][]byte{"a": []byte("a")})
@@ -656,7 +632,7 @@ func TestMountExport(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("no /dev/fuse: FUSE mounts cannot exist here (%v)", err)
 	}
-	needTools(t, "fusermount3")
+	testutil.NeedTool(t, "fusermount3", "fuse3")
 	s := setupSecrets(t)
 	cfgPath := filepath.Join(s.dir, "m.toml")
 	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "m.sock"), freePort(t), "")), 0o600)
@@ -667,7 +643,7 @@ func TestMountExport(t *testing.T) {
 	dir := filepath.Join(s.dir, "mnt")
 	os.MkdirAll(dir, 0o755)
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, []string{"mount", "--config", cfgPath, "--export", "keys", dir}, io.Discard, logs)

@@ -234,7 +234,7 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	log.Info("serving", "config", cfg.File, "exports", strings.Join(names, ","), "listen", listenNames(cfg))
+	log.Info("serving", "config", cfg.File, "exports", strings.Join(names, ","), "listen", listenNames(cfg), inflaterAttr())
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))

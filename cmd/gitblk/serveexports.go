@@ -37,44 +37,15 @@ type server struct {
 	reloadMu sync.Mutex // one reload at a time
 
 	mu     sync.Mutex
-	warned map[string]bool        // tree+format whose warnings were logged
-	pinned map[*imager.Layout]int // public layouts held by connections, with their pin counts
-	noLock bool                   // logged that plaintext memory could not be locked
+	warned map[string]bool // tree+format whose warnings were logged
+	noLock bool            // logged that plaintext memory could not be locked
 }
 
 func newServer(log *slog.Logger, set *exportSet, repos *repoSet, load func() (*config.Config, error)) *server {
 	s := &server{log: log, repos: repos, load: load, pool: secrets.NewPool(),
-		budget: secrets.NewBudget(set.cfg.MaxSecretMemory), warned: map[string]bool{}, pinned: map[*imager.Layout]int{}}
+		budget: secrets.NewBudget(set.cfg.MaxSecretMemory), warned: map[string]bool{}}
 	s.cur.Store(set)
 	return s
-}
-
-// maxPinnedImages bounds the distinct public images connections hold at
-// once: each is a layout in memory (about 1 KiB per file), and with ref
-// patterns clients could otherwise pin one per ref. A connection asking
-// for one more is told the export is unavailable until others close.
-// (Decrypted images are bounded by the secret memory budget instead.)
-const maxPinnedImages = 16
-
-// errTooManyImages refuses a new image while maxPinnedImages are held.
-var errTooManyImages = errors.New("serve: too many different images in use; try again when connections close")
-
-// pin counts a connection's hold on l, unless that would make more than
-// maxPinnedImages distinct layouts held; the returned func releases it.
-func (s *server) pin(l *imager.Layout) (release func(), err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pinned[l] == 0 && len(s.pinned) >= maxPinnedImages {
-		return nil, errTooManyImages
-	}
-	s.pinned[l]++
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.pinned[l]--; s.pinned[l] <= 0 {
-			delete(s.pinned, l)
-		}
-	}, nil
 }
 
 // warnOnce logs an image's warnings the first time its tree and options
@@ -229,7 +200,10 @@ func (s *server) pinExport(le *liveExport, name, rev string, format imager.Forma
 			return nil, err
 		}
 		s.warnOnce(c, opts, ws)
-		if release, err = s.pin(l); err != nil {
+		// Public images are bounded by gitfs.MaxImages over all
+		// repositories (repoSet shares one gitfs.Pins); decrypted ones by
+		// the secret memory budget.
+		if release, err = le.r.images.Pin(l); err != nil {
 			return nil, err
 		}
 	}

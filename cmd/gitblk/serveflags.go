@@ -123,12 +123,12 @@ func shorthandConfig(cf *commonFlags, listens, refs stringList, af *accessFlags,
 	c := &config.Config{CacheDir: cf.cacheDir}
 	var err error
 	if cf.cacheSize != "" {
-		if c.CacheSize, err = parseBytes(cf.cacheSize); err != nil {
+		if c.CacheSize, err = config.ParseBytes(cf.cacheSize); err != nil {
 			return nil, usagef("--cache-size: %v", err)
 		}
 	}
 	if af.maxSecretMemory != "" {
-		if c.MaxSecretMemory, err = parseBytes(af.maxSecretMemory); err != nil {
+		if c.MaxSecretMemory, err = config.ParseBytes(af.maxSecretMemory); err != nil {
 			return nil, usagef("--max-secret-memory: %v", err)
 		}
 	}
@@ -162,7 +162,7 @@ func shorthandConfig(cf *commonFlags, listens, refs stringList, af *accessFlags,
 		if af.decrypt == "" {
 			return nil, usagef("--max-secret-file needs --decrypt")
 		}
-		if maxFile, err = parseBytes(af.maxSecretFile); err != nil {
+		if maxFile, err = config.ParseBytes(af.maxSecretFile); err != nil {
 			return nil, usagef("--max-secret-file: %v", err)
 		}
 	} else if af.decrypt != "" {

@@ -81,7 +81,7 @@ type mntRepo struct {
 	dir    string
 	commit string
 	tree   *imager.Tree
-	blobs  testutil.Blobs
+	blobs  testutil.Blobs[imager.BlobID]
 }
 
 // Names that test what a filesystem must carry through.
@@ -143,14 +143,14 @@ func newMntRepo(t *testing.T) *mntRepo {
 
 // mntReadGitTree lists commit's tree with `git ls-tree -r -t -l -z` and reads
 // every blob with `git cat-file`.
-func mntReadGitTree(t *testing.T, dir, commit string) (*imager.Tree, testutil.Blobs) {
+func mntReadGitTree(t *testing.T, dir, commit string) (*imager.Tree, testutil.Blobs[imager.BlobID]) {
 	t.Helper()
 	ct, err := strconv.ParseInt(strings.TrimSpace(string(testutil.GitBytes(t, dir, "show", "-s", "--format=%ct", commit))), 10, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tree := &imager.Tree{CommitID: commit, Time: time.Unix(ct, 0)}
-	blobs := testutil.Blobs{}
+	blobs := testutil.Blobs[imager.BlobID]{}
 	out := testutil.GitBytes(t, dir, "ls-tree", "-r", "-t", "-l", "-z", commit)
 	for rec := range strings.SplitSeq(strings.TrimSuffix(string(out), "\x00"), "\x00") {
 		meta, path, ok := strings.Cut(rec, "\t")
@@ -657,7 +657,7 @@ func TestMountUnmount(t *testing.T) {
 }
 
 func TestMountPointErrors(t *testing.T) {
-	r := &mntRepo{tree: &imager.Tree{}, blobs: testutil.Blobs{}}
+	r := &mntRepo{tree: &imager.Tree{}, blobs: testutil.Blobs[imager.BlobID]{}}
 	cfg := Config{Tree: r.tree, Blobs: r.blobs}
 	base := t.TempDir()
 	file := filepath.Join(base, "file")
@@ -708,7 +708,7 @@ func TestMountPointAlreadyMounted(t *testing.T) {
 
 // mntFailingBlobs fails reads of one blob.
 type mntFailingBlobs struct {
-	testutil.Blobs
+	testutil.Blobs[imager.BlobID]
 	bad imager.BlobID
 }
 
@@ -900,11 +900,11 @@ func TestMountLargeImageMemory(t *testing.T) {
 	b.Gen("pattern", newMntPattern(), size-2*4096-1<<20)
 	b.Zeros("zeros", 1<<20)
 	b.Data("footer", bytes.Repeat([]byte{0xCD}, 4096))
-	img := b.Layout(testutil.Blobs{})
+	img := b.Layout(testutil.Blobs[imager.BlobID]{})
 	if img.Size() != size {
 		t.Fatalf("layout size %d, want %d", img.Size(), size)
 	}
-	dir, _ := mountForTest(t, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs{}, Images: map[string]imager.Image{"big.img": img}})
+	dir, _ := mountForTest(t, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs[imager.BlobID]{}, Images: map[string]imager.Image{"big.img": img}})
 	f, err := os.Open(filepath.Join(dir, "big.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -980,7 +980,7 @@ func TestMountHelperDeadMount(t *testing.T) {
 	if dir == "" {
 		return // only meaningful as TestMountPointDead's child process
 	}
-	if _, err := Mount(dir, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs{}}); err != nil {
+	if _, err := Mount(dir, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs[imager.BlobID]{}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -1011,7 +1011,7 @@ func TestMountPointDead(t *testing.T) {
 	if _, err := os.ReadDir(dir); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("listing a dead mount: %v, want ENOTCONN (is the mount dead?)", err)
 	}
-	_, err := Mount(dir, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs{}})
+	_, err := Mount(dir, Config{Tree: &imager.Tree{}, Blobs: testutil.Blobs[imager.BlobID]{}})
 	if !errors.Is(err, ErrMountPointMounted) || !strings.Contains(err.Error(), "fusermount3 -u") {
 		t.Errorf("Mount on a dead mount: %v, want ErrMountPointMounted advising fusermount3 -u", err)
 	}

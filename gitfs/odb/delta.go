@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/gitblk/gitblk/internal/inflate"
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
@@ -32,9 +33,9 @@ type deltaReader struct {
 	db       *Store
 	base     plumbing.Hash
 	baseSize int64
-	src      deltaSource // the delta's data, inflated
-	zr       zlibReader  // streamed delta data, or nil
-	buf      *[]byte     // or delta data inflated whole (from getBuf)
+	src      deltaSource    // the delta's data, inflated
+	zr       inflate.Reader // streamed delta data, or nil
+	buf      *[]byte        // or delta data inflated whole (from getBuf)
 
 	win    []byte // bytes of the base from winOff; shared with the cache: never written
 	winOff int64

@@ -23,8 +23,8 @@
 // go-git resolves every small delta in full, hashing it, to answer its type
 // and size; its streaming delta reader rereads its base from the start at
 // each backward copy; and its loose reader hashes every byte as it
-// streams. Inflating uses C zlib and libdeflate when built with cgo
-// (zlib*.go).
+// streams. Inflating goes through internal/inflate (C zlib and libdeflate
+// loaded at run time where the system has them, else compress/zlib).
 //
 // Limits: without a usable disk cache, a delta chain over big blobs deeper
 // than 64 is refused (chain.go); objects in alternates (git clone

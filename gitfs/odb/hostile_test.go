@@ -194,12 +194,12 @@ func TestStreamLongerThanHeader(t *testing.T) {
 	b := plumbing.NewHash("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
 	installPack(t, dir, []plumbing.Hash{a, b}, [][]byte{
 		append(entryHeader(packBlob, 5), zlibOf(long)...),
-		append(entryHeader(packBlob, 5), paddedZlib(long, 100)...),
+		append(entryHeader(packBlob, 5), testutil.PaddedZlib(long, 100)...),
 	})
 	lc := plumbing.NewHash("cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd")
 	testutil.WriteLooseRaw(t, dir, lc.String(), zlibOf(append([]byte("blob 5\x00"), long...)))
 	lp := plumbing.NewHash("cccccccccccccccccccccccccccccccccccccccc")
-	testutil.WriteLooseRaw(t, dir, lp.String(), paddedZlib(append([]byte("blob 5\x00"), long...), 100))
+	testutil.WriteLooseRaw(t, dir, lp.String(), testutil.PaddedZlib(append([]byte("blob 5\x00"), long...), 100))
 	r := openRepo(t, dir, Options{})
 	for _, h := range []plumbing.Hash{a, b, lc, lp} {
 		n, err := r.ReadBlob(blobID(t, h.String()), make([]byte, 64), 0)

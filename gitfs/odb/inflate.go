@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/gitblk/gitblk/internal/inflate"
 )
 
 // zpools hold zlib readers by input buffer size: sizeReaderBuf for the
 // few bytes of a header, bigger ones for whole blobs, so that inflating a
 // blob costs one or a few preads instead of one per 512 bytes.
-var zpools = [...]*zlibPool{
-	newZlibPool(sizeReaderBuf), newZlibPool(4 << 10), newZlibPool(16 << 10), newZlibPool(64 << 10),
+var zpools = [...]*inflate.Pool{
+	inflate.NewPool(sizeReaderBuf), inflate.NewPool(4 << 10), inflate.NewPool(16 << 10), inflate.NewPool(64 << 10),
 }
 
 // inflateHead inflates up to len(buf) bytes of the zlib stream in r,
@@ -19,15 +21,15 @@ var zpools = [...]*zlibPool{
 // stream is barely longer than its content).
 func inflateHead(r io.Reader, buf []byte) (int, error) {
 	class := 0
-	for class < len(zpools)-1 && zpools[class].bufSize < len(buf)+packEntryHeaderMax {
+	for class < len(zpools)-1 && zpools[class].BufSize() < len(buf)+packEntryHeaderMax {
 		class++
 	}
-	z, err := zpools[class].get(r)
+	z, err := zpools[class].Get(r)
 	if err != nil {
 		return 0, err
 	}
 	n, err := io.ReadFull(z, buf)
-	zpools[class].put(z)
+	zpools[class].Put(z)
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		err = nil // a stream shorter than buf: the caller checks what it got
 	}
@@ -48,16 +50,16 @@ func inflateEntry(f *os.File, off int64, e *packEntry, dst []byte) error {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("pack entry at %d: %w", off, err)
 	}
-	if _, err := inflateWhole(dst, src[:n]); err == nil {
+	if _, err := inflate.Whole(dst, src[:n]); err == nil {
 		return nil
 	} else if n < bound {
 		return fmt.Errorf("pack entry at %d: %w", off, err)
 	}
-	z, err := zpools[len(zpools)-1].get(io.NewSectionReader(f, e.dataOff, 1<<62))
+	z, err := zpools[len(zpools)-1].Get(io.NewSectionReader(f, e.dataOff, 1<<62))
 	if err != nil {
 		return fmt.Errorf("pack entry at %d: %w", off, err)
 	}
-	defer zpools[len(zpools)-1].put(z)
+	defer zpools[len(zpools)-1].Put(z)
 	if got, err := io.ReadFull(z, dst); err != nil {
 		return fmt.Errorf("pack entry at %d: %w", off, shortBlob(int64(got), int64(len(dst)), err))
 	}

@@ -3,27 +3,13 @@ package odb
 import (
 	"bytes"
 	"compress/zlib"
-	"encoding/binary"
 	"errors"
-	"hash/adler32"
 	"testing"
 
+	"github.com/gitblk/gitblk/internal/inflate"
+	"github.com/gitblk/gitblk/internal/testutil"
 	"github.com/go-git/go-git/v5/plumbing"
 )
-
-// paddedZlib is a valid zlib stream of data that starts with n empty
-// stored blocks: far longer than any bound on its compressed size.
-func paddedZlib(data []byte, n int) []byte {
-	z := []byte{0x78, 0x01}
-	for i := 0; i < n; i++ {
-		z = append(z, 0x00, 0x00, 0x00, 0xff, 0xff) // not final, stored, LEN 0
-	}
-	z = append(z, 0x01) // final, stored
-	z = binary.LittleEndian.AppendUint16(z, uint16(len(data)))
-	z = binary.LittleEndian.AppendUint16(z, ^uint16(len(data)))
-	z = append(z, data...)
-	return binary.BigEndian.AppendUint32(z, adler32.Checksum(data))
-}
 
 // packBlobEntry is a whole blob's pack entry header (size < 16) and data.
 func packBlobEntry(size int, z []byte) []byte {
@@ -39,7 +25,7 @@ func TestInflateEntry(t *testing.T) {
 	w := zlib.NewWriter(&good)
 	w.Write(data)
 	w.Close()
-	padded := paddedZlib(data, 100)
+	padded := testutil.PaddedZlib(data, 100)
 	damaged := append([]byte{}, good.Bytes()...)
 	damaged[len(damaged)-1] ^= 1
 
@@ -53,7 +39,7 @@ func TestInflateEntry(t *testing.T) {
 		packBlobEntry(len(data), padded),
 		packBlobEntry(len(data), damaged),
 	})
-	for i, want := range []error{nil, nil, errZlibData} {
+	for i, want := range []error{nil, nil, inflate.ErrData} {
 		e, err := readPackEntry(p.f, offs[i])
 		if err != nil {
 			t.Fatal(err)

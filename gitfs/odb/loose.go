@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/gitblk/gitblk/internal/inflate"
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
@@ -31,7 +32,7 @@ func (db *Store) openLooseBlob(h plumbing.Hash, size int64) (io.ReadCloser, erro
 	if err != nil {
 		return nil, err
 	}
-	zr, err := newZlibReader(f, looseBufSize)
+	zr, err := inflate.NewReader(f, looseBufSize)
 	if err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("loose object: %w", err)
@@ -130,7 +131,7 @@ func (db *Store) readLoose(h plumbing.Hash, smallMax int64) (directBlob, bool, e
 		return directBlob{}, true, fmt.Errorf("loose object %s: %w", h, err)
 	}
 	dst := make([]byte, whole)
-	if _, err := inflateWhole(dst, src); err != nil {
+	if _, err := inflate.Whole(dst, src); err != nil {
 		return directBlob{}, true, fmt.Errorf("loose object %s: %w", h, err)
 	}
 	return directBlob{data: dst[hdrLen:], size: size}, true, nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/gitblk/gitblk/internal/inflate"
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
@@ -125,7 +126,7 @@ func (db *Store) openPackEntry(packs []*pack, p *pack, off int64, e *packEntry, 
 	bufSize := int(min(e.size+packEntryHeaderMax, deltaBufSize))
 	data := io.NewSectionReader(p.f, e.dataOff, 1<<62)
 	if e.typ == packBlob {
-		zr, err := newZlibReader(data, bufSize)
+		zr, err := inflate.NewReader(data, bufSize)
 		if err != nil {
 			return nil, 0, fmt.Errorf("pack entry at %d: %w", off, err)
 		}
@@ -157,7 +158,7 @@ func (db *Store) openPackEntry(packs []*pack, p *pack, off int64, e *packEntry, 
 		}
 		d.src = bytes.NewReader(*d.buf)
 	} else {
-		zr, err := newZlibReader(data, bufSize)
+		zr, err := inflate.NewReader(data, bufSize)
 		if err != nil {
 			return nil, 0, fmt.Errorf("pack entry at %d: delta: %w", off, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gitblk/gitblk/internal/inflate"
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
@@ -169,7 +170,7 @@ func (s *spill) streamErr(err error) error {
 
 // isDamage reports whether err says an object's data is damaged.
 func isDamage(err error) bool {
-	return errors.Is(err, ErrCorruptObject) || errors.Is(err, errZlibData) ||
+	return errors.Is(err, ErrCorruptObject) || errors.Is(err, inflate.ErrData) ||
 		errors.Is(err, errBadDelta) || errors.Is(err, errDeltaChain)
 }
 

@@ -1,9 +1,9 @@
 package odb
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -141,16 +141,10 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 	return c.miss(copyAt(b.data, p, off))
 }
 
-// copyAt copies data[off:] into p with io.ReaderAt semantics.
+// copyAt copies data[off:] into p with io.ReaderAt semantics, those of
+// bytes.Reader.ReadAt (whose reader stays on the stack: no allocation).
 func copyAt(data, p []byte, off int64) (int, error) {
-	if off >= int64(len(data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return bytes.NewReader(data).ReadAt(p, off)
 }
 
 // isNotFound reports whether err says an object is absent.

@@ -1,7 +1,9 @@
 // Package testutil holds the helpers that tests of several packages share:
 // git runners with a fixed identity, a check for required tools, a log
-// buffer safe for concurrent writers, and in-memory blob readers. It is
-// for tests only (cmd/gitblk's deps_test keeps it out of the binary).
+// buffer safe for concurrent writers, and in-memory blob readers. It
+// imports no package of gitblk, so that every package's in-package tests
+// may use it. It is for tests only (cmd/gitblk's deps_test keeps it out of
+// the binary).
 package testutil
 
 import (
@@ -12,11 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/gitblk/gitblk/imager"
 )
 
 // GitDate is the fixed author and committer date of test commits: the same
@@ -160,29 +161,25 @@ func (b *LogBuffer) String() string {
 	return b.buf.String()
 }
 
-// Blobs is an in-memory imager.BlobReader: blob contents by id.
-type Blobs map[imager.BlobID][]byte
+// Blobs is an in-memory blob reader: blob contents by id. Blobs[imager.BlobID]
+// is an imager.BlobReader; the id type is a parameter so that this package
+// does not import imager, whose own tests use it.
+type Blobs[ID ~[20]byte] map[ID][]byte
 
 // ReadBlob reads blob id at off with io.ReaderAt semantics.
-func (m Blobs) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
+func (m Blobs[ID]) ReadBlob(id ID, p []byte, off int64) (int, error) {
 	b, ok := m[id]
 	if !ok {
 		return 0, fmt.Errorf("testutil: no blob %x", id)
 	}
-	if off >= int64(len(b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return bytes.NewReader(b).ReadAt(p, off) // refuses a negative offset
 }
 
-// BlobID parses a hex object id; it fails the test when hexID is not one.
-func BlobID(t testing.TB, hexID string) imager.BlobID {
+// BlobID parses a hex object id (an imager.BlobID, a plumbing.Hash); it
+// fails the test when hexID is not one.
+func BlobID(t testing.TB, hexID string) [20]byte {
 	t.Helper()
-	var id imager.BlobID
+	var id [20]byte
 	if len(hexID) != 2*len(id) {
 		t.Fatalf("object id %q: want %d hex digits", hexID, 2*len(id))
 	}
@@ -228,4 +225,41 @@ func WriteLooseRaw(t testing.TB, dir, id string, raw []byte) {
 	if err := os.WriteFile(p, raw, 0o444); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// BuildWithGoAlone builds the main package pkg (a path as go build takes
+// it, from the test's directory) as a machine with only Go installed
+// would: PATH holds only GOROOT/bin (no C compiler, so CGO_ENABLED
+// defaults to 0), CC and CGO_ENABLED are unset, and the local toolchain is
+// used. It returns the program's path in t.TempDir(), and fails the test
+// when that go does not see cgo off or the build fails.
+func BuildWithGoAlone(t testing.TB, pkg string) string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin")
+	goCmd := filepath.Join(goBin, "go")
+	if _, err := os.Stat(goCmd); err != nil {
+		t.Fatalf("the go command is not in GOROOT/bin: %v", err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "CGO_ENABLED=") && !strings.HasPrefix(kv, "CC=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "PATH="+goBin, "GOTOOLCHAIN=local", "GOFLAGS=-buildvcs=false")
+	goRun := func(args ...string) ([]byte, error) {
+		return (&exec.Cmd{Path: goCmd, Args: append([]string{"go"}, args...), Env: env}).CombinedOutput()
+	}
+	if out, err := goRun("env", "CGO_ENABLED"); err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Fatalf("go env CGO_ENABLED with Go alone in PATH: %q, %v", out, err)
+	}
+	abs, err := filepath.Abs(pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(t.TempDir(), filepath.Base(abs))
+	if out, err := goRun("build", "-o", prog, pkg); err != nil {
+		t.Fatalf("go build %s with Go alone: %v\n%s", pkg, err, out)
+	}
+	return prog
 }
