@@ -11,6 +11,8 @@ import (
 
 	"filippo.io/age"
 	"filippo.io/age/agessh"
+
+	"github.com/gitblk/gitblk/imager"
 )
 
 // maxIdentityFile bounds an identity file: a key is a few hundred bytes.
@@ -73,13 +75,15 @@ func ParseIdentity(data []byte) (*Identity, error) {
 	return &Identity{ids: ids, idKey: sum[:], Fingerprint: hex.EncodeToString(fp.Sum(nil))[:32]}, nil
 }
 
-// contentID is the id a decrypted file gets: an HMAC of its plaintext
-// under the identity's key, so equal plaintexts share one id and the id
-// reveals nothing without the identity.
-func (id *Identity) contentID(plain []byte) [20]byte {
+// contentID is the id a decrypted file gets: an HMAC, under the
+// identity's key, of the git id of its ciphertext. It is stable for a
+// commit and identity, reveals nothing without the identity, and is made
+// without hashing the plaintext (a hash keeps the last partial block of
+// its input in a buffer on the Go heap, never zeroed).
+func (id *Identity) contentID(ciphertext imager.BlobID) [20]byte {
 	m := hmac.New(sha256.New, id.idKey)
-	m.Write([]byte("gitblk secrets content\x00"))
-	m.Write(plain)
+	m.Write([]byte("gitblk secrets content of\x00"))
+	m.Write(ciphertext[:])
 	var out [20]byte
 	copy(out[:], m.Sum(nil))
 	return out
