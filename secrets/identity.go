@@ -33,7 +33,10 @@ type Identity struct {
 // (AGE-SECRET-KEY-1..., one or more, as age-keygen writes), or an
 // unencrypted OpenSSH private key (ssh-ed25519 or ssh-rsa, as a host key),
 // read with filippo.io/age/agessh as agenix and sops-nix do.
+//
+// The process becomes non-dumpable from here on (see protectProcess).
 func LoadIdentity(path string) (*Identity, error) {
+	protectProcess()
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("secrets: identity: %w", err)
