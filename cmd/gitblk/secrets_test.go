@@ -341,6 +341,19 @@ func TestServeSecretExports(t *testing.T) {
 	if !strings.Contains(list, `export="site"`) || strings.Contains(list, "keys") {
 		t.Errorf("list:\n%s", list)
 	}
+	// nbd-client, which speaks only TLS 1.2, lists over TCP (TLS required
+	// there) with its certificate: the same.
+	if _, err := exec.LookPath("nbd-client"); err == nil {
+		out := string(sh(t, "", nil, "nbd-client", "-l", "127.0.0.1", fmt.Sprint(port),
+			"-certfile", filepath.Join(good, "client-cert.pem"), "-keyfile", filepath.Join(good, "client-key.pem"),
+			"-cacertfile", filepath.Join(good, "ca-cert.pem"), "-tlshostname", "localhost"))
+		if !strings.Contains(out, "site") || strings.Contains(out, "keys") {
+			t.Errorf("nbd-client -l over TLS:\n%s", out)
+		}
+		t.Logf("nbd-client -l over TLS 1.2: %q", out)
+	} else {
+		t.Log("nbd-client not installed (Debian nbd-client): its case is not run")
+	}
 
 	// Refused clients read nothing, and a refused secret looks unknown.
 	refusals := []struct{ what, uri, want string }{
