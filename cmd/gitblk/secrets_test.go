@@ -710,10 +710,12 @@ func TestMountExport(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "image.fat")); !os.IsNotExist(err) {
 		t.Errorf("image.fat of a tar export: %v", err)
 	}
-	// Usage: --config and --export go together, and take no REPO REF.
+	// Usage: --config and --export go together, and take no REPO REF; a
+	// decrypting export is not shown to other users.
 	for _, args := range [][]string{{"build", "--config", cfgPath}, {"build", "--export", "keys", ".", "HEAD"},
 		{"build", "--config", cfgPath, "--export", "keys", ".", "HEAD"}, {"build", "--config", cfgPath, "--export", "keys", "--format", "fat"},
-		{"mount", "--config", cfgPath, "--export", "keys", ".", "HEAD", dir}, {"build", "--config", cfgPath, "--export", "nope"}} {
+		{"mount", "--config", cfgPath, "--export", "keys", ".", "HEAD", dir}, {"build", "--config", cfgPath, "--export", "nope"},
+		{"mount", "--allow-other", "--config", cfgPath, "--export", "keys", filepath.Join(s.dir, "mnt2")}} {
 		if err := Run(context.Background(), args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 			t.Errorf("%q: %v, want a usage error", args, err)
 		}
