@@ -721,3 +721,47 @@ func TestMountExport(t *testing.T) {
 		}
 	}
 }
+
+// build -o of a decrypting export writes a file only its owner can read,
+// a new one or one that was readable by others.
+func TestBuildSecretFileMode(t *testing.T) {
+	s := setupSecrets(t)
+	cfgPath := filepath.Join(s.dir, "b.toml")
+	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "b.sock"), freePort(t), "")), 0o600)
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	existing := filepath.Join(s.dir, "existing.tar")
+	os.WriteFile(existing, []byte("x"), 0o644)
+	os.Chmod(existing, 0o644)
+	for _, tt := range []struct {
+		export, path string
+		want         os.FileMode
+	}{
+		{"keys", filepath.Join(s.dir, "new.tar"), 0o600},
+		{"keys", existing, 0o600},
+		{"site", filepath.Join(s.dir, "site.tar"), 0o644},
+	} {
+		if err := Run(context.Background(), []string{"build", "-q", "-o", tt.path, "--config", cfgPath, "--export", tt.export}, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != tt.want {
+			t.Errorf("build --export %s -o %s: mode %v, want %v", tt.export, filepath.Base(tt.path), st.Mode().Perm(), tt.want)
+		}
+	}
+	if got := tarFile(t, mustRead(t, existing), "tls/server.key"); !bytes.Equal(got, s.plainKey) {
+		t.Errorf("tls/server.key = %q", got)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
