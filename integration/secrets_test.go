@@ -145,8 +145,9 @@ func (p *serveProcess) waitLog(t *testing.T, s string) {
 
 // TestSecretExportOverTLS runs the binary with a config serving a public
 // site and a secret volume from a second, private repository whose keys
-// are age-encrypted: nbdcopy over nbds+unix:// and nbds:// reads the
-// decrypted files byte for byte, a client without a certificate reads
+// are age-encrypted: nbdcopy and qemu-img (tls-creds-x509) over
+// nbds+unix:// and nbds:// read the decrypted files byte for byte, nbdinfo
+// sees the size, a client without a certificate reads
 // nothing, no file in the default cache directory or TMPDIR holds
 // plaintext, and a SIGHUP with a broken config keeps the old one.
 func TestSecretExportOverTLS(t *testing.T) {
@@ -237,6 +238,27 @@ allow = [{ cert-cn = ["unikernel-*"] }]
 				t.Errorf("%s: tls/server.key = %q, want %q", uri, got, want)
 			}
 		}
+	}
+	// nbdinfo sees the export's size over both; qemu's client, with
+	// tls-creds-x509, reads the same bytes over both.
+	for _, uri := range []string{unixURI, tcpURI} {
+		if got := strings.TrimSpace(string(runOut(t, "", nil, "nbdinfo", "--size", uri))); got != fmt.Sprint(len(built)) {
+			t.Errorf("nbdinfo --size %s = %s, want %d", uri, got, len(built))
+		}
+	}
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		for i, server := range []string{"server.type=unix,server.path=" + sock,
+			fmt.Sprintf("server.type=inet,server.host=127.0.0.1,server.port=%d", port)} {
+			out := filepath.Join(dir, fmt.Sprintf("qemu-%d.img", i))
+			runOut(t, "", nil, "qemu-img", "convert", "--object", "tls-creds-x509,id=tls0,dir="+client+",endpoint=client",
+				"--image-opts", "driver=nbd,"+server+",export=keys,tls-creds=tls0,tls-hostname=localhost", "-O", "raw", out)
+			if img, _ := os.ReadFile(out); !bytes.Equal(img, built) {
+				t.Errorf("qemu-img over %s: %d bytes differ from build --export keys", server, len(img))
+			}
+			os.Remove(out)
+		}
+	} else {
+		t.Log("qemu-img not installed (Debian qemu-utils): its case is not run")
 	}
 	if out, err := runErr("", nil, "nbdcopy", fmt.Sprintf("nbds://localhost:%d/keys?tls-certificates=%s", port, noCert), "-"); err == nil || len(out) > 0 {
 		t.Errorf("a client without a certificate read %d bytes (err %v)", len(out), err)
