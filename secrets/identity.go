@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,10 @@ import (
 
 // maxIdentityFile bounds an identity file: a key is a few hundred bytes.
 const maxIdentityFile = 64 << 10
+
+// ErrIdentityExposed refuses an identity file that every user of the host
+// may read (or write).
+var ErrIdentityExposed = errors.New("open to every user")
 
 // Identity is what decrypts an export's files: the age identities of one
 // file. It also keys the ids given to decrypted contents, so those ids say
@@ -33,8 +38,9 @@ type Identity struct {
 // (AGE-SECRET-KEY-1..., one or more, as age-keygen writes), or an
 // unencrypted OpenSSH private key (ssh-ed25519 or ssh-rsa, as a host key),
 // read with filippo.io/age/agessh as agenix and sops-nix do.
-//
-// The process becomes non-dumpable from here on (see protectProcess).
+// A file that other users (not the owner or its group) may access is
+// refused. The process becomes non-dumpable from here on (see
+// protectProcess).
 func LoadIdentity(path string) (*Identity, error) {
 	protectProcess()
 	f, err := os.Open(path)
@@ -42,6 +48,11 @@ func LoadIdentity(path string) (*Identity, error) {
 		return nil, fmt.Errorf("secrets: identity: %w", err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o007 != 0 {
+		// As ssh refuses a private key others can read: whoever can read
+		// it can decrypt every commit of the repository.
+		return nil, fmt.Errorf("secrets: identity %s: %w (mode %v): chmod o-rwx", path, ErrIdentityExposed, st.Mode().Perm())
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxIdentityFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("secrets: identity %s: %w", path, err)
