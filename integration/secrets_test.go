@@ -308,6 +308,8 @@ sys.stdin.readline()
 	if locked := vmLck(t, p.cmd.Process.Pid); locked == 0 {
 		t.Log("VmLck 0 while the secret is held: RLIMIT_MEMLOCK did not allow locking here")
 		p.waitLog(t, "could not be locked")
+	} else if max := 16 << 10; locked > max { // kB: the default max-secret-memory
+		t.Errorf("VmLck %d kB while the secret is held, over the 16 MiB cap", locked)
 	}
 	stdin.Close()
 	hold.Wait()

@@ -263,7 +263,15 @@ ref = "main"
 secret = true
 decrypt = %q
 allow = [{ uid = [0] }]
-%s`, filepath.Join(s.dir, "cache"), filepath.Join(s.dir, "server-tls"), sock, port, s.site, s.keys, s.identity, s.keys, s.identity, extra)
+
+[export.keys-gid]
+repository = %q
+ref = "main"
+secret = true
+decrypt = %q
+allow = [{ gid = [4242] }]
+%s`, filepath.Join(s.dir, "cache"), filepath.Join(s.dir, "server-tls"), sock, port, s.site, s.keys, s.identity, s.keys, s.identity,
+		s.keys, s.identity, extra)
 }
 
 func TestServeSecretExports(t *testing.T) {
@@ -385,6 +393,18 @@ func TestServeSecretExports(t *testing.T) {
 			t.Errorf("uid 65534: read %d bytes, err %v", len(out), err)
 		}
 		waitLog(t, logs, "uid 65534 not admitted")
+		// By group: gid 4242 is admitted, whatever the uid; another is not.
+		for gid, ok := range map[string]bool{"4242": true, "65534": false} {
+			out, err := shErr("", nil, "setpriv", "--reuid=65534", "--regid="+gid, "--clear-groups",
+				"/usr/bin/nbdcopy", "nbd+unix:///keys-gid?socket="+sock, "-")
+			if ok && (err != nil || !bytes.Equal(out, built.Bytes())) {
+				t.Errorf("gid %s: %v, read %d bytes; want the export", gid, err, len(out))
+			}
+			if !ok && (err == nil || len(out) > 0 || !strings.Contains(err.Error(), "No such file")) {
+				t.Errorf("gid %s: read %d bytes, err %v; want the unknown-export reply", gid, len(out), err)
+			}
+		}
+		waitLog(t, logs, "gid 65534 not admitted")
 		if img := sh(t, "", nil, "nbdcopy", "nbd+unix:///keys-uid?socket="+sock, "-"); !bytes.Equal(img, built.Bytes()) {
 			t.Error("uid 0 over plain unix: other bytes")
 		}
@@ -411,7 +431,7 @@ func TestServeSecretExports(t *testing.T) {
 	os.WriteFile(cfgPath, []byte(s.config(sock, port, "colour = \"red\"\n")), 0o600)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	waitLog(t, logs, "reload failed")
-	if !strings.Contains(logs.String(), "export.keys-uid.colour: unknown key") {
+	if !strings.Contains(logs.String(), "export.keys-gid.colour: unknown key") {
 		t.Errorf("the reload failure does not name the key:\n%s", logs.String())
 	}
 	if img := sh(t, "", nil, "nbdcopy", unixURI("keys", good), "-"); !bytes.Equal(img, built.Bytes()) {
