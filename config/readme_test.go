@@ -16,8 +16,14 @@ func tomlBlocks(t *testing.T, path string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tomlBlocksOf(t, string(b))
+}
+
+// tomlBlocksOf returns the ```toml blocks of Markdown text.
+func tomlBlocksOf(t *testing.T, md string) []string {
+	t.Helper()
 	var blocks []string
-	rest := string(b)
+	rest := md
 	for {
 		i := strings.Index(rest, "```toml\n")
 		if i < 0 {
@@ -26,7 +32,7 @@ func tomlBlocks(t *testing.T, path string) []string {
 		rest = rest[i+len("```toml\n"):]
 		j := strings.Index(rest, "```")
 		if j < 0 {
-			t.Fatalf("%s: a toml block does not end", path)
+			t.Fatal("a toml block does not end")
 		}
 		blocks = append(blocks, rest[:j])
 		rest = rest[j:]
@@ -59,7 +65,21 @@ func TestReadmeConfigs(t *testing.T) {
 		}
 	}
 	// The Secrets example: what its text promises.
-	c, err := Parse([]byte(blocks[len(blocks)-1]), "/etc/gitblk/gitblk.toml")
+	b, _ := os.ReadFile(readme)
+	doc := string(b)
+	i := strings.Index(doc, "\n## Secrets\n")
+	if i < 0 {
+		t.Fatal("README: no Secrets section")
+	}
+	section := doc[i+1:]
+	if j := strings.Index(section[1:], "\n## "); j >= 0 {
+		section = section[:j+1]
+	}
+	secretsBlocks := tomlBlocksOf(t, section)
+	if len(secretsBlocks) != 1 {
+		t.Fatalf("README Secrets section: %d toml blocks, want its one config", len(secretsBlocks))
+	}
+	c, err := Parse([]byte(secretsBlocks[0]), "/etc/gitblk/gitblk.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
