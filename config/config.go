@@ -10,6 +10,12 @@
 // identities, certificates) is opened by the caller, which reports failures
 // with Export.Errorf or Config.Errorf so they name the line too.
 //
+// An export may follow a remote instead of naming a local repository
+// (follow = URL, with follow-every, follow-dir, follow-ssh-key,
+// follow-known-hosts, follow-credentials): the server keeps a mirror of it.
+// Exports that follow one URL share the mirror and must agree on those
+// keys. metrics-listen names where /metrics and /status are served.
+//
 // The command line's one-repository form (gitblk serve REPO REF) builds the
 // same Config; Equal compares two configs ignoring where they were read from.
 package config
@@ -21,12 +27,15 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
 
@@ -48,6 +57,10 @@ const (
 	maxNameLen = 255
 	// maxFileSize bounds the config file itself.
 	maxFileSize = 1 << 20
+	// MinFollowEvery is the shortest fetch interval allowed: a fleet of
+	// hosts fetching more often than this costs the git server more than
+	// it saves anyone.
+	MinFollowEvery = time.Second
 )
 
 // TLSMode says how a listener treats STARTTLS.
@@ -78,6 +91,10 @@ type Config struct {
 	CacheSize       int64  // bytes of inflated git data per repository; 0: gitfs's default
 	CacheDir        string // "": the default cache directory
 	MaxSecretMemory int64  // decrypted bytes held at once, all secret images together
+	// MetricsListen is where /metrics and /status are served: HOST:PORT,
+	// :PORT or PORT (loopback unless a host is named), or unix:PATH; ""
+	// for nowhere.
+	MetricsListen string
 
 	TLS     TLS
 	Listen  []Listener
@@ -120,8 +137,13 @@ func (c *Config) Mode(l Listener) TLSMode {
 
 // Export is one export: what its name (or names) serve and to whom.
 type Export struct {
-	Name       string
+	Name string
+	// Repository is the repository served. With Follow it is the mirror's
+	// directory, "" until the server picks its default place.
 	Repository string
+	// Follow, when set, makes Repository a mirror the server keeps of a
+	// remote. Exports with the same URL share one mirror.
+	Follow *Follow
 	// Ref is the revision the name serves; "" when only Refs are served.
 	Ref string
 	// Refs are path.Match patterns on full ref names: the export also
@@ -143,6 +165,20 @@ type Export struct {
 
 	key string // "export.NAME", for error positions
 	cfg *Config
+}
+
+// Follow is a remote an export's repository mirrors: the server fetches
+// it on an interval and serves what the mirror's refs name.
+type Follow struct {
+	URL string // anything git fetch takes; no password in it
+	// Dir is the mirror, a bare repository the server owns; "" for a
+	// directory under the cache directory named after URL.
+	Dir string
+	// Every is the fetch interval; 0 for the default (one minute).
+	Every time.Duration
+	// SSHKey and KnownHosts are files for ssh remotes; Credentials a file
+	// of git credential lines (username=, password=) for https ones.
+	SSHKey, KnownHosts, Credentials string
 }
 
 // Error is a configuration error: where it is, and what is wrong.
@@ -223,6 +259,7 @@ type fileConfig struct {
 	CacheSize       any          `toml:"cache-size"`
 	CacheDir        string       `toml:"cache-dir"`
 	MaxSecretMemory any          `toml:"max-secret-memory"`
+	MetricsListen   string       `toml:"metrics-listen"`
 	TLS             fileTLS      `toml:"tls"`
 	Listen          []fileListen `toml:"listen"`
 	Export          map[string]fileExport
@@ -240,6 +277,12 @@ type fileListen struct {
 
 type fileExport struct {
 	Repository   string     `toml:"repository"`
+	Follow       string     `toml:"follow"`
+	FollowDir    string     `toml:"follow-dir"`
+	FollowEvery  string     `toml:"follow-every"`
+	FollowSSHKey string     `toml:"follow-ssh-key"`
+	FollowKnown  string     `toml:"follow-known-hosts"`
+	FollowCreds  string     `toml:"follow-credentials"`
 	Ref          string     `toml:"ref"`
 	Refs         []string   `toml:"refs"`
 	FormatSuffix bool       `toml:"format-suffix"`
@@ -324,8 +367,16 @@ func (c *Config) resolvePaths() {
 	abs(&c.CacheDir)
 	abs(&c.TLS.Certificates)
 	for i := range c.Exports {
-		abs(&c.Exports[i].Repository)
-		abs(&c.Exports[i].Decrypt)
+		x := &c.Exports[i]
+		abs(&x.Repository)
+		abs(&x.Decrypt)
+		if f := x.Follow; f != nil {
+			abs(&f.Dir)
+			abs(&f.SSHKey)
+			abs(&f.KnownHosts)
+			abs(&f.Credentials)
+			x.Repository = f.Dir
+		}
 	}
 }
 
@@ -355,6 +406,7 @@ func (c *Config) fill(fc *fileConfig) error {
 		return err
 	}
 	c.CacheDir = fc.CacheDir
+	c.MetricsListen = fc.MetricsListen
 	if c.MaxSecretMemory, err = c.size("max-secret-memory", fc.MaxSecretMemory, DefaultMaxSecretMemory); err != nil {
 		return err
 	}
@@ -423,6 +475,12 @@ func (c *Config) export(name, key string, fe *fileExport) (Export, error) {
 		return x, c.Errorf(key, "%v", err)
 	}
 	x.Image = opts
+	if x.Follow, err = c.follow(key, fe); err != nil {
+		return x, err
+	}
+	if x.Follow != nil {
+		x.Repository = x.Follow.Dir
+	}
 	if x.MaxSecretFile, err = c.size(key+".max-secret-file", fe.MaxFile, 0); err != nil {
 		return x, err
 	}
@@ -443,6 +501,31 @@ func (c *Config) export(name, key string, fe *fileExport) (Export, error) {
 		x.Access.Rules = append(x.Access.Rules, rule)
 	}
 	return x, nil
+}
+
+// follow reads an export's follow keys: nil without follow.
+func (c *Config) follow(key string, fe *fileExport) (*Follow, error) {
+	if fe.Follow == "" {
+		for _, kv := range [][2]string{{"follow-dir", fe.FollowDir}, {"follow-every", fe.FollowEvery},
+			{"follow-ssh-key", fe.FollowSSHKey}, {"follow-known-hosts", fe.FollowKnown}, {"follow-credentials", fe.FollowCreds}} {
+			if kv[1] != "" {
+				return nil, c.Errorf(key+"."+kv[0], "only applies with follow")
+			}
+		}
+		return nil, nil
+	}
+	if fe.Repository != "" {
+		return nil, c.Errorf(key+".repository", "an export that follows a remote serves its mirror: give follow-dir for where the mirror lives, not repository")
+	}
+	f := &Follow{URL: fe.Follow, Dir: fe.FollowDir, SSHKey: fe.FollowSSHKey, KnownHosts: fe.FollowKnown, Credentials: fe.FollowCreds}
+	if fe.FollowEvery != "" {
+		d, err := time.ParseDuration(fe.FollowEvery)
+		if err != nil {
+			return nil, c.Errorf(key+".follow-every", "want a duration such as \"1m\" or \"30s\", got %q", fe.FollowEvery)
+		}
+		f.Every = d
+	}
+	return f, nil
 }
 
 func (c *Config) rule(key string, r *fileRule) (policy.Rule, error) {
@@ -592,6 +675,14 @@ func (c *Config) Validate() error {
 	if c.TLS.Mode != TLSDefault && c.TLS.Mode != TLSOff && c.TLS.Certificates == "" {
 		return c.Errorf("tls.mode", "mode %s needs tls.certificates", c.TLS.Mode)
 	}
+	if c.MetricsListen != "" {
+		if err := checkMetricsAddress(c.MetricsListen); err != nil {
+			return c.Errorf("metrics-listen", "%v", err)
+		}
+		if seen[c.MetricsListen] {
+			return c.Errorf("metrics-listen", "%q is an NBD listener too", c.MetricsListen)
+		}
+	}
 	if len(c.Exports) == 0 {
 		return c.Errorf("", "no exports: add an [export.NAME] table")
 	}
@@ -608,6 +699,43 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	return c.validateFollow()
+}
+
+// validateFollow checks that exports following one remote agree on how,
+// since they share its mirror, and that two remotes do not share a mirror.
+func (c *Config) validateFollow() error {
+	byURL := map[string]*Export{}
+	byDir := map[string]*Export{}
+	for i := range c.Exports {
+		x := &c.Exports[i]
+		f := x.Follow
+		if f == nil {
+			continue
+		}
+		if first := byURL[f.URL]; first != nil {
+			g := first.Follow
+			for _, d := range []struct{ key, a, b string }{
+				{"follow-dir", f.Dir, g.Dir},
+				{"follow-every", f.Every.String(), g.Every.String()},
+				{"follow-ssh-key", f.SSHKey, g.SSHKey},
+				{"follow-known-hosts", f.KnownHosts, g.KnownHosts},
+				{"follow-credentials", f.Credentials, g.Credentials},
+			} {
+				if d.a != d.b {
+					return x.Errorf(d.key, "export %q follows the same remote with another %s (%q): exports of one remote share its mirror and must agree", first.Name, d.key, d.b)
+				}
+			}
+			continue
+		}
+		byURL[f.URL] = x
+		if f.Dir != "" {
+			if other := byDir[f.Dir]; other != nil {
+				return x.Errorf("follow-dir", "export %q keeps the mirror of another remote (%s) there", other.Name, other.Follow.URL)
+			}
+			byDir[f.Dir] = x
+		}
+	}
 	return nil
 }
 
@@ -615,8 +743,22 @@ func (x *Export) validate() error {
 	if err := checkName(x.Name); err != nil {
 		return x.Errorf("", "%v", err)
 	}
-	if x.Repository == "" {
-		return x.Errorf("", "missing key repository")
+	if x.Repository == "" && x.Follow == nil {
+		return x.Errorf("", "missing key repository (or follow, for a remote)")
+	}
+	if f := x.Follow; f != nil {
+		if f.URL == "" {
+			return x.Errorf("follow", "empty remote URL")
+		}
+		if strings.ContainsAny(f.URL, "\x00\n") {
+			return x.Errorf("follow", "control characters in the remote URL")
+		}
+		if hasPassword(f.URL) {
+			return x.Errorf("follow", "the URL carries a password: put it in a file named by follow-credentials")
+		}
+		if f.Every != 0 && f.Every < MinFollowEvery {
+			return x.Errorf("follow-every", "%v is shorter than the %v minimum", f.Every, MinFollowEvery)
+		}
 	}
 	if x.Ref == "" && len(x.Refs) == 0 {
 		return x.Errorf("", "missing key ref (or refs, for ref patterns)")
@@ -661,6 +803,28 @@ func checkName(name string) error {
 		if r < 0x20 || r == 0x7f || r == '/' || r == ':' || r == '\\' {
 			return fmt.Errorf("export name %q: no '/', ':', '\\' or control characters", name)
 		}
+	}
+	return nil
+}
+
+// hasPassword reports whether a URL names a password in its user info.
+func hasPassword(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, ok := u.User.Password()
+	return ok
+}
+
+// checkMetricsAddress accepts what the metrics listener takes: HOST:PORT,
+// :PORT, PORT, unix:PATH.
+func checkMetricsAddress(a string) error {
+	if _, err := strconv.ParseUint(a, 10, 16); err == nil {
+		return nil
+	}
+	if err := checkAddress(a); err != nil {
+		return fmt.Errorf("%q: want HOST:PORT, :PORT, PORT or unix:PATH", a)
 	}
 	return nil
 }

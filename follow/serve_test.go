@@ -277,7 +277,10 @@ func TestServeFollowsEndToEnd(t *testing.T) {
 	for {
 		page.Reset()
 		reg.WritePrometheus(&page)
-		if strings.Contains(page.String(), `gitblk_follow_pinned_commits{remote="`+r.url()+`"} 0`) || time.Now().After(deadline) {
+		// The export is released (the pin goes) before nbd reports the
+		// connection closed: wait for both.
+		if strings.Contains(page.String(), `gitblk_follow_pinned_commits{remote="`+r.url()+`"} 0`) &&
+			strings.Contains(page.String(), "gitblk_nbd_connections_open 0\n") || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

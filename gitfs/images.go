@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/gitblk/gitblk/imager"
 )
@@ -17,6 +18,12 @@ type Images struct {
 	repo     *Repo
 	max      int
 	cacheDir string // where tree listings are kept; "" for none
+
+	// OnBuild, when set before the first Image call, is called after each
+	// layout Image really computes (not for one it returns from memory),
+	// with its options, how long listing the tree and laying it out took,
+	// and the failure if any: for metrics.
+	OnBuild func(opts imager.Options, d time.Duration, err error)
 
 	mu      sync.Mutex
 	entries map[imageKey]*imageEntry
@@ -100,8 +107,13 @@ func (im *Images) Image(c *Commit, opts imager.Options) (*imager.Layout, []image
 	im.mu.Unlock()
 
 	buildSlots <- struct{}{}
+	start := time.Now()
 	e.layout, e.warnings, e.err = im.build(c, opts)
+	d := time.Since(start)
 	<-buildSlots
+	if im.OnBuild != nil {
+		im.OnBuild(opts, d, e.err)
+	}
 	close(e.done)
 	if e.err != nil {
 		// Do not keep failures: the repository may be repaired or refetched.

@@ -97,6 +97,9 @@ func (r *Repo) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error) {
 	return r.store.ReadBlob(plumbing.Hash(id), p, off)
 }
 
+// CacheStats returns the blob cache's counters (see odb.Stats).
+func (r *Repo) CacheStats() odb.Stats { return r.store.Stats() }
+
 // findGitDir returns the git directory for path.
 func findGitDir(path string) (string, error) {
 	abs, err := filepath.Abs(path)

@@ -61,6 +61,7 @@ type Registry struct {
 	cacheHitBytes, cacheMissBytes *vm.Counter
 	cacheBytesMu                  sync.Mutex
 	cacheBytes                    func() int64
+	cacheStats                    func() CacheStats
 
 	mu      sync.Mutex
 	exports map[string]*exportState
@@ -213,6 +214,39 @@ func (r *Registry) SetCacheSize(f func() int64) {
 	r.cacheBytesMu.Unlock()
 }
 
+// CacheStats are the blob cache's counters since the start, as the cache
+// keeps them.
+type CacheStats struct {
+	Hits, Misses        int64 // reads the cache served, reads it did not
+	HitBytes, MissBytes int64 // the bytes those reads returned
+	Bytes               int64 // inflated data held now
+}
+
+// SetCacheStats makes the cache series report f() at each scrape: for a
+// cache that counts by itself. The counters then follow f, and CacheHit,
+// CacheMiss and SetCacheSize should not be used.
+func (r *Registry) SetCacheStats(f func() CacheStats) {
+	r.cacheBytesMu.Lock()
+	r.cacheStats = f
+	r.cacheBytes = func() int64 { return f().Bytes }
+	r.cacheBytesMu.Unlock()
+}
+
+// syncCache copies the cache's own counters into the series.
+func (r *Registry) syncCache() {
+	r.cacheBytesMu.Lock()
+	f := r.cacheStats
+	r.cacheBytesMu.Unlock()
+	if f == nil {
+		return
+	}
+	st := f()
+	r.cacheHits.Set(uint64(max(st.Hits, 0)))
+	r.cacheMisses.Set(uint64(max(st.Misses, 0)))
+	r.cacheHitBytes.Set(uint64(max(st.HitBytes, 0)))
+	r.cacheMissBytes.Set(uint64(max(st.MissBytes, 0)))
+}
+
 // LayoutBuilt counts an image layout computed in format, taking d; err
 // says it failed.
 func (r *Registry) LayoutBuilt(format string, d time.Duration, err error) {
@@ -361,17 +395,35 @@ func (r *Registry) StatusLine() string {
 	return statusLine(r.Status(), time.Now())
 }
 
+// maxStatusExports bounds the exports named in a status line.
+const maxStatusExports = 3
+
 func statusLine(st Status, now time.Time) string {
 	var parts []string
+	short := func(c string) string {
+		if len(c) > 12 {
+			return c[:12]
+		}
+		return c
+	}
 	for _, e := range st.Exports {
 		if e.Name != "" || e.Commit == "" {
 			continue
 		}
-		c := e.Commit
-		if len(c) > 12 {
-			c = c[:12]
+		parts = append(parts, fmt.Sprintf("serving %s at %s", e.Ref, short(e.Commit)))
+	}
+	if len(parts) == 0 {
+		// No default export (a config file's names): the first few named.
+		for _, e := range st.Exports {
+			if e.Commit == "" || strings.Contains(e.Name, "/") {
+				continue // a ref pattern's name: one of many
+			}
+			if len(parts) == maxStatusExports {
+				parts = append(parts, "...")
+				break
+			}
+			parts = append(parts, fmt.Sprintf("%s: %s at %s", e.Name, e.Ref, short(e.Commit)))
 		}
-		parts = append(parts, fmt.Sprintf("serving %s at %s", e.Ref, c))
 	}
 	parts = append(parts, fmt.Sprintf("%d connections", st.ConnectionsOpen))
 	for _, f := range st.Follow {
@@ -393,6 +445,7 @@ func statusLine(st Status, now time.Time) string {
 // WritePrometheus writes every metric, gitblk's and the process's
 // (process_*, go_*), in the Prometheus text format.
 func (r *Registry) WritePrometheus(w io.Writer) {
+	r.syncCache()
 	r.set.WritePrometheus(w)
 	vm.WriteProcessMetrics(w)
 }

@@ -15,6 +15,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sendTimeout bounds a write to the notification socket: the manager reads
@@ -72,6 +74,17 @@ func Ready(status string) (bool, error) {
 // Status sets the one-line status text systemctl status shows.
 func Status(status string) (bool, error) {
 	return Send("STATUS=" + oneLine(status))
+}
+
+// Reloading says the service is reloading its configuration; Ready says
+// when it is done. systemd wants the time of the reload with it, as
+// CLOCK_MONOTONIC microseconds (MONOTONIC_USEC=, sd_notify(3)).
+func Reloading() (bool, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return Send("RELOADING=1")
+	}
+	return Send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
 }
 
 // Stopping says the service is shutting down.

@@ -52,6 +52,15 @@ func TestReadyOnSocket(t *testing.T) {
 	if got := recv(t, c); got != "STATUS=3 connections" {
 		t.Errorf("datagram %q", got)
 	}
+	if _, err := Reloading(); err != nil {
+		t.Fatal(err)
+	}
+	var usec int64
+	if got := recv(t, c); !strings.HasPrefix(got, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Errorf("datagram %q", got)
+	} else if _, err := fmt.Sscanf(got, "RELOADING=1\nMONOTONIC_USEC=%d", &usec); err != nil || usec <= 0 {
+		t.Errorf("datagram %q: MONOTONIC_USEC %d, %v", got, usec, err)
+	}
 	if _, err := Stopping(); err != nil {
 		t.Fatal(err)
 	}

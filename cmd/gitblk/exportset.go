@@ -9,10 +9,13 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gitblk/gitblk/config"
+	"github.com/gitblk/gitblk/follow"
 	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/metrics"
 	"github.com/gitblk/gitblk/secrets"
 )
 
@@ -31,6 +34,7 @@ type liveExport struct {
 	x  *config.Export
 	r  *openRepo
 	id *secrets.Identity // nil unless x.Decrypt
+	m  *follow.Mirror    // the mirror r is, when x follows a remote (serve only)
 }
 
 // openRepo is a repository opened once and shared by every export and
@@ -52,8 +56,15 @@ type repoSet struct {
 	cacheSize int64
 	cacheDir  string
 
-	mu    sync.Mutex
-	repos map[string]*openRepo
+	// follow keeps the mirrors of followed remotes (serve); nil opens a
+	// mirror's directory as it is, without fetching (build, mount).
+	follow *followSet
+	// onBuild, when set, is every repository's Images.OnBuild.
+	onBuild func(imager.Options, time.Duration, error)
+
+	mu     sync.Mutex
+	repos  map[string]*openRepo
+	closed metrics.CacheStats // counters of repositories closed, so totals never go back
 }
 
 func newRepoSet(cacheSize int64, cacheDir string) *repoSet {
@@ -82,6 +93,7 @@ func (rs *repoSet) open(path string) (*openRepo, error) {
 		return nil, err
 	}
 	r := &openRepo{path: abs, repo: repo, images: gitfs.NewImages(repo, 0, opts.CacheDir), cacheDir: opts.CacheDir}
+	r.images.OnBuild = rs.onBuild
 	rs.repos[abs] = r
 	setMemoryLimit(int64(len(rs.repos)) * max(rs.cacheSize, gitfs.DefaultCacheSize))
 	return r, nil
@@ -128,10 +140,31 @@ func (rs *repoSet) prune(set *exportSet) {
 
 func (rs *repoSet) closeLocked(r *openRepo) {
 	if !r.closed {
+		st := r.repo.CacheStats()
+		rs.closed.Hits += st.Hits
+		rs.closed.Misses += st.Misses
+		rs.closed.HitBytes += st.HitBytes
+		rs.closed.MissBytes += st.MissBytes
 		r.closed = true
 		r.repo.Close()
 		delete(rs.repos, r.path)
 	}
+}
+
+// cacheStats sums the blob caches' counters, for metrics.
+func (rs *repoSet) cacheStats() metrics.CacheStats {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	sum := rs.closed
+	for _, r := range rs.repos {
+		st := r.repo.CacheStats()
+		sum.Hits += st.Hits
+		sum.Misses += st.Misses
+		sum.HitBytes += st.HitBytes
+		sum.MissBytes += st.MissBytes
+		sum.Bytes += st.MemBytes
+	}
+	return sum
 }
 
 // len returns how many repositories are open.
@@ -163,11 +196,15 @@ func prepare(cfg *config.Config, rs *repoSet) (*exportSet, error) {
 	}
 	for i := range cfg.Exports {
 		x := &cfg.Exports[i]
-		r, err := rs.open(x.Repository)
+		path, m, err := rs.followed(cfg, x)
+		if err != nil {
+			return nil, x.Errorf("follow", "%v", err)
+		}
+		r, err := rs.open(path)
 		if err != nil {
 			return nil, x.Errorf("repository", "%v", err)
 		}
-		le := &liveExport{x: x, r: r}
+		le := &liveExport{x: x, r: r, m: m}
 		if x.Decrypt != "" {
 			if le.id, err = secrets.LoadIdentity(x.Decrypt); err != nil {
 				return nil, x.Errorf("decrypt", "%v", err)
@@ -184,6 +221,34 @@ func prepare(cfg *config.Config, rs *repoSet) (*exportSet, error) {
 		}
 	}
 	return set, nil
+}
+
+// followed returns the repository x serves: x.Repository, or, when x
+// follows a remote, its mirror, made and fetched first when rs.follow is
+// set (serve) and taken as it is otherwise.
+func (rs *repoSet) followed(cfg *config.Config, x *config.Export) (string, *follow.Mirror, error) {
+	if x.Follow == nil {
+		return x.Repository, nil, nil
+	}
+	cacheDir := cfg.CacheDir
+	if cacheDir == "" {
+		cacheDir = rs.cacheDir
+	}
+	dir, err := mirrorDir(x.Follow, cacheDir)
+	if err != nil {
+		return "", nil, err
+	}
+	if rs.follow == nil {
+		if _, err := os.Stat(dir); err != nil {
+			return "", nil, fmt.Errorf("no mirror of %s yet (gitblk serve makes it): %w", x.Follow.URL, err)
+		}
+		return dir, nil, nil
+	}
+	m, err := rs.follow.mirror(x.Follow, dir)
+	if err != nil {
+		return "", nil, err
+	}
+	return m.GitDir(), m, nil
 }
 
 var errNoExport = errors.New("no such export")

@@ -23,6 +23,7 @@ Usage:
   gitblk mount [flags] REPO REF DIR      show the images and the tree through FUSE
   gitblk build [flags] REPO REF          write an image to a file or stdout
   gitblk ls    [flags] REPO REF          print an image's extent table and warnings
+  gitblk status [flags] ADDR             what a running serve serves (its --metrics-listen)
 
 Examples:
   gitblk serve --listen unix:/run/gitblk/site.sock /srv/site.git main
@@ -62,6 +63,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBuild(ctx, rest, stdout, stderr)
 	case "ls":
 		return runLs(ctx, rest, stdout, stderr)
+	case "status":
+		return runStatus(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

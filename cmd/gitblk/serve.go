@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,8 +17,11 @@ import (
 	"time"
 
 	"github.com/gitblk/gitblk/config"
+	"github.com/gitblk/gitblk/follow"
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/metrics"
 	"github.com/gitblk/gitblk/nbd"
+	"github.com/gitblk/gitblk/notify"
 )
 
 const serveExamples = `  gitblk serve /srv/site.git main                       # nbd://127.0.0.1:10809/
@@ -26,6 +30,8 @@ const serveExamples = `  gitblk serve /srv/site.git main                       #
   gitblk serve --config /etc/gitblk/gitblk.toml          # several exports, access rules, TLS, secrets
   gitblk serve --tls-certificates /etc/gitblk/tls --secret --decrypt /etc/gitblk/host.key \
       --allow cert-cn=vm-1 --listen 0.0.0.0:10809 /srv/keys.git main
+  gitblk serve --follow https://git.example.com/site.git --follow-every 1m \
+      --metrics-listen 127.0.0.1:9410 main                # a fleet host; kill -USR1 fetches now
 `
 
 // defaultListen is loopback only: nothing is exposed unless asked.
@@ -46,7 +52,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 var _ flag.Value = (*stringList)(nil)
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "serve [flags] REPO REF\n       gitblk serve --config FILE", serveExamples, stderr)
+	fs := newFlags("serve", "serve [flags] REPO REF\n       gitblk serve --follow URL [flags] REF\n       gitblk serve --config FILE", serveExamples, stderr)
 	var cf commonFlags
 	var listens, refs stringList
 	var af accessFlags
@@ -54,6 +60,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&listens, "listen", "address to serve on: HOST:PORT or unix:PATH; repeatable (default "+defaultListen+")")
 	fs.Var(&refs, "refs", "also serve refs matching this pattern, e.g. 'refs/tags/*', as exports REF and REF:FORMAT; repeatable")
 	af.register(fs)
+	var ff followFlags
+	ff.register(fs)
+	metricsListen := fs.String("metrics-listen", "", "serve /metrics (Prometheus text) and /status (for gitblk status) on HOST:PORT, :PORT (loopback) or unix:PATH; default off")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	pos, err := parsePositionals(fs, args)
 	if err != nil {
@@ -69,13 +78,45 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		load = func() (*config.Config, error) { return config.Load(af.config) }
 	} else {
-		if err := wantArgs(fs, pos, 2); err != nil {
+		if err := ff.check(fs); err != nil {
+			return err
+		}
+		if ff.url != "" && len(pos) == 2 {
+			return usagef("serve: with --follow, give REF only: the repository served is the mirror (--follow-dir)")
+		}
+		want := 2
+		if ff.url != "" {
+			want = 1
+		}
+		if err := wantArgs(fs, pos, want); err != nil {
 			return err
 		}
 		if _, err := cf.options(""); err != nil {
 			return err
 		}
-		load = func() (*config.Config, error) { return shorthandConfig(&cf, listens, refs, &af, pos[0], pos[1]) }
+		load = func() (*config.Config, error) {
+			if ff.url == "" {
+				c, err := shorthandConfig(&cf, listens, refs, &af, pos[0], pos[1])
+				if err == nil && *metricsListen != "" {
+					c.MetricsListen = *metricsListen
+					err = flagError(c.Validate())
+				}
+				return c, err
+			}
+			dir, err := mirrorDir(ff.follow(ff.dir), cf.cacheDir)
+			if err != nil {
+				return nil, usagef("--follow: %v", err)
+			}
+			c, err := shorthandConfig(&cf, listens, refs, &af, dir, pos[0])
+			if err != nil {
+				return nil, err
+			}
+			for i := range c.Exports {
+				c.Exports[i].Follow = ff.follow(dir)
+			}
+			c.MetricsListen = *metricsListen
+			return c, flagError(c.Validate())
+		}
 	}
 	cfg, err := load()
 	if err != nil {
@@ -111,28 +152,41 @@ func configError(err error) error {
 	return errors.New(ce.Msg)
 }
 
-// serveConfig serves cfg until ctx ends; SIGHUP reloads it with load.
+// statusEvery is how often systemd's STATUS= line is refreshed.
+const statusEvery = 10 * time.Second
+
+// serveConfig serves cfg until ctx ends; SIGHUP reloads it with load,
+// SIGUSR1 fetches every followed remote now. Under systemd (Type=notify)
+// it sends READY=1 once the listeners accept and every export's ref
+// resolves with its image laid out, STATUS= lines after, and STOPPING=1
+// at exit.
 func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.Config, error), log *slog.Logger) error {
+	start := time.Now()
+	reg := metrics.New()
 	repos := newRepoSet(cfg.CacheSize, cfg.CacheDir)
 	defer repos.close()
+	repos.onBuild = func(o imager.Options, d time.Duration, err error) { reg.LayoutBuilt(string(o.Format), d, err) }
+	reg.SetCacheStats(repos.cacheStats)
+	// Mirrors fetch until serving ends: their loops stop before the
+	// repositories close.
+	fctx, stopFollowing := context.WithCancel(ctx)
+	fol := newFollowSet(fctx, log, reg, cfg.CacheDir)
+	defer fol.close()
+	defer stopFollowing()
+	repos.follow = fol
 	set, err := prepare(cfg, repos)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped during a first fetch: a clean stop, not a failure
+		}
 		return configError(err)
 	}
 	s := newServer(log, set, repos, load)
-	// Lay out the public images while listeners come up, so the first
-	// client does not wait for them.
-	for _, le := range set.sorted() {
-		if le.x.Ref != "" && le.id == nil {
-			go func() {
-				if c, err := le.r.repo.Resolve(le.x.Ref); err == nil {
-					if _, ws, err := le.r.images.Image(c, le.x.Image.Options("")); err == nil {
-						s.warnOnce(c, le.x.Image.Options(""), ws)
-					}
-				}
-			}()
-		}
-	}
+	s.reg, s.follow = reg, fol
+	fol.setOnChange(func(m *follow.Mirror) {
+		s.warm(m)
+		notify.Status(reg.StatusLine())
+	})
 
 	var lns []net.Listener
 	defer func() {
@@ -147,7 +201,26 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 		}
 		lns = append(lns, l)
 	}
-	srv := &nbd.Server{Resolve: s.resolve, List: s.list, Logger: log}
+	var metricsSrv *http.Server
+	var metricsDone chan struct{}
+	if cfg.MetricsListen != "" {
+		ml, err := metrics.Listen(cfg.MetricsListen)
+		if err != nil {
+			return err
+		}
+		metricsSrv, metricsDone = reg.Server(), make(chan struct{})
+		go func() {
+			defer close(metricsDone)
+			if err := metricsSrv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener", "err", err)
+			}
+		}()
+		if u, ok := strings.CutPrefix(cfg.MetricsListen, "unix:"); ok && !strings.HasPrefix(u, "@") {
+			defer os.Remove(u)
+		}
+		log.Info("metrics", "listen", ml.Addr().String())
+	}
+	srv := &nbd.Server{Resolve: s.resolve, List: s.list, Logger: log, Observer: metrics.NewNBD[nbd.Peer](reg)}
 	if set.tls != nil {
 		srv.TLSConfig = s.tlsConfig()
 	}
@@ -158,6 +231,9 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	log.Info("serving", "config", cfg.File, "exports", strings.Join(names, ","), "listen", listenNames(cfg))
 
 	var wg sync.WaitGroup
@@ -172,6 +248,19 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 			}
 		}()
 	}
+	// Listeners accept: lay out every export's image now, before saying
+	// ready, so that a service is ready before its first guest (a client
+	// connecting meanwhile waits for the same layout, not a second one).
+	if errs := s.warm(nil); len(errs) > 0 {
+		log.Warn("some exports could not be laid out; they are retried per connection", "err", errors.Join(errs...))
+	}
+	log.Info("ready", "startup", time.Since(start).Round(time.Millisecond), "following", fol.len())
+	if _, err := notify.Ready(reg.StatusLine()); err != nil {
+		log.Warn("sd_notify", "err", err)
+	}
+	status := time.NewTicker(statusEvery)
+	defer status.Stop()
+
 	var serveErr error
 loop:
 	for {
@@ -181,10 +270,24 @@ loop:
 		case serveErr = <-errc:
 			break loop
 		case <-hup:
-			s.reload()
+			notify.Reloading()
+			if s.reload() == nil {
+				s.warm(nil)
+			}
+			notify.Ready(reg.StatusLine())
+		case <-usr1:
+			if fol.trigger() {
+				log.Info("SIGUSR1: fetching now", "remotes", fol.len())
+			} else {
+				log.Info("SIGUSR1: no remote is followed; nothing to fetch")
+			}
+		case <-status.C:
+			notify.Status(reg.StatusLine())
 		}
 	}
 	log.Info("shutting down")
+	notify.Stopping()
+	stopFollowing()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	for _, l := range lns {
@@ -194,6 +297,10 @@ loop:
 		log.Warn("shutdown", "err", err)
 	}
 	wg.Wait()
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(sctx)
+		<-metricsDone
+	}
 	return serveErr
 }
 

@@ -13,8 +13,10 @@ import (
 	"sync/atomic"
 
 	"github.com/gitblk/gitblk/config"
+	"github.com/gitblk/gitblk/follow"
 	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/metrics"
 	"github.com/gitblk/gitblk/nbd"
 	"github.com/gitblk/gitblk/policy"
 	"github.com/gitblk/gitblk/secrets"
@@ -29,6 +31,8 @@ type server struct {
 	load   func() (*config.Config, error) // reads the config again (SIGHUP)
 	pool   *secrets.Pool
 	budget *secrets.Budget
+	reg    *metrics.Registry // nil: no metrics
+	follow *followSet        // nil: nothing followed
 
 	reloadMu sync.Mutex // one reload at a time
 
@@ -179,7 +183,7 @@ func (s *server) decide(le *liveExport, name, rev string, format imager.Format, 
 }
 
 // pinExport resolves rev and pins the image for a connection.
-func (s *server) pinExport(le *liveExport, name, rev string, format imager.Format) (*nbd.Export, error) {
+func (s *server) pinExport(le *liveExport, name, rev string, format imager.Format) (_ *nbd.Export, err error) {
 	c, err := le.r.repo.Resolve(rev)
 	if err != nil {
 		if rev != le.x.Ref {
@@ -187,6 +191,15 @@ func (s *server) pinExport(le *liveExport, name, rev string, format imager.Forma
 		}
 		return nil, err
 	}
+	unpin, err := s.pinCommit(le, name, c)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unpin()
+		}
+	}()
 	opts := le.x.Image.Options(format)
 	var l *imager.Layout
 	var release func()
@@ -220,6 +233,12 @@ func (s *server) pinExport(le *liveExport, name, rev string, format imager.Forma
 			return nil, err
 		}
 	}
+	s.served(name, rev, c, opts.Format)
+	imageRelease := release
+	release = func() {
+		imageRelease()
+		unpin()
+	}
 	return &nbd.Export{
 		Name:        name,
 		Description: fmt.Sprintf("gitblk %s %s commit %s", opts.Format, rev, c.ID),
@@ -227,6 +246,64 @@ func (s *server) pinExport(le *liveExport, name, rev string, format imager.Forma
 		Release:     release,
 		LogAttrs:    []any{"ref", rev, "commit", c.ID, "format", string(opts.Format)},
 	}, nil
+}
+
+// pinCommit holds commit c in le's mirror, when le follows a remote, so
+// that neither a force-push upstream nor gc on the mirror can take the
+// objects a connection reads; the returned func releases it.
+func (s *server) pinCommit(le *liveExport, name string, c *gitfs.Commit) (release func(), err error) {
+	if le.m == nil {
+		return func() {}, nil
+	}
+	release, err = le.m.Pin(c.ID)
+	if err != nil {
+		s.log.Error("pin", "export", name, "commit", c.ID, "err", err)
+		return nil, err
+	}
+	return release, nil
+}
+
+// served records that export name serves commit c of rev in format now
+// (gitblk_export_info and /status).
+func (s *server) served(name, rev string, c *gitfs.Commit, format imager.Format) {
+	if s.reg != nil {
+		s.reg.SetExport(metrics.Export{Name: name, Ref: rev, Commit: c.ID, Format: string(format)})
+	}
+}
+
+// warm resolves every export that names a ref and lays out its image
+// (public exports: a decrypting one is only resolved, as its plaintext is
+// made per connection), so that the first client does not wait for it,
+// and records what each serves. With m, only the exports on that mirror
+// are: after a fetch moved its refs. It returns the failures.
+func (s *server) warm(m *follow.Mirror) []error {
+	var errs []error
+	for _, le := range s.cur.Load().sorted() {
+		if le.x.Ref == "" || m != nil && le.m != m {
+			continue
+		}
+		c, err := le.r.repo.Resolve(le.x.Ref)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("export %q: %w", le.x.Name, err))
+			s.log.Error("resolve", "export", le.x.Name, "ref", le.x.Ref, "err", err)
+			continue
+		}
+		opts := le.x.Image.Options("")
+		if le.id == nil {
+			l, ws, err := le.r.images.Image(c, opts)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("export %q: %w", le.x.Name, err))
+				s.log.Error("image", "export", le.x.Name, "ref", le.x.Ref, "commit", c.ID, "format", string(opts.Format), "err", err)
+				continue
+			}
+			s.warnOnce(c, opts, ws)
+			if m != nil {
+				s.log.Info("new commit laid out", "export", le.x.Name, "ref", le.x.Ref, "commit", c.ID, "format", string(opts.Format), "size", l.Size())
+			}
+		}
+		s.served(le.x.Name, le.x.Ref, c, opts.Format)
+	}
+	return errs
 }
 
 // list names the exports peer may learn of for NBD_OPT_LIST: secret
@@ -268,11 +345,17 @@ func (s *server) reload() error {
 	}
 	if err != nil {
 		s.repos.prune(old) // what a failed prepare opened
+		if s.follow != nil {
+			s.follow.prune(old)
+		}
 		s.log.Error("reload failed; still serving the previous config", "err", err)
 		return err
 	}
 	if !reflect.DeepEqual(cfg.Listen, old.cfg.Listen) || cfg.TLS.Mode != old.cfg.TLS.Mode {
 		s.log.Warn("reload: listeners and TLS modes are not changed by a reload; restart the server to apply them")
+	}
+	if cfg.MetricsListen != old.cfg.MetricsListen {
+		s.log.Warn("reload: metrics-listen is not changed by a reload; restart the server to apply it")
 	}
 	if cfg.CacheSize != old.cfg.CacheSize || cfg.CacheDir != old.cfg.CacheDir {
 		s.log.Warn("reload: cache-size and cache-dir apply to repositories opened from now on")
@@ -280,6 +363,9 @@ func (s *server) reload() error {
 	s.budget.SetMax(cfg.MaxSecretMemory)
 	s.cur.Store(set)
 	s.repos.prune(set)
+	if s.follow != nil {
+		s.follow.prune(set)
+	}
 	s.log.Info("reloaded", "config", cfg.File, "exports", len(cfg.Exports), "repositories", s.repos.len())
 	return nil
 }

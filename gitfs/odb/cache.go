@@ -65,6 +65,47 @@ type blobCache struct {
 	spillLRU list.List
 	diskUsed int64
 	streams  int // spills with an open stream
+
+	stats cacheStats
+}
+
+// Stats counts blob reads (ReadBlob calls) by whether the caches held the
+// blob (in memory, in the blob log, or spilled) or it had to be opened
+// from the repository, and the bytes each returned; MemBytes is the
+// inflated data held in memory now. For metrics.
+type Stats struct {
+	Hits, Misses         int64
+	HitBytes, MissBytes  int64
+	MemBytes, SpillBytes int64
+}
+
+type cacheStats struct {
+	hits, misses, hitBytes, missBytes atomic.Int64
+}
+
+// hit counts a read the caches served and returns its result unchanged.
+func (c *blobCache) hit(n int, err error) (int, error) {
+	c.stats.hits.Add(1)
+	c.stats.hitBytes.Add(int64(n))
+	return n, err
+}
+
+// miss counts a read that opened the blob and returns its result unchanged.
+func (c *blobCache) miss(n int, err error) (int, error) {
+	c.stats.misses.Add(1)
+	c.stats.missBytes.Add(int64(n))
+	return n, err
+}
+
+// Stats returns the blob cache's counters.
+func (db *Store) Stats() Stats {
+	c := db.blobs
+	st := Stats{Hits: c.stats.hits.Load(), Misses: c.stats.misses.Load(),
+		HitBytes: c.stats.hitBytes.Load(), MissBytes: c.stats.missBytes.Load()}
+	c.mu.Lock()
+	st.MemBytes, st.SpillBytes = c.memBytes, c.diskUsed
+	c.mu.Unlock()
+	return st
 }
 
 // memBlob is a small blob held whole.

@@ -120,14 +120,14 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 		return 0, ErrClosed
 	}
 	if data, ok := c.getMem(id); ok {
-		return copyAt(data, p, off)
+		return c.hit(copyAt(data, p, off))
 	}
 	if n, ok, err := c.log.readAt(id, p, off); ok {
-		return n, err
+		return c.hit(n, err)
 	}
 	if s := c.getSpill(id); s != nil {
 		defer c.unref(s)
-		return s.readAt(c, p, off)
+		return c.hit(s.readAt(c, p, off))
 	}
 	// First read of this blob.
 	b, err := db.openBlob(id, c.smallMax)
@@ -135,10 +135,10 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	if b.rc != nil {
-		return c.readNewSpill(id, b.size, b.rc, p, off)
+		return c.miss(c.readNewSpill(id, b.size, b.rc, p, off))
 	}
 	c.putMem(id, b.data)
-	return copyAt(b.data, p, off)
+	return c.miss(copyAt(b.data, p, off))
 }
 
 // copyAt copies data[off:] into p with io.ReaderAt semantics.
