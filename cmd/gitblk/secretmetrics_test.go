@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The metrics listener and the status document never name a secret
@@ -41,6 +42,13 @@ func TestMetricsHideSecretExports(t *testing.T) {
 				t.Errorf("%s, %s does not name the public export, so proves nothing:\n%s", when, path, body)
 			}
 		}
+	}
+	// The exports are recorded as they are laid out, after "serving".
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(get("/metrics"), `export="site"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the public export never shows in /metrics:\n%s", get("/metrics"))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	check("at start")
 	good := clientDir(t, filepath.Join(s.dir, "c-good"), s.ca, s.ca, "vm1")
