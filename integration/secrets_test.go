@@ -145,8 +145,9 @@ func (p *serveProcess) waitLog(t *testing.T, s string) {
 
 // TestSecretExportOverTLS runs the binary with a config serving a public
 // site and a secret volume from a second, private repository whose keys
-// are age-encrypted: nbdcopy over nbds+unix:// and nbds:// reads the
-// decrypted files byte for byte, a client without a certificate reads
+// are age-encrypted: nbdcopy and qemu-img (tls-creds-x509) over
+// nbds+unix:// and nbds:// read the decrypted files byte for byte, nbdinfo
+// sees the size, a client without a certificate reads
 // nothing, no file in the default cache directory or TMPDIR holds
 // plaintext, and a SIGHUP with a broken config keeps the old one.
 func TestSecretExportOverTLS(t *testing.T) {
@@ -238,6 +239,27 @@ allow = [{ cert-cn = ["unikernel-*"] }]
 			}
 		}
 	}
+	// nbdinfo sees the export's size over both; qemu's client, with
+	// tls-creds-x509, reads the same bytes over both.
+	for _, uri := range []string{unixURI, tcpURI} {
+		if got := strings.TrimSpace(string(runOut(t, "", nil, "nbdinfo", "--size", uri))); got != fmt.Sprint(len(built)) {
+			t.Errorf("nbdinfo --size %s = %s, want %d", uri, got, len(built))
+		}
+	}
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		for i, server := range []string{"server.type=unix,server.path=" + sock,
+			fmt.Sprintf("server.type=inet,server.host=127.0.0.1,server.port=%d", port)} {
+			out := filepath.Join(dir, fmt.Sprintf("qemu-%d.img", i))
+			runOut(t, "", nil, "qemu-img", "convert", "--object", "tls-creds-x509,id=tls0,dir="+client+",endpoint=client",
+				"--image-opts", "driver=nbd,"+server+",export=keys,tls-creds=tls0,tls-hostname=localhost", "-O", "raw", out)
+			if img, _ := os.ReadFile(out); !bytes.Equal(img, built) {
+				t.Errorf("qemu-img over %s: %d bytes differ from build --export keys", server, len(img))
+			}
+			os.Remove(out)
+		}
+	} else {
+		t.Log("qemu-img not installed (Debian qemu-utils): its case is not run")
+	}
 	if out, err := runErr("", nil, "nbdcopy", fmt.Sprintf("nbds://localhost:%d/keys?tls-certificates=%s", port, noCert), "-"); err == nil || len(out) > 0 {
 		t.Errorf("a client without a certificate read %d bytes (err %v)", len(out), err)
 	}
@@ -286,6 +308,8 @@ sys.stdin.readline()
 	if locked := vmLck(t, p.cmd.Process.Pid); locked == 0 {
 		t.Log("VmLck 0 while the secret is held: RLIMIT_MEMLOCK did not allow locking here")
 		p.waitLog(t, "could not be locked")
+	} else if max := 16 << 10; locked > max { // kB: the default max-secret-memory
+		t.Errorf("VmLck %d kB while the secret is held, over the 16 MiB cap", locked)
 	}
 	stdin.Close()
 	hold.Wait()
@@ -311,10 +335,13 @@ sys.stdin.readline()
 	runOut(t, "", nil, "nbdinfo", "--size", "nbds+unix:///more?socket="+sock+"&tls-certificates="+noCert)
 }
 
-// TestGuestReadsSecretExportOverTLS boots a Linux guest under QEMU whose
-// virtio disk is the secret export, fetched over nbds:// (TCP, TLS
-// required) with a client certificate: every file the guest reads equals
-// `age -d` of the stored file, and no .age file is there.
+// TestGuestReadsSecretExportOverTLS boots a Linux guest under QEMU with the
+// two volumes of a deployment as its virtio disks, both fetched over TLS on
+// TCP (required there) with a client certificate: the public data export
+// (tar, from the site repository) and the secret export (FAT, from a second
+// repository of age-encrypted keys). Every file of the data disk equals
+// git's; every file of the secret disk equals `age -d` of the stored file
+// (or the stored file, when it is not encrypted), and no .age file is there.
 func TestGuestReadsSecretExportOverTLS(t *testing.T) {
 	qemu := testutil.NeedTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	for _, tool := range []struct{ prog, pkg string }{{"age", "age"}, {"age-keygen", "age"}, {"openssl", "openssl"}} {
@@ -350,6 +377,8 @@ func TestGuestReadsSecretExportOverTLS(t *testing.T) {
 		want[p] = hex.EncodeToString(sum[:])
 	}
 	keys := newRepo(t, stored)
+	site := newRepo(t, guestFiles())
+	wantSite := gitFileHashes(t, site, "main")
 	srvTLS, client, _ := tlsDirs(t, dir, "unikernel-1")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -362,6 +391,9 @@ func TestGuestReadsSecretExportOverTLS(t *testing.T) {
 certificates = %q
 [[listen]]
 address = "127.0.0.1:%d"
+[export.site]
+repository = %q
+ref = "main"
 [export.keys]
 repository = %q
 ref = "main"
@@ -369,7 +401,7 @@ format = "fat"
 secret = true
 decrypt = %q
 allow = [{ cert-cn = ["unikernel-*"] }]
-`, srvTLS, port, keys, identity)), 0o600)
+`, srvTLS, port, site, keys, identity)), 0o600)
 	startServeConfig(t, cfgPath, nil, func() error {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
@@ -383,8 +415,10 @@ allow = [{ cert-cn = ["unikernel-*"] }]
 	cmd := exec.CommandContext(ctx, qemu,
 		"-accel", "tcg", "-m", guestMemory, "-nographic", "-no-reboot", "-nic", "none",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet loglevel=1 panic=-1 gitblk.mode=fat",
+		"-append", "console=ttyS0 quiet loglevel=1 panic=-1 gitblk.mode=tar gitblk.mode2=fat",
 		"-object", "tls-creds-x509,id=tls0,dir="+client+",endpoint=client",
+		"-blockdev", fmt.Sprintf("driver=nbd,node-name=site,server.type=inet,server.host=127.0.0.1,server.port=%d,export=site,tls-creds=tls0,tls-hostname=localhost,read-only=on", port),
+		"-device", "virtio-blk-pci,drive=site",
 		"-blockdev", fmt.Sprintf("driver=nbd,node-name=keys,server.type=inet,server.host=127.0.0.1,server.port=%d,export=keys,tls-creds=tls0,tls-hostname=localhost,read-only=on", port),
 		"-device", "virtio-blk-pci,drive=keys")
 	out, err := cmd.CombinedOutput()
@@ -394,11 +428,48 @@ allow = [{ cert-cn = ["unikernel-*"] }]
 	if err != nil {
 		t.Fatalf("QEMU: %v\nconsole:\n%s", err, out)
 	}
-	got, err := parseGuestSums(string(out))
+	disks, err := parseGuestDisks(string(out))
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, out)
 	}
-	compareSums(t, want, got)
+	if len(disks) != 2 {
+		t.Fatalf("the guest read %d disks, want 2 (site, keys)\nconsole:\n%s", len(disks), out)
+	}
+	t.Log("data disk (site, tar over TLS):")
+	compareSums(t, wantSite, disks[0])
+	t.Log("secret disk (keys, FAT over TLS):")
+	compareSums(t, want, disks[1])
+}
+
+// parseGuestDisks splits the console output of a guest that read several
+// disks into one block of marker lines each, in the order read.
+func parseGuestDisks(console string) ([]map[string]string, error) {
+	var starts []int
+	for i := 0; ; {
+		j := strings.Index(console[i:], guestBeginMarker)
+		if j < 0 {
+			break
+		}
+		starts = append(starts, i+j)
+		i += j + len(guestBeginMarker)
+	}
+	if len(starts) == 0 {
+		_, err := parseGuestSums(console) // says what went wrong
+		return nil, err
+	}
+	var out []map[string]string
+	for k, start := range starts {
+		end := len(console)
+		if k+1 < len(starts) {
+			end = starts[k+1]
+		}
+		sums, err := parseGuestSums(console[start:end])
+		if err != nil {
+			return nil, fmt.Errorf("disk %d: %w", k+1, err)
+		}
+		out = append(out, sums)
+	}
+	return out, nil
 }
 
 // vmLck returns a process's locked memory in kB (/proc/PID/status).

@@ -18,9 +18,11 @@
 // connection holds it.
 //
 // The bytes served are a pure function of (tree, identity): decrypted
-// contents get ids derived from the plaintext under a key taken from the
-// identity (see Identity), which cannot be mistaken for a git blob id of
-// the same tree (Decrypt checks).
+// contents get ids derived from their ciphertext's git id under a key
+// taken from the identity (see Identity), which cannot be mistaken for a
+// git blob id of the same tree (Decrypt checks). The payload is decrypted
+// chunk by chunk straight into the locked mapping (stream.go), so no copy
+// of the plaintext is left on the Go heap.
 package secrets
 
 import (
@@ -32,8 +34,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-
-	"filippo.io/age"
 
 	"github.com/gitblk/gitblk/imager"
 )
@@ -188,10 +188,11 @@ func (b blobAt) ReadAt(p []byte, off int64) (int, error) { return b.blobs.ReadBl
 
 // secretFile is one .age entry being decrypted.
 type secretFile struct {
-	index int // in the tree's entries
-	plain string
-	r     io.ReaderAt // the plaintext, decrypting on read
-	size  int64
+	index   int // in the tree's entries
+	plain   string
+	payload *agePayload
+	src     io.ReaderAt // the ciphertext
+	size    int64
 }
 
 // Decrypt decrypts every NAME.age file (regular or executable) of tree
@@ -222,14 +223,16 @@ func Decrypt(tree *imager.Tree, blobs imager.BlobReader, id *Identity, opts Opti
 		if e.Size > maxCiphertext(opts.MaxFile) {
 			return nil, fmt.Errorf("%w: %s: %d encrypted bytes, over the cap of %d decrypted", ErrTooLarge, e.Path, e.Size, opts.MaxFile)
 		}
-		r, size, err := age.DecryptReaderAt(blobAt{blobs, e.Blob}, e.Size, id.ids...)
+		src := blobAt{blobs, e.Blob}
+		p, err := openAge(src, e.Size, id)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, e.Path, err)
 		}
+		size := p.plain
 		if size > opts.MaxFile {
 			return nil, fmt.Errorf("%w: %s: %d bytes, cap %d", ErrTooLarge, e.Path, size, opts.MaxFile)
 		}
-		files = append(files, secretFile{index: i, plain: plain, r: r, size: size})
+		files = append(files, secretFile{index: i, plain: plain, payload: p, src: src, size: size})
 		total += size
 	}
 	d := &Decrypted{blobs: blobs, budget: opts.Budget, plain: map[imager.BlobID][]byte{}, files: len(files)}
@@ -266,16 +269,10 @@ func Decrypt(tree *imager.Tree, blobs imager.BlobReader, id *Identity, opts Opti
 		e := &entries[f.index]
 		buf := d.mem.slice(off, f.size)
 		off += f.size
-		if f.size > 0 {
-			n, err := f.r.ReadAt(buf, 0)
-			if n != len(buf) {
-				if err == nil || errors.Is(err, io.EOF) {
-					err = io.ErrUnexpectedEOF
-				}
-				return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, e.Path, err)
-			}
+		if err := f.payload.decryptInto(buf, f.src); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrDecrypt, e.Path, err)
 		}
-		cid := imager.BlobID(id.contentID(buf))
+		cid := imager.BlobID(id.contentID(e.Blob))
 		if gitIDs[cid] {
 			return nil, fmt.Errorf("%w: %s: decrypted content id %s equals a git object id of the tree", ErrDecrypt, e.Path, cid)
 		}

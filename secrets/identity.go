@@ -5,16 +5,23 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 
 	"filippo.io/age"
 	"filippo.io/age/agessh"
+
+	"github.com/gitblk/gitblk/imager"
 )
 
 // maxIdentityFile bounds an identity file: a key is a few hundred bytes.
 const maxIdentityFile = 64 << 10
+
+// ErrIdentityExposed refuses an identity file that every user of the host
+// may read (or write).
+var ErrIdentityExposed = errors.New("open to every user")
 
 // Identity is what decrypts an export's files: the age identities of one
 // file. It also keys the ids given to decrypted contents, so those ids say
@@ -31,12 +38,21 @@ type Identity struct {
 // (AGE-SECRET-KEY-1..., one or more, as age-keygen writes), or an
 // unencrypted OpenSSH private key (ssh-ed25519 or ssh-rsa, as a host key),
 // read with filippo.io/age/agessh as agenix and sops-nix do.
+// A file that other users (not the owner or its group) may access is
+// refused. The process becomes non-dumpable from here on (see
+// protectProcess).
 func LoadIdentity(path string) (*Identity, error) {
+	protectProcess()
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("secrets: identity: %w", err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o007 != 0 {
+		// As ssh refuses a private key others can read: whoever can read
+		// it can decrypt every commit of the repository.
+		return nil, fmt.Errorf("secrets: identity %s: %w (mode %v): chmod o-rwx", path, ErrIdentityExposed, st.Mode().Perm())
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxIdentityFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("secrets: identity %s: %w", path, err)
@@ -73,13 +89,15 @@ func ParseIdentity(data []byte) (*Identity, error) {
 	return &Identity{ids: ids, idKey: sum[:], Fingerprint: hex.EncodeToString(fp.Sum(nil))[:32]}, nil
 }
 
-// contentID is the id a decrypted file gets: an HMAC of its plaintext
-// under the identity's key, so equal plaintexts share one id and the id
-// reveals nothing without the identity.
-func (id *Identity) contentID(plain []byte) [20]byte {
+// contentID is the id a decrypted file gets: an HMAC, under the
+// identity's key, of the git id of its ciphertext. It is stable for a
+// commit and identity, reveals nothing without the identity, and is made
+// without hashing the plaintext (a hash keeps the last partial block of
+// its input in a buffer on the Go heap, never zeroed).
+func (id *Identity) contentID(ciphertext imager.BlobID) [20]byte {
 	m := hmac.New(sha256.New, id.idKey)
-	m.Write([]byte("gitblk secrets content\x00"))
-	m.Write(plain)
+	m.Write([]byte("gitblk secrets content of\x00"))
+	m.Write(ciphertext[:])
 	var out [20]byte
 	copy(out[:], m.Sum(nil))
 	return out

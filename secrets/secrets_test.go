@@ -417,6 +417,16 @@ func TestLoadIdentityErrors(t *testing.T) {
 	if _, err := secrets.LoadIdentity(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing file accepted")
 	}
+	// A key every user may read is refused, as ssh refuses one; the owner's
+	// group may read it (a service account reading the host key).
+	k := makeKeys(t, dir)
+	for mode, ok := range map[os.FileMode]bool{0o600: true, 0o640: true, 0o644: false, 0o604: false, 0o602: false} {
+		os.Chmod(k.ageID, mode)
+		_, err := secrets.LoadIdentity(k.ageID)
+		if ok != (err == nil) || (!ok && !errors.Is(err, secrets.ErrIdentityExposed)) {
+			t.Errorf("identity with mode %v: %v, want ok=%v", mode, err, ok)
+		}
+	}
 }
 
 // scanForPlaintext returns how many files under root contain needle.

@@ -37,13 +37,14 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var layout *imager.Layout
 	var opts imager.Options
 	var warnings []imager.Warning
+	private := false // the image holds decrypted files
 	if ef.config != "" {
 		x, err := ef.openExport()
 		if err != nil {
 			return err
 		}
 		defer x.close()
-		layout, opts, warnings = x.layout, x.opts, x.warnings
+		layout, opts, warnings, private = x.layout, x.opts, x.warnings, x.decrypts
 	} else {
 		cf.setup(slog.New(slog.NewTextHandler(stderr, nil)))
 		o, err := cf.openImage(pos[0], pos[1])
@@ -65,15 +66,16 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return copyImage(ctx, stdout, layout, prog)
 	}
-	return writeFile(ctx, *out, layout, prog)
+	return writeFile(ctx, *out, layout, prog, private)
 }
 
 // writeFile writes img to path. A regular file (or a new one) is written to
 // a temporary name beside it and renamed only when complete; a device or a
 // pipe is written in place. A symlink is followed (its target is
 // replaced); an existing file keeps its mode, a new one gets 0666 less the
-// umask.
-func writeFile(ctx context.Context, path string, img imager.Image, prog *progress) error {
+// umask. A private image (decrypted secrets) is never readable by group or
+// others, from its first byte: the file gets at most 0600.
+func writeFile(ctx context.Context, path string, img imager.Image, prog *progress, private bool) error {
 	if resolved, err := filepath.EvalSymlinks(path); err == nil {
 		path = resolved
 	}
@@ -92,6 +94,9 @@ func writeFile(ctx context.Context, path string, img imager.Image, prog *progres
 		}
 		mode, existing = st.Mode().Perm(), true
 	}
+	if private {
+		mode &= 0o600
+	}
 	tmp, err := createTemp(path, mode)
 	if err != nil {
 		return fmt.Errorf("build: cannot write output: %w", err)
@@ -106,7 +111,7 @@ func writeFile(ctx context.Context, path string, img imager.Image, prog *progres
 	if err := copyImage(ctx, tmp, img, prog); err != nil {
 		return err
 	}
-	if existing { // a new file got 0666 less the umask when created
+	if existing || private { // a new file got perm less the umask when created
 		if err := tmp.Chmod(mode); err != nil {
 			return fmt.Errorf("build: %w", err)
 		}

@@ -62,6 +62,7 @@ type exportImage struct {
 	rev      string
 	tree     *imager.Tree      // the tree the image shows (decrypted for a decrypting export)
 	blobs    imager.BlobReader // its contents
+	decrypts bool              // the tree holds decrypted files
 	close    func()
 }
 
@@ -97,7 +98,7 @@ func (f *exportFlags) openExport() (*exportImage, error) {
 			repos.close()
 			return nil, fmt.Errorf("export %q: %w", f.export, err)
 		}
-		x.tree, x.blobs = dec.Tree, dec
+		x.tree, x.blobs, x.decrypts = dec.Tree, dec, true
 		x.close = func() { dec.Release(); repos.close() }
 		return x, nil
 	}

@@ -17,6 +17,10 @@ func mountExport(ctx context.Context, ef *exportFlags, dir string, allowOther bo
 		return err
 	}
 	defer x.close()
+	if allowOther && x.decrypts {
+		// Every user of the host would read the decrypted files.
+		return usagef("mount: --allow-other cannot be used with the decrypting export %q", ef.export)
+	}
 	logWarnings(log, x.commit, x.opts.Format, x.warnings)
 	m, err := fusefs.Mount(dir, fusefs.Config{
 		CommitID: x.commit.ID, Ref: x.rev, Time: x.commit.Time, Tree: x.tree, Blobs: x.blobs,

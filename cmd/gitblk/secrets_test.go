@@ -239,7 +239,15 @@ ref = "main"
 secret = true
 decrypt = %q
 allow = [{ uid = [0] }]
-%s`, filepath.Join(s.dir, "cache"), filepath.Join(s.dir, "server-tls"), sock, port, s.site, s.keys, s.identity, s.keys, s.identity, extra)
+
+[export.keys-gid]
+repository = %q
+ref = "main"
+secret = true
+decrypt = %q
+allow = [{ gid = [4242] }]
+%s`, filepath.Join(s.dir, "cache"), filepath.Join(s.dir, "server-tls"), sock, port, s.site, s.keys, s.identity, s.keys, s.identity,
+		s.keys, s.identity, extra)
 }
 
 func TestServeSecretExports(t *testing.T) {
@@ -317,6 +325,19 @@ func TestServeSecretExports(t *testing.T) {
 	if !strings.Contains(list, `export="site"`) || strings.Contains(list, "keys") {
 		t.Errorf("list:\n%s", list)
 	}
+	// nbd-client, which speaks only TLS 1.2, lists over TCP (TLS required
+	// there) with its certificate: the same.
+	if _, err := exec.LookPath("nbd-client"); err == nil {
+		out := string(sh(t, "", nil, "nbd-client", "-l", "127.0.0.1", fmt.Sprint(port),
+			"-certfile", filepath.Join(good, "client-cert.pem"), "-keyfile", filepath.Join(good, "client-key.pem"),
+			"-cacertfile", filepath.Join(good, "ca-cert.pem"), "-tlshostname", "localhost"))
+		if !strings.Contains(out, "site") || strings.Contains(out, "keys") {
+			t.Errorf("nbd-client -l over TLS:\n%s", out)
+		}
+		t.Logf("nbd-client -l over TLS 1.2: %q", out)
+	} else {
+		t.Log("nbd-client not installed (Debian nbd-client): its case is not run")
+	}
 
 	// Refused clients read nothing, and a refused secret looks unknown.
 	refusals := []struct{ what, uri, want string }{
@@ -348,6 +369,18 @@ func TestServeSecretExports(t *testing.T) {
 			t.Errorf("uid 65534: read %d bytes, err %v", len(out), err)
 		}
 		waitLog(t, logs, "uid 65534 not admitted")
+		// By group: gid 4242 is admitted, whatever the uid; another is not.
+		for gid, ok := range map[string]bool{"4242": true, "65534": false} {
+			out, err := shErr("", nil, "setpriv", "--reuid=65534", "--regid="+gid, "--clear-groups",
+				"/usr/bin/nbdcopy", "nbd+unix:///keys-gid?socket="+sock, "-")
+			if ok && (err != nil || !bytes.Equal(out, built.Bytes())) {
+				t.Errorf("gid %s: %v, read %d bytes; want the export", gid, err, len(out))
+			}
+			if !ok && (err == nil || len(out) > 0 || !strings.Contains(err.Error(), "No such file")) {
+				t.Errorf("gid %s: read %d bytes, err %v; want the unknown-export reply", gid, len(out), err)
+			}
+		}
+		waitLog(t, logs, "gid 65534 not admitted")
 		if img := sh(t, "", nil, "nbdcopy", "nbd+unix:///keys-uid?socket="+sock, "-"); !bytes.Equal(img, built.Bytes()) {
 			t.Error("uid 0 over plain unix: other bytes")
 		}
@@ -374,7 +407,7 @@ func TestServeSecretExports(t *testing.T) {
 	os.WriteFile(cfgPath, []byte(s.config(sock, port, "colour = \"red\"\n")), 0o600)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	waitLog(t, logs, "reload failed")
-	if !strings.Contains(logs.String(), "export.keys-uid.colour: unknown key") {
+	if !strings.Contains(logs.String(), "export.keys-gid.colour: unknown key") {
 		t.Errorf("the reload failure does not name the key:\n%s", logs.String())
 	}
 	if img := sh(t, "", nil, "nbdcopy", unixURI("keys", good), "-"); !bytes.Equal(img, built.Bytes()) {
@@ -673,12 +706,58 @@ func TestMountExport(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "image.fat")); !os.IsNotExist(err) {
 		t.Errorf("image.fat of a tar export: %v", err)
 	}
-	// Usage: --config and --export go together, and take no REPO REF.
+	// Usage: --config and --export go together, and take no REPO REF; a
+	// decrypting export is not shown to other users.
 	for _, args := range [][]string{{"build", "--config", cfgPath}, {"build", "--export", "keys", ".", "HEAD"},
 		{"build", "--config", cfgPath, "--export", "keys", ".", "HEAD"}, {"build", "--config", cfgPath, "--export", "keys", "--format", "fat"},
-		{"mount", "--config", cfgPath, "--export", "keys", ".", "HEAD", dir}, {"build", "--config", cfgPath, "--export", "nope"}} {
+		{"mount", "--config", cfgPath, "--export", "keys", ".", "HEAD", dir}, {"build", "--config", cfgPath, "--export", "nope"},
+		{"mount", "--allow-other", "--config", cfgPath, "--export", "keys", filepath.Join(s.dir, "mnt2")}} {
 		if err := Run(context.Background(), args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 			t.Errorf("%q: %v, want a usage error", args, err)
 		}
 	}
+}
+
+// build -o of a decrypting export writes a file only its owner can read,
+// a new one or one that was readable by others.
+func TestBuildSecretFileMode(t *testing.T) {
+	s := setupSecrets(t)
+	cfgPath := filepath.Join(s.dir, "b.toml")
+	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "b.sock"), freePort(t), "")), 0o600)
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	existing := filepath.Join(s.dir, "existing.tar")
+	os.WriteFile(existing, []byte("x"), 0o644)
+	os.Chmod(existing, 0o644)
+	for _, tt := range []struct {
+		export, path string
+		want         os.FileMode
+	}{
+		{"keys", filepath.Join(s.dir, "new.tar"), 0o600},
+		{"keys", existing, 0o600},
+		{"site", filepath.Join(s.dir, "site.tar"), 0o644},
+	} {
+		if err := Run(context.Background(), []string{"build", "-q", "-o", tt.path, "--config", cfgPath, "--export", tt.export}, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != tt.want {
+			t.Errorf("build --export %s -o %s: mode %v, want %v", tt.export, filepath.Base(tt.path), st.Mode().Perm(), tt.want)
+		}
+	}
+	if got := tarFile(t, mustRead(t, existing), "tls/server.key"); !bytes.Equal(got, s.plainKey) {
+		t.Errorf("tls/server.key = %q", got)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

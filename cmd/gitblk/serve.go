@@ -220,7 +220,7 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 		}
 		log.Info("metrics", "listen", ml.Addr().String())
 	}
-	srv := &nbd.Server{Resolve: s.resolve, List: s.list, Logger: log, Observer: metrics.NewNBD[nbd.Peer](reg)}
+	srv := &nbd.Server{Resolve: s.resolve, List: s.list, Logger: log, Observer: hideSecrets(metrics.NewNBD[nbd.Peer](reg), s)}
 	if set.tls != nil {
 		srv.TLSConfig = s.tlsConfig()
 	}

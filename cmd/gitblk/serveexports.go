@@ -207,7 +207,9 @@ func (s *server) pinExport(le *liveExport, name, rev string, format imager.Forma
 			return nil, err
 		}
 	}
-	s.served(name, rev, c, opts.Format)
+	if !le.x.Secret { // a secret name must not show where NBD hides it
+		s.served(name, rev, c, opts.Format)
+	}
 	imageRelease := release
 	release = func() {
 		imageRelease()
@@ -275,7 +277,9 @@ func (s *server) warm(m *follow.Mirror) []error {
 				s.log.Info("new commit laid out", "export", le.x.Name, "ref", le.x.Ref, "commit", c.ID, "format", string(opts.Format), "size", l.Size())
 			}
 		}
-		s.served(le.x.Name, le.x.Ref, c, opts.Format)
+		if !le.x.Secret {
+			s.served(le.x.Name, le.x.Ref, c, opts.Format)
+		}
 	}
 	return errs
 }
