@@ -1,0 +1,218 @@
+package odb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// A pack index, read here rather than by go-git: go-git keeps one
+// in-memory index per storage and builds a map from offset to id for
+// each, so the pool of storages held several copies of every index. Here
+// the file is read once per pack per process into one table. The format
+// is git's Documentation/gitformat-pack.txt: version 2 is a magic
+// "\377tOc", the version, a 256-entry fan-out table (big-endian counts of
+// ids whose first byte is at most i), the sorted ids, their CRC-32s,
+// their 31-bit offsets (MSB set: an index into a table of 64-bit offsets
+// that follows), then two checksums. Version 1 has the fan-out table, then
+// (4-byte offset, id) pairs.
+const (
+	idxMagic      = "\377tOc"
+	idxFanout     = 256 * 4
+	idxTrailer    = 2 * hashLen
+	idxLargeFlag  = 1 << 31
+	idxV1EntryLen = 4 + hashLen
+)
+
+var errBadIndex = errors.New("odb: malformed pack index")
+
+// packIndex is one pack's index: ids sorted, with their pack offsets.
+type packIndex struct {
+	fanout  [256]uint32
+	names   []byte // n ids of hashLen bytes, sorted
+	offsets []byte // n big-endian uint32 (version 2 rules)
+	large   []byte // big-endian uint64 offsets
+	n       int
+
+	revOnce sync.Once
+	rev     []uint32 // positions in id order, sorted by offset: for FindHash
+}
+
+// readPackIndex reads and checks the index file at path.
+func readPackIndex(path string) (*packIndex, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	x, err := parsePackIndex(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return x, nil
+}
+
+// parsePackIndex parses an index file's bytes; the table keeps b.
+func parsePackIndex(b []byte) (*packIndex, error) {
+	x := &packIndex{}
+	v2 := len(b) >= 8 && string(b[:4]) == idxMagic
+	if v2 {
+		if binary.BigEndian.Uint32(b[4:8]) != 2 {
+			return nil, fmt.Errorf("%w: version %d", errBadIndex, binary.BigEndian.Uint32(b[4:8]))
+		}
+		b = b[8:]
+	}
+	if len(b) < idxFanout+idxTrailer {
+		return nil, fmt.Errorf("%w: truncated", errBadIndex)
+	}
+	prev := uint32(0)
+	for i := range x.fanout {
+		c := binary.BigEndian.Uint32(b[i*4:])
+		if c < prev {
+			return nil, fmt.Errorf("%w: fan-out table not sorted", errBadIndex)
+		}
+		x.fanout[i], prev = c, c
+	}
+	n := int64(prev)
+	x.n = int(n)
+	rest := b[idxFanout:]
+	if !v2 {
+		if int64(len(rest)) != n*idxV1EntryLen+idxTrailer {
+			return nil, fmt.Errorf("%w: size does not match %d objects", errBadIndex, n)
+		}
+		// Split the pairs into the version 2 tables.
+		x.names = make([]byte, n*hashLen)
+		x.offsets = make([]byte, n*4)
+		for i := int64(0); i < n; i++ {
+			e := rest[i*idxV1EntryLen:]
+			copy(x.offsets[i*4:], e[:4])
+			copy(x.names[i*hashLen:], e[4:idxV1EntryLen])
+			if e[0]&0x80 != 0 {
+				return nil, fmt.Errorf("%w: offset over 2 GiB in a version 1 index", errBadIndex)
+			}
+		}
+		return x, x.checkSorted()
+	}
+	small := n * (hashLen + 4 + 4)
+	if int64(len(rest)) < small+idxTrailer || (int64(len(rest))-small-idxTrailer)%8 != 0 {
+		return nil, fmt.Errorf("%w: size does not match %d objects", errBadIndex, n)
+	}
+	x.names = rest[:n*hashLen]
+	x.offsets = rest[n*(hashLen+4) : small]
+	x.large = rest[small : len(rest)-idxTrailer]
+	return x, x.checkSorted()
+}
+
+// checkSorted checks that ids are strictly increasing and agree with the
+// fan-out table: binary search relies on both.
+func (x *packIndex) checkSorted() error {
+	for i := 1; i < x.n; i++ {
+		if bytes.Compare(x.name(i-1), x.name(i)) >= 0 {
+			return fmt.Errorf("%w: ids not sorted at %d", errBadIndex, i)
+		}
+	}
+	for i := 0; i < x.n; i++ {
+		f := x.name(i)[0]
+		if uint32(i) >= x.fanout[f] || (f > 0 && uint32(i) < x.fanout[f-1]) {
+			return fmt.Errorf("%w: fan-out table disagrees with id %d", errBadIndex, i)
+		}
+	}
+	return nil
+}
+
+func (x *packIndex) name(i int) []byte { return x.names[i*hashLen : (i+1)*hashLen] }
+
+// offset returns the pack offset of the object at position i.
+func (x *packIndex) offset(i int) (int64, error) {
+	o := binary.BigEndian.Uint32(x.offsets[i*4:])
+	if o&idxLargeFlag == 0 {
+		return int64(o), nil
+	}
+	j := int(o &^ idxLargeFlag)
+	if j >= len(x.large)/8 {
+		return 0, fmt.Errorf("%w: large offset %d of %d", errBadIndex, j, len(x.large)/8)
+	}
+	v := binary.BigEndian.Uint64(x.large[j*8:])
+	if v > 1<<62 {
+		return 0, fmt.Errorf("%w: offset %d", errBadIndex, v)
+	}
+	return int64(v), nil
+}
+
+// find returns the position of id h.
+func (x *packIndex) find(h plumbing.Hash) (int, bool) {
+	lo := 0
+	if h[0] > 0 {
+		lo = int(x.fanout[h[0]-1])
+	}
+	hi := int(x.fanout[h[0]])
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		switch c := bytes.Compare(x.name(m), h[:]); {
+		case c == 0:
+			return m, true
+		case c < 0:
+			lo = m + 1
+		default:
+			hi = m
+		}
+	}
+	return 0, false
+}
+
+// FindOffset returns the pack offset of object h, or
+// plumbing.ErrObjectNotFound.
+func (x *packIndex) FindOffset(h plumbing.Hash) (int64, error) {
+	i, ok := x.find(h)
+	if !ok {
+		return 0, plumbing.ErrObjectNotFound
+	}
+	return x.offset(i)
+}
+
+// FindHash returns the id of the object whose entry starts at off, or
+// plumbing.ErrObjectNotFound. The first call sorts the positions by
+// offset (4 bytes per object, kept).
+func (x *packIndex) FindHash(off int64) (plumbing.Hash, error) {
+	x.revOnce.Do(x.buildRev)
+	var h plumbing.Hash
+	i, ok := slices.BinarySearchFunc(x.rev, off, func(p uint32, off int64) int {
+		o, _ := x.offset(int(p))
+		switch {
+		case o < off:
+			return -1
+		case o > off:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return h, plumbing.ErrObjectNotFound
+	}
+	copy(h[:], x.name(int(x.rev[i])))
+	return h, nil
+}
+
+func (x *packIndex) buildRev() {
+	rev := make([]uint32, x.n)
+	for i := range rev {
+		rev[i] = uint32(i)
+	}
+	slices.SortFunc(rev, func(a, b uint32) int {
+		oa, _ := x.offset(int(a))
+		ob, _ := x.offset(int(b))
+		switch {
+		case oa < ob:
+			return -1
+		case oa > ob:
+			return 1
+		}
+		return 0
+	})
+	x.rev = rev
+}
