@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
 
@@ -250,69 +249,48 @@ func (r *Repo) readSmall(id plumbing.Hash, path string, max int64) ([]byte, erro
 }
 
 // fillSizes sets the Size of every file and symlink entry (Size -1) from
-// object headers, and reads symlink targets, in parallel over the pool.
+// object headers, read in pack order, and reads symlink targets.
 func (r *Repo) fillSizes(ents []imager.Entry) error {
-	var todo []int
+	var todo []int32
 	for i := range ents {
 		if ents[i].Size < 0 {
-			todo = append(todo, i)
+			todo = append(todo, int32(i))
 		}
 	}
-	workers := min(sizeWorkers, len(todo)/64+1)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	per := (len(todo) + workers - 1) / workers
-	for w := 0; w < workers; w++ {
-		lo, hi := w*per, min((w+1)*per, len(todo))
-		if lo >= hi {
-			break
-		}
-		wg.Add(1)
-		go func(part []int) {
-			defer wg.Done()
-			if err := r.fillPart(ents, part); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
-		}(todo[lo:hi])
+	ids := make([]plumbing.Hash, len(todo))
+	for k, i := range todo {
+		ids[k] = plumbing.Hash(ents[i].Blob)
 	}
-	wg.Wait()
-	return firstErr
-}
-
-// sizeWorkers bounds the goroutines that size a tree's entries.
-const sizeWorkers = 8
-
-// fillPart sizes the entries ents[i] for i in part.
-func (r *Repo) fillPart(ents []imager.Entry, part []int) error {
-	for _, i := range part {
+	sizes := make([]int64, len(todo))
+	if bad, err := r.store.BlobSizes(ids, sizes); err != nil {
+		return atPath(ents[todo[bad]].Path, err)
+	}
+	for k, i := range todo {
 		e := &ents[i]
-		h := plumbing.Hash(e.Blob)
-		size, err := r.store.BlobSize(h)
-		if err != nil {
-			return atPath(e.Path, err)
-		}
-		e.Size = size
+		e.Size = sizes[k]
 		if e.Kind == imager.KindSymlink {
-			if size > maxLinkTarget {
-				return fmt.Errorf("%w: symlink %q: target of %d bytes is over the %d-byte limit", ErrCorruptObject, e.Path, size, maxLinkTarget)
-			}
-			t, err := r.readSmall(h, e.Path, size)
-			if err != nil {
+			if err := r.readLink(e); err != nil {
 				return err
 			}
-			if int64(len(t)) != size {
-				return fmt.Errorf("%w: symlink %q: blob %s: size %d, header said %d", ErrCorruptObject, e.Path, h, len(t), size)
-			}
-			e.Target = string(t)
 		}
 	}
+	return nil
+}
+
+// readLink sets the Target of symlink entry e, whose Size is known.
+func (r *Repo) readLink(e *imager.Entry) error {
+	h := plumbing.Hash(e.Blob)
+	if e.Size > maxLinkTarget {
+		return fmt.Errorf("%w: symlink %q: target of %d bytes is over the %d-byte limit", ErrCorruptObject, e.Path, e.Size, maxLinkTarget)
+	}
+	t, err := r.readSmall(h, e.Path, e.Size)
+	if err != nil {
+		return err
+	}
+	if int64(len(t)) != e.Size {
+		return fmt.Errorf("%w: symlink %q: blob %s: size %d, header said %d", ErrCorruptObject, e.Path, h, len(t), e.Size)
+	}
+	e.Target = string(t)
 	return nil
 }
 
