@@ -22,6 +22,18 @@ type Images struct {
 	entries map[imageKey]*imageEntry
 	pinned  map[*imager.Layout]int // layouts held by readers, with their pin counts
 	tick    uint64
+	lists   map[string]*listing // tree listings being laid out, by tree id
+}
+
+// listing is a tree listing shared by the layouts being made of it at
+// the same time (the tar and FAT images of one commit, asked for at
+// once, list the tree once); it is dropped when the last is made, so a
+// listing is not held beside the layouts made from it.
+type listing struct {
+	done  chan struct{} // closed when tree and err are set
+	tree  *imager.Tree
+	err   error
+	users int
 }
 
 type imageKey struct {
@@ -59,7 +71,8 @@ func NewImages(repo *Repo, max int, cacheDir string) *Images {
 		max = MaxImages
 	}
 	return &Images{repo: repo, max: max, cacheDir: cacheDir,
-		entries: make(map[imageKey]*imageEntry), pinned: make(map[*imager.Layout]int)}
+		entries: make(map[imageKey]*imageEntry), pinned: make(map[*imager.Layout]int),
+		lists: make(map[string]*listing)}
 }
 
 // Pin counts a reader's hold on layout l, which Image returned, and keeps
@@ -115,7 +128,8 @@ func (im *Images) Image(c *Commit, opts imager.Options) (*imager.Layout, []image
 }
 
 func (im *Images) build(c *Commit, opts imager.Options) (*imager.Layout, []imager.Warning, error) {
-	tree, err := im.repo.CachedTree(c, true, im.cacheDir)
+	tree, done, err := im.listing(c)
+	defer done()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -124,6 +138,34 @@ func (im *Images) build(c *Commit, opts imager.Options) (*imager.Layout, []image
 		return nil, nil, fmt.Errorf("gitfs: %s image of %s: %w", formatName(opts.Format), c.ID, err)
 	}
 	return l, w, nil
+}
+
+// listing returns the listing of c's tree, shared with the layouts being
+// made of it now; done ends this layout's use of it.
+func (im *Images) listing(c *Commit) (*imager.Tree, func(), error) {
+	im.mu.Lock()
+	l := im.lists[c.Tree]
+	if l == nil {
+		l = &listing{done: make(chan struct{})}
+		im.lists[c.Tree] = l
+	}
+	l.users++
+	first := l.users == 1
+	im.mu.Unlock()
+	done := func() {
+		im.mu.Lock()
+		if l.users--; l.users == 0 && im.lists[c.Tree] == l {
+			delete(im.lists, c.Tree)
+		}
+		im.mu.Unlock()
+	}
+	if first {
+		l.tree, l.err = im.repo.CachedTree(c, true, im.cacheDir)
+		close(l.done)
+	} else {
+		<-l.done
+	}
+	return l.tree, done, l.err
 }
 
 func formatName(f imager.Format) string {
