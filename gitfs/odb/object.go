@@ -197,3 +197,22 @@ func applyDelta(base, delta []byte, max int64) ([]byte, int64, error) {
 // isClosedFile reports whether err comes from a pack file closed under us
 // (the pack list was reloaded).
 func isClosedFile(err error) bool { return errors.Is(err, os.ErrClosed) }
+
+// readObjectDirect is ReadObject from our packs, without a go-git
+// storage; found is false when go-git must look (see readPackedObject).
+func (db *Store) readObjectDirect(id plumbing.Hash, typ plumbing.ObjectType, max int64) ([]byte, bool, error) {
+	got, size, data, found, err := db.readPackedObject(id, max, max)
+	switch {
+	case !found:
+		return nil, false, nil
+	case errors.Is(err, errTooBig) && got == typ:
+		return nil, true, fmt.Errorf("%s of %d bytes is over the %d-byte limit here", typ, size, max)
+	case errors.Is(err, errTooBig):
+		return nil, true, fmt.Errorf("is a %s, not a %s", got, typ)
+	case err != nil:
+		return nil, true, err
+	case got != typ:
+		return nil, true, fmt.Errorf("is a %s, not a %s", got, typ)
+	}
+	return data, true, nil
+}
