@@ -2,6 +2,7 @@ package odb
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -151,9 +152,15 @@ func (x *packIndex) find(h plumbing.Hash) (int, bool) {
 		lo = int(x.fanout[h[0]-1])
 	}
 	hi := int(x.fanout[h[0]])
+	// Compare the first 8 bytes as a number; the rest only when they tie.
+	key := binary.BigEndian.Uint64(h[:8])
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		switch c := bytes.Compare(x.name(m), h[:]); {
+		c := cmp.Compare(binary.BigEndian.Uint64(x.names[m*hashLen:]), key)
+		if c == 0 {
+			c = bytes.Compare(x.name(m)[8:], h[8:])
+		}
+		switch {
 		case c == 0:
 			return m, true
 		case c < 0:

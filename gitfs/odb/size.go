@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -87,6 +89,9 @@ func (db *Store) looseSize(h plumbing.Hash) (int64, error) {
 	return size, err
 }
 
+// sizeLookupWorkers bounds the goroutines that look ids up for BlobSizes.
+const sizeLookupWorkers = 2
+
 // sizeWindow is the most pack bytes read at once for entry headers: the
 // headers of many small entries in a row come with one read.
 const sizeWindow = 64 << 10
@@ -104,22 +109,39 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 		i    int32
 		pack int32
 	}
-	var todo []at
-	var rest []int
 	packs, err := db.packs.current()
-	for i, h := range ids {
-		found := false
-		if err == nil {
-			for pi, p := range packs {
-				if off, ferr := p.idx.FindOffset(h); ferr == nil {
-					todo = append(todo, at{off: off, i: int32(i), pack: int32(pi)})
-					found = true
-					break
+	if err != nil {
+		packs = nil
+	}
+	// Look the ids up on a few goroutines, then read in pack order.
+	loc := make([]at, len(ids))
+	var wg sync.WaitGroup
+	workers := min(sizeLookupWorkers, runtime.GOMAXPROCS(0), len(ids)/4096+1)
+	per := (len(ids) + workers - 1) / workers
+	for w := 0; w < workers; w++ {
+		lo, hi := w*per, min((w+1)*per, len(ids))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				loc[i] = at{i: int32(i), pack: -1}
+				for pi, p := range packs {
+					if off, ferr := p.idx.FindOffset(ids[i]); ferr == nil {
+						loc[i].off, loc[i].pack = off, int32(pi)
+						break
+					}
 				}
 			}
-		}
-		if !found {
-			rest = append(rest, i)
+		}()
+	}
+	wg.Wait()
+	var rest []int
+	todo := loc[:0]
+	for _, t := range loc {
+		if t.pack < 0 {
+			rest = append(rest, int(t.i))
+		} else {
+			todo = append(todo, t)
 		}
 	}
 	slices.SortFunc(todo, func(a, b at) int {
