@@ -66,16 +66,13 @@ func (r *Repo) Tree(c *Commit, exportIgnore bool) (*imager.Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.fillSizes(ents); err != nil {
-		return nil, err
-	}
 	return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nil
 }
 
 // A tree is listed in segments, in parallel: each directory down to
-// splitDepth is a segment of its own, listed by one of listWorkers
-// goroutines; deeper directories are listed inline by the segment above
-// them. The segments are then joined in git's order. Every segment is
+// splitDepth is a segment of its own, listed and sized by one of
+// listWorkers goroutines; deeper directories are listed inline by the
+// segment above them. The segments are then joined in git's order. Every segment is
 // listed even after one fails, so the error reported is the first in
 // git's order, as a walk in one goroutine would report it.
 const (
@@ -132,6 +129,9 @@ func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, e
 					w.onPath[a] = true
 				}
 				seg.some, seg.err = w.walk(seg.dir, seg.id, seg.depth)
+				if seg.err == nil {
+					seg.err = r.fillSizes(seg.entries)
+				}
 				l.finish()
 			}
 		}()
@@ -265,6 +265,7 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) (bool, error)
 		}
 	}
 	seg := w.seg
+	seg.entries = slices.Grow(seg.entries, len(ents))
 	nonDir := false
 	for _, e := range ents {
 		p := joinPath(dir, string(e.name))

@@ -115,26 +115,32 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 	}
 	// Look the ids up on a few goroutines, then read in pack order.
 	loc := make([]at, len(ids))
-	var wg sync.WaitGroup
-	workers := min(sizeLookupWorkers, runtime.GOMAXPROCS(0), len(ids)/4096+1)
-	per := (len(ids) + workers - 1) / workers
-	for w := 0; w < workers; w++ {
-		lo, hi := w*per, min((w+1)*per, len(ids))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				loc[i] = at{i: int32(i), pack: -1}
-				for pi, p := range packs {
-					if off, ferr := p.idx.FindOffset(ids[i]); ferr == nil {
-						loc[i].off, loc[i].pack = off, int32(pi)
-						break
-					}
+	lookup := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			loc[i] = at{i: int32(i), pack: -1}
+			for pi, p := range packs {
+				if off, ferr := p.idx.FindOffset(ids[i]); ferr == nil {
+					loc[i].off, loc[i].pack = off, int32(pi)
+					break
 				}
 			}
-		}()
+		}
 	}
-	wg.Wait()
+	workers := min(sizeLookupWorkers, runtime.GOMAXPROCS(0), len(ids)/4096+1)
+	if workers == 1 {
+		lookup(0, len(ids))
+	} else {
+		var wg sync.WaitGroup
+		per := (len(ids) + workers - 1) / workers
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lookup(w*per, min((w+1)*per, len(ids)))
+			}()
+		}
+		wg.Wait()
+	}
 	var rest []int
 	todo := loc[:0]
 	for _, t := range loc {
@@ -150,7 +156,9 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 		}
 		return cmp.Compare(a.off, b.off)
 	})
-	buf := make([]byte, 0, sizeWindow+packEntryHeaderMax)
+	bp := getBuf(sizeWindow + packEntryHeaderMax)
+	defer putBuf(bp)
+	buf := (*bp)[:0]
 	var bufPack int32 = -1
 	var bufOff int64
 	for k, t := range todo {
