@@ -145,22 +145,41 @@ func (x *packIndex) offset(i int) (int64, error) {
 	return int64(v), nil
 }
 
-// find returns the position of id h.
+// find returns the position of id h. Ids are uniformly spread (they are
+// hashes), so it first guesses where h lies between the ends of the
+// range, a few times, as an interpolation search: a lookup then touches
+// a few cache lines of the table instead of a dozen. A binary search
+// finishes, so a crafted index costs no more than that.
 func (x *packIndex) find(h plumbing.Hash) (int, bool) {
 	lo := 0
 	if h[0] > 0 {
 		lo = int(x.fanout[h[0]-1])
 	}
 	hi := int(x.fanout[h[0]])
-	// Compare the first 8 bytes as a number; the rest only when they tie.
 	key := binary.BigEndian.Uint64(h[:8])
+	// The keys in [lo, hi) lie between kl and kh: at first, all keys
+	// with h's first byte; then the keys of the last probes.
+	kl := uint64(h[0]) << 56
+	kh := kl | (1<<56 - 1)
+	for step := 0; step < interpolationSteps && hi-lo > 16; step++ {
+		m := lo + int(float64(key-kl)/float64(kh-kl+1)*float64(hi-lo))
+		m = min(max(m, lo), hi-1)
+		km := x.key(m)
+		switch c := x.compare(m, key, h); {
+		case c == 0:
+			return m, true
+		case c < 0:
+			lo, kl = m+1, km
+		default:
+			hi, kh = m, km
+		}
+		if kl > key || kh < key {
+			break
+		}
+	}
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		c := cmp.Compare(binary.BigEndian.Uint64(x.names[m*hashLen:]), key)
-		if c == 0 {
-			c = bytes.Compare(x.name(m)[8:], h[8:])
-		}
-		switch {
+		switch c := x.compare(m, key, h); {
 		case c == 0:
 			return m, true
 		case c < 0:
@@ -170,6 +189,20 @@ func (x *packIndex) find(h plumbing.Hash) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// interpolationSteps bounds the guesses of find before it bisects.
+const interpolationSteps = 4
+
+// key is the first 8 bytes of the id at position i, as a number.
+func (x *packIndex) key(i int) uint64 { return binary.BigEndian.Uint64(x.names[i*hashLen:]) }
+
+// compare compares the id at position i with h (whose key is key).
+func (x *packIndex) compare(i int, key uint64, h plumbing.Hash) int {
+	if c := cmp.Compare(x.key(i), key); c != 0 {
+		return c
+	}
+	return bytes.Compare(x.name(i)[8:], h[8:])
 }
 
 // FindOffset returns the pack offset of object h, or
