@@ -212,6 +212,7 @@ func (s *segment) join(out *[]imager.Entry) (bool, error) {
 		}
 	}
 	*out = append(*out, s.entries[pos:]...)
+	s.entries = nil // copied: the collector may have it
 	return some, nil
 }
 

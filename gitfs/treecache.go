@@ -1,12 +1,14 @@
 package gitfs
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -107,7 +109,7 @@ func (r *Repo) CachedTree(c *Commit, exportIgnore bool, dir string) (*imager.Tre
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, encodeListing(t.Entries, key)); err != nil && bad {
+	if err := writeFileAtomic(path, func(w io.Writer) error { return writeListing(w, t.Entries, key) }); err != nil && bad {
 		r.badListings.Store(path, true)
 	} else if err == nil {
 		r.badListings.Delete(path)
@@ -115,13 +117,16 @@ func (r *Repo) CachedTree(c *Commit, exportIgnore bool, dir string) (*imager.Tre
 	return t, nil
 }
 
-// encodeListing writes magic, key, entry count, the entries, then the
-// SHA-256 of everything before it. An entry is its path as the length of
-// the prefix it shares with the previous entry's path and the rest, its
-// kind, its size, its id, and for a symlink its target: paths in git's
-// order share most of their bytes with the one before.
-func encodeListing(ents []imager.Entry, key string) []byte {
-	b := make([]byte, 0, 64+len(ents)*(hashLen+8))
+// writeListing writes magic, key, entry count, the entries, then the
+// SHA-256 of everything before it, to w through a small buffer. An entry
+// is its path as the length of the prefix it shares with the previous
+// entry's path and the rest, its kind, its size, its id, and for a
+// symlink its target: paths in git's order share most of their bytes with
+// the one before.
+func writeListing(w io.Writer, ents []imager.Entry, key string) error {
+	sum := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, sum), listingBuf)
+	var b []byte
 	b = append(b, treeCacheMagic...)
 	b = appendString(b, key)
 	b = binary.AppendUvarint(b, uint64(len(ents)))
@@ -138,9 +143,31 @@ func encodeListing(ents []imager.Entry, key string) []byte {
 			b = appendString(b, e.Target)
 		}
 		prev = e.Path
+		if len(b) >= listingBuf/2 || i == len(ents)-1 {
+			if _, err := bw.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
 	}
-	sum := sha256.Sum256(b)
-	return append(b, sum[:]...)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(sum.Sum(nil))
+	return err
+}
+
+// listingBuf is the buffer a listing is written through.
+const listingBuf = 64 << 10
+
+// encodeListing is writeListing into memory.
+func encodeListing(ents []imager.Entry, key string) []byte {
+	var buf bytes.Buffer
+	_ = writeListing(&buf, ents, key) // a bytes.Buffer does not fail
+	return buf.Bytes()
 }
 
 func commonPrefix(a, b string) int {
@@ -263,9 +290,9 @@ func decodeVarint[T uint64 | int64](d *listingDecoder, decode func([]byte) (T, i
 	return v
 }
 
-// writeFileAtomic writes b to path through a temporary file and a rename,
-// so readers see the old file or the whole new one.
-func writeFileAtomic(path string, b []byte) error {
+// writeFileAtomic writes what write writes to path through a temporary
+// file and a rename, so readers see the old file or the whole new one.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -273,7 +300,7 @@ func writeFileAtomic(path string, b []byte) error {
 	if err != nil {
 		return err
 	}
-	_, werr := f.Write(b)
+	werr := write(f)
 	cerr := f.Close()
 	if werr != nil || cerr != nil {
 		os.Remove(f.Name())
