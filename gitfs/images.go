@@ -160,8 +160,17 @@ func (im *Images) listing(c *Commit) (*imager.Tree, func(), error) {
 		im.mu.Unlock()
 	}
 	if first {
-		l.tree, l.err = im.repo.CachedTree(c, true, im.cacheDir)
+		var save func()
+		l.tree, save, l.err = im.repo.cachedTree(c, true, im.cacheDir)
 		close(l.done)
+		if l.err == nil {
+			// The listing is saved while it is laid out; Close waits.
+			im.repo.saves.Add(1)
+			go func() {
+				defer im.repo.saves.Done()
+				save()
+			}()
+		}
 	} else {
 		<-l.done
 	}

@@ -86,35 +86,51 @@ func (r *Repo) treeCacheKey(c *Commit, exportIgnore bool) (string, error) {
 // file that does not check out is logged (Options.Logger) as it is
 // rebuilt; one that cannot be rewritten, only the first time.
 func (r *Repo) CachedTree(c *Commit, exportIgnore bool, dir string) (*imager.Tree, error) {
+	t, save, err := r.cachedTree(c, exportIgnore, dir)
+	if err != nil {
+		return nil, err
+	}
+	save()
+	return t, nil
+}
+
+// cachedTree is CachedTree, but a listing just made is written to the
+// cache by save, which the caller calls when it likes (at once, or on
+// another goroutine while it lays the tree out); save does nothing when
+// there is nothing to write.
+func (r *Repo) cachedTree(c *Commit, exportIgnore bool, dir string) (t *imager.Tree, save func(), err error) {
+	nothing := func() {}
 	if dir == "" {
-		return r.Tree(c, exportIgnore)
+		t, err := r.Tree(c, exportIgnore)
+		return t, nothing, err
 	}
 	key, err := r.treeCacheKey(c, exportIgnore)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := filepath.Join(dir, treeCacheSubdir, key)
 	bad := false
 	if b, err := os.ReadFile(path); err == nil {
 		ents, err := decodeListing(b, key)
 		if err == nil {
-			return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nil
+			return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nothing, nil
 		}
 		if _, warned := r.badListings.Load(path); !warned {
 			r.log.Warn("tree listing cache file does not check out; listing the tree again", "file", path, "tree", c.Tree, "err", err)
 		}
 		bad = true
 	}
-	t, err := r.Tree(c, exportIgnore)
-	if err != nil {
-		return nil, err
+	if t, err = r.Tree(c, exportIgnore); err != nil {
+		return nil, nil, err
 	}
-	if err := writeFileAtomic(path, func(w io.Writer) error { return writeListing(w, t.Entries, key) }); err != nil && bad {
-		r.badListings.Store(path, true)
-	} else if err == nil {
-		r.badListings.Delete(path)
+	save = func() {
+		if err := writeFileAtomic(path, func(w io.Writer) error { return writeListing(w, t.Entries, key) }); err != nil && bad {
+			r.badListings.Store(path, true)
+		} else if err == nil {
+			r.badListings.Delete(path)
+		}
 	}
-	return t, nil
+	return t, save, nil
 }
 
 // writeListing writes magic, key, entry count, the entries, then the
