@@ -256,3 +256,81 @@ func (x *packIndex) buildRev() {
 	})
 	x.rev = rev
 }
+
+// findGroup is how many lookups FindOffsets runs side by side.
+const findGroup = 16
+
+// FindOffsets sets offs[i] to the pack offset of hs[i], or -1 when the
+// pack does not hold it (or its offset is malformed). It is FindOffset
+// for many ids, run findGroup at a time in lockstep: each round probes
+// the table once for each of them, and those probes do not wait on one
+// another, so their cache misses overlap.
+func (x *packIndex) FindOffsets(hs []plumbing.Hash, offs []int64) {
+	for g := 0; g < len(hs); g += findGroup {
+		n := min(findGroup, len(hs)-g)
+		var lo, hi [findGroup]int
+		var kl, kh, key [findGroup]uint64
+		var open [findGroup]bool
+		for j := 0; j < n; j++ {
+			h := &hs[g+j]
+			offs[g+j] = -1
+			if h[0] > 0 {
+				lo[j] = int(x.fanout[h[0]-1])
+			}
+			hi[j] = int(x.fanout[h[0]])
+			key[j] = binary.BigEndian.Uint64(h[:8])
+			kl[j] = uint64(h[0]) << 56
+			kh[j] = kl[j] | (1<<56 - 1)
+			open[j] = lo[j] < hi[j]
+		}
+		for step := 0; step < interpolationSteps; step++ {
+			for j := 0; j < n; j++ {
+				if !open[j] || hi[j]-lo[j] <= 16 {
+					continue
+				}
+				m := lo[j] + int(float64(key[j]-kl[j])/float64(kh[j]-kl[j]+1)*float64(hi[j]-lo[j]))
+				m = min(max(m, lo[j]), hi[j]-1)
+				km := x.key(m)
+				switch c := x.compare(m, key[j], hs[g+j]); {
+				case c == 0:
+					offs[g+j] = x.offsetOr(m)
+					open[j] = false
+				case c < 0:
+					lo[j], kl[j] = m+1, km
+				default:
+					hi[j], kh[j] = m, km
+				}
+				if kl[j] > key[j] || kh[j] < key[j] {
+					open[j] = false
+				}
+			}
+		}
+		for j := 0; j < n; j++ {
+			if !open[j] {
+				continue
+			}
+			l, h := lo[j], hi[j]
+			for l < h {
+				m := int(uint(l+h) >> 1)
+				switch c := x.compare(m, key[j], hs[g+j]); {
+				case c == 0:
+					offs[g+j] = x.offsetOr(m)
+					l, h = 0, 0
+				case c < 0:
+					l = m + 1
+				default:
+					h = m
+				}
+			}
+		}
+	}
+}
+
+// offsetOr is offset, or -1 when it is malformed.
+func (x *packIndex) offsetOr(i int) int64 {
+	o, err := x.offset(i)
+	if err != nil {
+		return -1
+	}
+	return o
+}

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"slices"
-	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -89,9 +87,6 @@ func (db *Store) looseSize(h plumbing.Hash) (int64, error) {
 	return size, err
 }
 
-// sizeLookupWorkers bounds the goroutines that look ids up for BlobSizes.
-const sizeLookupWorkers = 2
-
 // sizeWindow is the most pack bytes read at once for entry headers: the
 // headers of many small entries in a row come with one read.
 const sizeWindow = 64 << 10
@@ -113,33 +108,30 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 	if err != nil {
 		packs = nil
 	}
-	// Look the ids up on a few goroutines, then read in pack order.
+	// Look the ids up (in the first pack side by side, see FindOffsets),
+	// then read in pack order.
 	loc := make([]at, len(ids))
-	lookup := func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			loc[i] = at{i: int32(i), pack: -1}
-			for pi, p := range packs {
+	offs := make([]int64, len(ids))
+	for i := range loc {
+		loc[i] = at{i: int32(i), pack: -1}
+	}
+	for pi, p := range packs {
+		if pi == 0 {
+			p.idx.FindOffsets(ids, offs)
+			for i, off := range offs {
+				if off >= 0 {
+					loc[i].off, loc[i].pack = off, 0
+				}
+			}
+			continue
+		}
+		for i := range loc {
+			if loc[i].pack < 0 {
 				if off, ferr := p.idx.FindOffset(ids[i]); ferr == nil {
 					loc[i].off, loc[i].pack = off, int32(pi)
-					break
 				}
 			}
 		}
-	}
-	workers := min(sizeLookupWorkers, runtime.GOMAXPROCS(0), len(ids)/4096+1)
-	if workers == 1 {
-		lookup(0, len(ids))
-	} else {
-		var wg sync.WaitGroup
-		per := (len(ids) + workers - 1) / workers
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				lookup(w*per, min((w+1)*per, len(ids)))
-			}()
-		}
-		wg.Wait()
 	}
 	var rest []int
 	todo := loc[:0]
