@@ -224,6 +224,7 @@ type treeWalker struct {
 	seg    *segment
 	onPath map[plumbing.Hash]bool // trees being walked: a repeat is a loop
 	lister *lister
+	buf    []byte // scratch for the paths of a directory
 }
 
 // maxTreePath bounds a path's length: a tree that contains itself (ids
@@ -267,9 +268,24 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) (bool, error)
 	}
 	seg := w.seg
 	seg.entries = slices.Grow(seg.entries, len(ents))
+	// The entries' paths, cut from one string: one allocation per
+	// directory, not one per entry.
+	prefix := 0
+	if dir != "" {
+		prefix = len(dir) + 1
+	}
+	w.buf = w.buf[:0]
+	for _, e := range ents {
+		if dir != "" {
+			w.buf = append(append(w.buf, dir...), '/')
+		}
+		w.buf = append(w.buf, e.name...)
+	}
+	paths, at := string(w.buf), 0
 	nonDir := false
 	for _, e := range ents {
-		p := joinPath(dir, string(e.name))
+		p := paths[at : at+prefix+len(e.name)]
+		at += prefix + len(e.name)
 		typ := e.mode & modeTypeMask
 		if typ != modeDir {
 			nonDir = true
