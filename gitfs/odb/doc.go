@@ -8,7 +8,7 @@
 // revisions are read through Store.WithGit.
 //
 // Pack indexes are read by this package (packidx.go), one table per pack
-// per process: about 28 bytes per object (id, CRC, offset), plus 4 per
+// per process: 24 bytes per object (id and offset), plus 4 per
 // object once a delta's base is looked up by offset. Trees, commits and
 // tags are read whole from the packs (object.go), also for go-git, whose
 // storages see objects through gitStorage: go-git loads its own copy of
@@ -41,5 +41,5 @@
 // --shared) are found only through go-git, which reads a big packed blob
 // there whole into memory, and make the go-git storages that read them load
 // their own pack indexes; SHA-256 repositories are not supported; pack
-// indexes are held in memory (about 28 bytes per object).
+// indexes are held in memory (24 bytes per object).
 package odb

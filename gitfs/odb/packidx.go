@@ -29,17 +29,20 @@ const (
 	idxTrailer    = 2 * hashLen
 	idxLargeFlag  = 1 << 31
 	idxV1EntryLen = 4 + hashLen
+	idxRecord     = hashLen + 4
 )
 
 var errBadIndex = errors.New("odb: malformed pack index")
 
 // packIndex is one pack's index: ids sorted, with their pack offsets.
+// Each id is stored with its offset (idxRecord bytes): a lookup finds
+// the offset in the cache line where it found the id, and the CRC table
+// of the file is not kept.
 type packIndex struct {
-	fanout  [256]uint32
-	names   []byte // n ids of hashLen bytes, sorted
-	offsets []byte // n big-endian uint32 (version 2 rules)
-	large   []byte // big-endian uint64 offsets
-	n       int
+	fanout [256]uint32
+	recs   []byte // n records: the id, then a big-endian uint32 offset (version 2 rules)
+	large  []byte // big-endian uint64 offsets
+	n      int
 
 	revOnce sync.Once
 	rev     []uint32 // positions in id order, sorted by offset: for FindHash
@@ -58,7 +61,7 @@ func readPackIndex(path string) (*packIndex, error) {
 	return x, nil
 }
 
-// parsePackIndex parses an index file's bytes; the table keeps b.
+// parsePackIndex parses an index file's bytes into a table of its own.
 func parsePackIndex(b []byte) (*packIndex, error) {
 	x := &packIndex{}
 	v2 := len(b) >= 8 && string(b[:4]) == idxMagic
@@ -86,13 +89,12 @@ func parsePackIndex(b []byte) (*packIndex, error) {
 		if int64(len(rest)) != n*idxV1EntryLen+idxTrailer {
 			return nil, fmt.Errorf("%w: size does not match %d objects", errBadIndex, n)
 		}
-		// Split the pairs into the version 2 tables.
-		x.names = make([]byte, n*hashLen)
-		x.offsets = make([]byte, n*4)
+		x.recs = make([]byte, n*idxRecord)
 		for i := int64(0); i < n; i++ {
 			e := rest[i*idxV1EntryLen:]
-			copy(x.offsets[i*4:], e[:4])
-			copy(x.names[i*hashLen:], e[4:idxV1EntryLen])
+			r := x.recs[i*idxRecord:]
+			copy(r[:hashLen], e[4:idxV1EntryLen])
+			copy(r[hashLen:idxRecord], e[:4])
 			if e[0]&0x80 != 0 {
 				return nil, fmt.Errorf("%w: offset over 2 GiB in a version 1 index", errBadIndex)
 			}
@@ -103,9 +105,14 @@ func parsePackIndex(b []byte) (*packIndex, error) {
 	if int64(len(rest)) < small+idxTrailer || (int64(len(rest))-small-idxTrailer)%8 != 0 {
 		return nil, fmt.Errorf("%w: size does not match %d objects", errBadIndex, n)
 	}
-	x.names = rest[:n*hashLen]
-	x.offsets = rest[n*(hashLen+4) : small]
-	x.large = rest[small : len(rest)-idxTrailer]
+	names, offsets := rest[:n*hashLen], rest[n*(hashLen+4):small]
+	x.recs = make([]byte, n*idxRecord)
+	for i := int64(0); i < n; i++ {
+		r := x.recs[i*idxRecord:]
+		copy(r[:hashLen], names[i*hashLen:])
+		copy(r[hashLen:idxRecord], offsets[i*4:i*4+4])
+	}
+	x.large = bytes.Clone(rest[small : len(rest)-idxTrailer])
 	return x, x.checkSorted()
 }
 
@@ -126,11 +133,11 @@ func (x *packIndex) checkSorted() error {
 	return nil
 }
 
-func (x *packIndex) name(i int) []byte { return x.names[i*hashLen : (i+1)*hashLen] }
+func (x *packIndex) name(i int) []byte { return x.recs[i*idxRecord : i*idxRecord+hashLen] }
 
 // offset returns the pack offset of the object at position i.
 func (x *packIndex) offset(i int) (int64, error) {
-	o := binary.BigEndian.Uint32(x.offsets[i*4:])
+	o := binary.BigEndian.Uint32(x.recs[i*idxRecord+hashLen:])
 	if o&idxLargeFlag == 0 {
 		return int64(o), nil
 	}
@@ -195,7 +202,7 @@ func (x *packIndex) find(h plumbing.Hash) (int, bool) {
 const interpolationSteps = 4
 
 // key is the first 8 bytes of the id at position i, as a number.
-func (x *packIndex) key(i int) uint64 { return binary.BigEndian.Uint64(x.names[i*hashLen:]) }
+func (x *packIndex) key(i int) uint64 { return binary.BigEndian.Uint64(x.recs[i*idxRecord:]) }
 
 // compare compares the id at position i with h (whose key is key).
 func (x *packIndex) compare(i int, key uint64, h plumbing.Hash) int {
