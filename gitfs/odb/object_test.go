@@ -96,3 +96,33 @@ func mustGlob(t *testing.T, pattern string) string {
 	}
 	return m[0]
 }
+
+// TestApplyDeltaRefusesMalformed: a delta that copies outside its base,
+// inserts past its end, uses the reserved instruction, makes another size
+// than its header says, or wants another base size is an error, never a
+// panic or short data.
+func TestApplyDeltaRefusesMalformed(t *testing.T) {
+	base := []byte("0123456789")
+	hdr := func(baseSize, size int64) []byte { return append(deltaVarint(baseSize), deltaVarint(size)...) }
+	good := append(hdr(10, 7), 0x91, 2, 4, 3, 'x', 'y', 'z') // copy 4 bytes at 2, insert "xyz"
+	if out, _, err := applyDelta(base, good, 100); err != nil || string(out) != "2345xyz" {
+		t.Fatalf("good delta: %q, %v", out, err)
+	}
+	if _, size, err := applyDelta(base, good, 6); err != errTooBig || size != 7 {
+		t.Fatalf("over the limit: size %d, %v", size, err)
+	}
+	for what, d := range map[string][]byte{
+		"copy past the base":  append(hdr(10, 4), 0x91, 8, 4),
+		"insert past the end": append(hdr(10, 2), 3, 'a', 'b', 'c'),
+		"insert cut short":    append(hdr(10, 3), 3, 'a'),
+		"reserved 0":          append(hdr(10, 1), 0),
+		"shorter than said":   append(hdr(10, 5), 0x91, 0, 4),
+		"other base size":     append(hdr(9, 4), 0x91, 0, 4),
+		"copy offset cut":     append(hdr(10, 4), 0x91),
+		"no header":           {0x80},
+	} {
+		if out, _, err := applyDelta(base, d, 100); err == nil {
+			t.Errorf("%s: made %q", what, out)
+		}
+	}
+}
