@@ -50,7 +50,7 @@ type imageEntry struct {
 }
 
 // MaxImages bounds the distinct layouts an Images holds in memory: each is
-// about 1 KiB per file, and with many refs served, readers could otherwise
+// tens of bytes per file, and with many refs served, readers could otherwise
 // pin one per ref. Pin refuses a layout beyond it, and layouts kept for
 // reuse are dropped, least recently used first and never while pinned, to
 // stay within it (or within the smaller number NewImages was given).
