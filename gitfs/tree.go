@@ -72,9 +72,9 @@ func (r *Repo) Tree(c *Commit, exportIgnore bool) (*imager.Tree, error) {
 // A tree is listed in segments, in parallel: each directory down to
 // splitDepth is a segment of its own, listed and sized by one of
 // listWorkers goroutines; deeper directories are listed inline by the
-// segment above them. The segments are then joined in git's order. Every segment is
-// listed even after one fails, so the error reported is the first in
-// git's order, as a walk in one goroutine would report it.
+// segment above them. The segments are then joined in git's order. Every
+// segment is listed even after one fails, so the error reported is the
+// first in git's order, whichever goroutine met it first.
 const (
 	splitDepth  = 2
 	listWorkers = 2
