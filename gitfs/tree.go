@@ -123,8 +123,11 @@ func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// One walker per goroutine: its scratch buffers serve every segment.
+			w := &treeWalker{r: r, onPath: map[plumbing.Hash]bool{}, lister: l}
 			for seg := l.pop(); seg != nil; seg = l.pop() {
-				w := &treeWalker{r: r, attrs: seg.attrs, seg: seg, onPath: map[plumbing.Hash]bool{}, lister: l}
+				w.attrs, w.seg = seg.attrs, seg
+				clear(w.onPath)
 				for _, a := range seg.ancestors {
 					w.onPath[a] = true
 				}
@@ -224,7 +227,9 @@ type treeWalker struct {
 	seg    *segment
 	onPath map[plumbing.Hash]bool // trees being walked: a repeat is a loop
 	lister *lister
-	buf    []byte // scratch for the paths of a directory
+	buf    []byte        // scratch for the paths of a directory
+	nest   int           // trees being walked
+	spare  [][]treeEntry // for the parsed entries of each of them, reused
 }
 
 // maxTreePath bounds a path's length: a tree that contains itself (ids
@@ -245,10 +250,18 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) (bool, error)
 	}
 	w.onPath[id] = true
 	defer delete(w.onPath, id)
-	ents, err := w.r.readTree(dir, id)
+	// Parsed entries go to a slice kept per level of the walk, reused.
+	lvl := w.nest
+	w.nest++
+	defer func() { w.nest-- }()
+	if lvl == len(w.spare) {
+		w.spare = append(w.spare, nil)
+	}
+	ents, err := w.r.readTree(dir, id, w.spare[lvl][:0])
 	if err != nil {
 		return false, err
 	}
+	defer func() { w.spare[lvl] = ents[:0] }()
 	if w.attrs != nil {
 		pushed := false
 		for _, e := range ents {
@@ -352,12 +365,12 @@ func joinPath(dir, name string) string {
 }
 
 // readTree reads and parses tree object id (at path dir).
-func (r *Repo) readTree(dir string, id plumbing.Hash) ([]treeEntry, error) {
+func (r *Repo) readTree(dir string, id plumbing.Hash, dst []treeEntry) ([]treeEntry, error) {
 	data, err := r.store.ReadObject(id, plumbing.TreeObject, maxTreeBytes)
 	if err != nil {
 		return nil, atPath(displayDir(dir), err)
 	}
-	ents, err := parseTree(data)
+	ents, err := parseTree(data, dst)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tree %s at %q: %v", ErrCorruptObject, id, displayDir(dir), err)
 	}
@@ -372,9 +385,9 @@ func displayDir(dir string) string {
 }
 
 // parseTree parses a tree object: entries of "<octal mode> <name>\0<20-byte id>".
-// Names point into b.
-func parseTree(b []byte) ([]treeEntry, error) {
-	ents := make([]treeEntry, 0, len(b)/32)
+// Names point into b. Entries are appended to ents.
+func parseTree(b []byte, ents []treeEntry) ([]treeEntry, error) {
+	ents = slices.Grow(ents, len(b)/32)
 	for len(b) > 0 {
 		sp := bytes.IndexByte(b, ' ')
 		if sp <= 0 {

@@ -21,6 +21,10 @@ import (
 // object made from it.
 const minLevelMax = 16 << 20
 
+// firstRead is how much of a pack entry is read at first: the header and
+// the data of most trees and commits.
+const firstRead = 8 << 10
+
 // errTooBig: the object is over the size asked for.
 var errTooBig = errors.New("odb: object over the size limit")
 
@@ -48,16 +52,31 @@ func (db *Store) readPackedObject(h plumbing.Hash, max, blobMax int64) (typ plum
 
 // readEntryWhole rebuilds the object at off of p.
 func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (plumbing.ObjectType, int64, []byte, error) {
-	e, err := readPackEntry(p.f, off)
+	// One read for the header and, for a small object, its data.
+	bp := getBuf(firstRead)
+	defer putBuf(bp)
+	head := (*bp)[:firstRead]
+	n, err := p.f.ReadAt(head, off)
+	if n == 0 {
+		return 0, 0, nil, fmt.Errorf("pack entry at %d: %w", off, err)
+	}
+	head = head[:n]
+	pe, err := parsePackEntry(head, off)
 	if err != nil {
 		return 0, 0, nil, err
 	}
+	e := &pe
 	if !e.isDelta() {
 		typ := plumbing.ObjectType(e.typ)
 		if e.size > limit || (typ == plumbing.BlobObject && e.size > blobLimit) {
 			return typ, e.size, nil, errTooBig
 		}
 		data := make([]byte, e.size)
+		if _, err := inflateWhole(data, head[e.dataOff-off:]); err == nil {
+			return typ, e.size, data, nil
+		}
+		// Longer than the first read, or damaged: inflateEntry reads
+		// what it needs and says what is wrong.
 		if err := inflateEntry(p.f, off, e, data); err != nil {
 			return 0, 0, nil, err
 		}
