@@ -28,6 +28,18 @@ type Images struct {
 	entries map[imageKey]*imageEntry
 	pins    *Pins // readers' holds, its own unless SetPins shares one
 	tick    uint64
+	lists   map[string]*listing // tree listings being laid out, by tree id
+}
+
+// listing is a tree listing shared by the layouts being made of it at
+// the same time (the tar and FAT images of one commit, asked for at
+// once, list the tree once); it is dropped when the last is made, so a
+// listing is not held beside the layouts made from it.
+type listing struct {
+	done  chan struct{} // closed when tree and err are set
+	tree  *imager.Tree
+	err   error
+	users int
 }
 
 type imageKey struct {
@@ -55,7 +67,8 @@ func NewImages(repo *Repo, max int, cacheDir string) *Images {
 		max = MaxImages
 	}
 	return &Images{repo: repo, max: max, cacheDir: cacheDir,
-		entries: make(map[imageKey]*imageEntry), pins: NewPins()}
+		entries: make(map[imageKey]*imageEntry), pins: NewPins(),
+		lists: make(map[string]*listing)}
 }
 
 // Pin counts a reader's hold on layout l, which Image returned, and keeps
@@ -120,7 +133,8 @@ func (im *Images) Image(c *Commit, opts imager.Options) (*imager.Layout, []image
 }
 
 func (im *Images) build(c *Commit, opts imager.Options) (*imager.Layout, []imager.Warning, error) {
-	tree, err := im.repo.CachedTree(c, true, im.cacheDir)
+	tree, done, err := im.listing(c)
+	defer done()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -129,6 +143,43 @@ func (im *Images) build(c *Commit, opts imager.Options) (*imager.Layout, []image
 		return nil, nil, fmt.Errorf("gitfs: %s image of %s: %w", formatName(opts.Format), c.ID, err)
 	}
 	return l, w, nil
+}
+
+// listing returns the listing of c's tree, shared with the layouts being
+// made of it now; done ends this layout's use of it.
+func (im *Images) listing(c *Commit) (*imager.Tree, func(), error) {
+	im.mu.Lock()
+	l := im.lists[c.Tree]
+	if l == nil {
+		l = &listing{done: make(chan struct{})}
+		im.lists[c.Tree] = l
+	}
+	l.users++
+	first := l.users == 1
+	im.mu.Unlock()
+	done := func() {
+		im.mu.Lock()
+		if l.users--; l.users == 0 && im.lists[c.Tree] == l {
+			delete(im.lists, c.Tree)
+		}
+		im.mu.Unlock()
+	}
+	if first {
+		var save func()
+		l.tree, save, l.err = im.repo.cachedTree(c, true, im.cacheDir)
+		close(l.done)
+		if l.err == nil {
+			// The listing is saved while it is laid out; Close waits.
+			im.repo.saves.Add(1)
+			go func() {
+				defer im.repo.saves.Done()
+				save()
+			}()
+		}
+	} else {
+		<-l.done
+	}
+	return l.tree, done, l.err
 }
 
 func formatName(f imager.Format) string {

@@ -8,7 +8,7 @@ import (
 )
 
 // MaxImages is the one bound on images held in memory at once: each is a
-// layout of about 1 KiB per file, and with many refs served, readers could
+// layout of tens of bytes per file, and with many refs served, readers could
 // otherwise pin one per ref. A Pins refuses a distinct layout beyond it; an
 // Images keeps at most that many layouts for reuse, dropping the least
 // recently used first and never a pinned one (or fewer, if NewImages was

@@ -59,7 +59,8 @@ type Repo struct {
 	store  *odb.Store
 	log    *slog.Logger
 
-	badListings sync.Map // listing cache files that could not be rewritten: warned about once
+	badListings sync.Map       // listing cache files that could not be rewritten: warned about once
+	saves       sync.WaitGroup // listings being written to the cache (Images)
 }
 
 var _ imager.BlobReader = (*Repo)(nil)
@@ -88,8 +89,12 @@ func Open(path string, opts Options) (*Repo, error) {
 }
 
 // Close releases files and removes the private spill directory. Reads
-// in progress finish first; later calls fail with ErrClosed.
-func (r *Repo) Close() error { return r.store.Close() }
+// in progress and listings being saved finish first; later calls fail
+// with ErrClosed.
+func (r *Repo) Close() error {
+	r.saves.Wait()
+	return r.store.Close()
+}
 
 // ReadBlob reads len(p) bytes of blob id at offset off, as
 // io.ReaderAt.ReadAt (see odb.Store.ReadBlob).

@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
+	"math"
+	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -31,7 +33,7 @@ const (
 // treeEntry is one parsed entry of a tree object.
 type treeEntry struct {
 	mode uint32
-	name string
+	name []byte // in the tree object's bytes
 	id   plumbing.Hash
 }
 
@@ -51,30 +53,183 @@ func (r *Repo) Tree(c *Commit, exportIgnore bool) (*imager.Tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gitfs: commit %s: tree id %q: %w", c.ID, c.Tree, err)
 	}
-	w := &treeWalker{r: r}
+	var attrs *attrStack
 	if exportIgnore {
-		w.attrs = &attrStack{}
+		attrs = &attrStack{}
 		b, err := readInfoAttributes(r.gitDir)
 		if err != nil {
 			return nil, err
 		}
-		w.attrs.info = parseAttrFile("", b, true)
+		attrs.info = parseAttrFile("", b, true)
 	}
-	if _, err := w.walk("", root); err != nil {
+	ents, err := r.listTree(root, attrs)
+	if err != nil {
 		return nil, err
 	}
-	if err := r.fillSizes(w.entries); err != nil {
-		return nil, err
-	}
-	return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: w.entries}, nil
+	return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nil
 }
 
-// treeWalker walks trees depth first, collecting entries.
-type treeWalker struct {
+// A tree is listed in segments, in parallel: each directory down to
+// splitDepth is a segment of its own, listed and sized by one of
+// listWorkers goroutines; deeper directories are listed inline by the
+// segment above them. The segments are then joined in git's order. Every
+// segment is listed even after one fails, so the error reported is the
+// first in git's order, whichever goroutine met it first.
+const (
+	splitDepth  = 2
+	listWorkers = 2
+)
+
+// segment is the listing of the directory dir (tree id), depth levels
+// below the root, without the directory's own entry.
+type segment struct {
+	dir       string
+	id        plumbing.Hash
+	depth     int
+	attrs     *attrStack      // nil: no export-ignore; the segment's own copy
+	ancestors []plumbing.Hash // trees on the path above dir
+
+	entries []imager.Entry // in order, but for the subdirectories in kids
+	kids    []segKid
+	some    bool // a non-directory entry below, kids aside
+	err     error
+}
+
+// segKid is a subdirectory listed as a segment of its own: its entry dir
+// and its listing go before entries[at].
+type segKid struct {
+	at  int
+	dir imager.Entry
+	seg *segment
+}
+
+// lister runs segments on a few goroutines.
+type lister struct {
 	r       *Repo
-	attrs   *attrStack // nil: no export-ignore
-	entries []imager.Entry
-	onPath  map[plumbing.Hash]bool // trees being walked: a repeat is a loop
+	mu      sync.Mutex
+	cond    sync.Cond
+	queue   []*segment
+	pending int // segments queued or being listed
+}
+
+// listTree lists the tree root, depth first, in git's order.
+func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, error) {
+	l := &lister{r: r}
+	l.cond.L = &l.mu
+	top := &segment{id: root, attrs: attrs}
+	l.push(top)
+	var wg sync.WaitGroup
+	for i := 0; i < min(listWorkers, runtime.GOMAXPROCS(0)); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// One walker per goroutine: its scratch buffers serve every segment.
+			w := &treeWalker{r: r, onPath: map[plumbing.Hash]bool{}, lister: l}
+			for seg := l.pop(); seg != nil; seg = l.pop() {
+				w.attrs, w.seg = seg.attrs, seg
+				clear(w.onPath)
+				for _, a := range seg.ancestors {
+					w.onPath[a] = true
+				}
+				seg.some, seg.err = w.walk(seg.dir, seg.id, seg.depth)
+				if seg.err == nil {
+					seg.err = r.fillSizes(seg.entries)
+				}
+				l.finish()
+			}
+		}()
+	}
+	wg.Wait()
+	n := 0
+	var count func(s *segment)
+	count = func(s *segment) {
+		n += len(s.entries) + len(s.kids)
+		for _, k := range s.kids {
+			count(k.seg)
+		}
+	}
+	count(top)
+	out := make([]imager.Entry, 0, n)
+	if _, err := top.join(&out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (l *lister) push(s *segment) {
+	l.mu.Lock()
+	l.queue = append(l.queue, s)
+	l.pending++
+	l.mu.Unlock()
+	l.cond.Signal()
+}
+
+// pop returns the next segment to list, or nil when all are listed.
+func (l *lister) pop() *segment {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.queue) == 0 && l.pending > 0 {
+		l.cond.Wait()
+	}
+	if len(l.queue) == 0 {
+		return nil
+	}
+	s := l.queue[0]
+	l.queue[0] = nil
+	l.queue = l.queue[1:]
+	return s
+}
+
+func (l *lister) finish() {
+	l.mu.Lock()
+	l.pending--
+	done := l.pending == 0
+	l.mu.Unlock()
+	if done {
+		l.cond.Broadcast()
+	}
+}
+
+// join appends the listing of s to out and reports whether it holds a
+// non-directory entry: a subdirectory with none is left out, as walk
+// leaves it out.
+func (s *segment) join(out *[]imager.Entry) (bool, error) {
+	if s.err != nil {
+		return false, s.err
+	}
+	some := s.some
+	pos := 0
+	for _, k := range s.kids {
+		*out = append(*out, s.entries[pos:k.at]...)
+		pos = k.at
+		mark := len(*out)
+		*out = append(*out, k.dir)
+		ks, err := k.seg.join(out)
+		if err != nil {
+			return false, err
+		}
+		if ks {
+			some = true
+		} else {
+			*out = (*out)[:mark]
+		}
+	}
+	*out = append(*out, s.entries[pos:]...)
+	s.entries = nil // copied: the collector may have it
+	return some, nil
+}
+
+// treeWalker walks the trees of one segment depth first, collecting its
+// entries.
+type treeWalker struct {
+	r      *Repo
+	attrs  *attrStack // nil: no export-ignore
+	seg    *segment
+	onPath map[plumbing.Hash]bool // trees being walked: a repeat is a loop
+	lister *lister
+	buf    []byte        // scratch for the paths of a directory
+	nest   int           // trees being walked
+	spare  [][]treeEntry // for the parsed entries of each of them, reused
 }
 
 // maxTreePath bounds a path's length: a tree that contains itself (ids
@@ -82,31 +237,36 @@ type treeWalker struct {
 // nesting is a corrupt repository, not an endless walk.
 const maxTreePath = 4096
 
-// walk appends the entries below directory dir (tree id). It reports
-// whether the subtree holds a non-directory entry, ignored or not: git
-// archive writes a directory only when it meets one (a directory entry is
-// queued and written before its first file, symlink or submodule, even one
-// then export-ignored), so directories with nothing else below them are
-// left out, as here.
-func (w *treeWalker) walk(dir string, id plumbing.Hash) (bool, error) {
-	if w.onPath == nil {
-		w.onPath = map[plumbing.Hash]bool{}
-	}
+// walk appends the entries below directory dir (tree id, depth levels
+// down) to the segment. It reports whether the subtree holds a
+// non-directory entry, ignored or not: git archive writes a directory
+// only when it meets one (a directory entry is queued and written before
+// its first file, symlink or submodule, even one then export-ignored), so
+// directories with nothing else below them are left out, as here.
+func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) (bool, error) {
 	if w.onPath[id] || len(dir) > maxTreePath {
 		return false, fmt.Errorf("%w: tree %s at %q contains itself or nests beyond %d bytes of path",
 			ErrCorruptObject, id, truncatePath(dir), maxTreePath)
 	}
 	w.onPath[id] = true
 	defer delete(w.onPath, id)
-	ents, err := w.r.readTree(dir, id)
+	// Parsed entries go to a slice kept per level of the walk, reused.
+	lvl := w.nest
+	w.nest++
+	defer func() { w.nest-- }()
+	if lvl == len(w.spare) {
+		w.spare = append(w.spare, nil)
+	}
+	ents, err := w.r.readTree(dir, id, w.spare[lvl][:0])
 	if err != nil {
 		return false, err
 	}
+	defer func() { w.spare[lvl] = ents[:0] }()
 	if w.attrs != nil {
 		pushed := false
 		for _, e := range ents {
-			if e.name == attrFileName && e.mode&modeTypeMask == modeRegular {
-				b, err := w.r.readSmall(e.id, joinPath(dir, e.name), maxAttrBytes)
+			if string(e.name) == attrFileName && e.mode&modeTypeMask == modeRegular {
+				b, err := w.r.readSmall(e.id, joinPath(dir, string(e.name)), maxAttrBytes)
 				if err != nil {
 					return false, err
 				}
@@ -119,9 +279,26 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash) (bool, error) {
 			defer w.attrs.pop()
 		}
 	}
+	seg := w.seg
+	seg.entries = slices.Grow(seg.entries, len(ents))
+	// The entries' paths, cut from one string: one allocation per
+	// directory, not one per entry.
+	prefix := 0
+	if dir != "" {
+		prefix = len(dir) + 1
+	}
+	w.buf = w.buf[:0]
+	for _, e := range ents {
+		if dir != "" {
+			w.buf = append(append(w.buf, dir...), '/')
+		}
+		w.buf = append(w.buf, e.name...)
+	}
+	paths, at := string(w.buf), 0
 	nonDir := false
 	for _, e := range ents {
-		p := joinPath(dir, e.name)
+		p := paths[at : at+prefix+len(e.name)]
+		at += prefix + len(e.name)
 		typ := e.mode & modeTypeMask
 		if typ != modeDir {
 			nonDir = true
@@ -133,32 +310,51 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash) (bool, error) {
 		copy(blob[:], e.id[:])
 		switch typ {
 		case modeDir:
-			at := len(w.entries)
-			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindDir, Blob: blob})
-			some, err := w.walk(p, e.id)
+			dirEnt := imager.Entry{Path: p, Kind: imager.KindDir, Blob: blob}
+			if depth+1 <= splitDepth {
+				w.spawn(dirEnt, e.id, depth+1)
+				continue
+			}
+			at := len(seg.entries)
+			seg.entries = append(seg.entries, dirEnt)
+			some, err := w.walk(p, e.id, depth+1)
 			if err != nil {
 				return false, err
 			}
 			if some {
 				nonDir = true
 			} else {
-				w.entries = w.entries[:at] // nothing but directories below
+				seg.entries = seg.entries[:at] // nothing but directories below
 			}
 		case modeRegular:
 			k := imager.KindFile
 			if e.mode&modeUserExec != 0 {
 				k = imager.KindExecutable
 			}
-			w.entries = append(w.entries, imager.Entry{Path: p, Kind: k, Blob: blob, Size: -1})
+			seg.entries = append(seg.entries, imager.Entry{Path: p, Kind: k, Blob: blob, Size: -1})
 		case modeSymlink:
-			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindSymlink, Blob: blob, Size: -1})
+			seg.entries = append(seg.entries, imager.Entry{Path: p, Kind: imager.KindSymlink, Blob: blob, Size: -1})
 		case modeGitlink:
-			w.entries = append(w.entries, imager.Entry{Path: p, Kind: imager.KindSubmodule, Blob: blob})
+			seg.entries = append(seg.entries, imager.Entry{Path: p, Kind: imager.KindSubmodule, Blob: blob})
 		default:
 			return false, fmt.Errorf("%w: tree %s at %q: entry %q has mode %o", ErrCorruptObject, id, displayDir(dir), e.name, e.mode)
 		}
 	}
 	return nonDir, nil
+}
+
+// spawn queues subdirectory dirEnt (tree id, depth levels down) as a
+// segment of its own, placed at the end of the segment's entries so far.
+func (w *treeWalker) spawn(dirEnt imager.Entry, id plumbing.Hash, depth int) {
+	kid := &segment{dir: dirEnt.Path, id: id, depth: depth}
+	if w.attrs != nil {
+		kid.attrs = &attrStack{files: slices.Clone(w.attrs.files), info: w.attrs.info}
+	}
+	for a := range w.onPath {
+		kid.ancestors = append(kid.ancestors, a)
+	}
+	w.seg.kids = append(w.seg.kids, segKid{at: len(w.seg.entries), dir: dirEnt, seg: kid})
+	w.lister.push(kid)
 }
 
 func joinPath(dir, name string) string {
@@ -169,12 +365,12 @@ func joinPath(dir, name string) string {
 }
 
 // readTree reads and parses tree object id (at path dir).
-func (r *Repo) readTree(dir string, id plumbing.Hash) ([]treeEntry, error) {
+func (r *Repo) readTree(dir string, id plumbing.Hash, dst []treeEntry) ([]treeEntry, error) {
 	data, err := r.store.ReadObject(id, plumbing.TreeObject, maxTreeBytes)
 	if err != nil {
 		return nil, atPath(displayDir(dir), err)
 	}
-	ents, err := parseTree(data)
+	ents, err := parseTree(data, dst)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tree %s at %q: %v", ErrCorruptObject, id, displayDir(dir), err)
 	}
@@ -189,28 +385,32 @@ func displayDir(dir string) string {
 }
 
 // parseTree parses a tree object: entries of "<octal mode> <name>\0<20-byte id>".
-func parseTree(b []byte) ([]treeEntry, error) {
-	var ents []treeEntry
+// Names point into b. Entries are appended to ents.
+func parseTree(b []byte, ents []treeEntry) ([]treeEntry, error) {
+	ents = slices.Grow(ents, len(b)/32)
 	for len(b) > 0 {
 		sp := bytes.IndexByte(b, ' ')
 		if sp <= 0 {
 			return nil, errors.New("malformed entry mode")
 		}
-		mode, err := strconv.ParseUint(string(b[:sp]), 8, 32)
-		if err != nil {
-			return nil, fmt.Errorf("malformed entry mode %q", b[:sp])
+		var mode uint64
+		for _, c := range b[:sp] {
+			if c < '0' || c > '7' || mode > math.MaxUint32>>3 {
+				return nil, fmt.Errorf("malformed entry mode %q", b[:sp])
+			}
+			mode = mode<<3 | uint64(c-'0')
 		}
 		b = b[sp+1:]
 		nul := bytes.IndexByte(b, 0)
 		if nul <= 0 {
 			return nil, errors.New("malformed entry name")
 		}
-		name := string(b[:nul])
+		name := b[:nul:nul]
 		b = b[nul+1:]
 		if len(b) < hashLen {
 			return nil, fmt.Errorf("entry %q: truncated object id", name)
 		}
-		if name == "." || name == ".." || bytes.IndexByte([]byte(name), '/') >= 0 {
+		if string(name) == "." || string(name) == ".." || bytes.IndexByte(name, '/') >= 0 {
 			return nil, fmt.Errorf("entry name %q is not allowed", name)
 		}
 		var id plumbing.Hash
@@ -250,69 +450,48 @@ func (r *Repo) readSmall(id plumbing.Hash, path string, max int64) ([]byte, erro
 }
 
 // fillSizes sets the Size of every file and symlink entry (Size -1) from
-// object headers, and reads symlink targets, in parallel over the pool.
+// object headers, read in pack order, and reads symlink targets.
 func (r *Repo) fillSizes(ents []imager.Entry) error {
-	var todo []int
+	var todo []int32
 	for i := range ents {
 		if ents[i].Size < 0 {
-			todo = append(todo, i)
+			todo = append(todo, int32(i))
 		}
 	}
-	workers := min(sizeWorkers, len(todo)/64+1)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	per := (len(todo) + workers - 1) / workers
-	for w := 0; w < workers; w++ {
-		lo, hi := w*per, min((w+1)*per, len(todo))
-		if lo >= hi {
-			break
-		}
-		wg.Add(1)
-		go func(part []int) {
-			defer wg.Done()
-			if err := r.fillPart(ents, part); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
-		}(todo[lo:hi])
+	ids := make([]plumbing.Hash, len(todo))
+	for k, i := range todo {
+		ids[k] = plumbing.Hash(ents[i].Blob)
 	}
-	wg.Wait()
-	return firstErr
-}
-
-// sizeWorkers bounds the goroutines that size a tree's entries.
-const sizeWorkers = 8
-
-// fillPart sizes the entries ents[i] for i in part.
-func (r *Repo) fillPart(ents []imager.Entry, part []int) error {
-	for _, i := range part {
+	sizes := make([]int64, len(todo))
+	if bad, err := r.store.BlobSizes(ids, sizes); err != nil {
+		return atPath(ents[todo[bad]].Path, err)
+	}
+	for k, i := range todo {
 		e := &ents[i]
-		h := plumbing.Hash(e.Blob)
-		size, err := r.store.BlobSize(h)
-		if err != nil {
-			return atPath(e.Path, err)
-		}
-		e.Size = size
+		e.Size = sizes[k]
 		if e.Kind == imager.KindSymlink {
-			if size > maxLinkTarget {
-				return fmt.Errorf("%w: symlink %q: target of %d bytes is over the %d-byte limit", ErrCorruptObject, e.Path, size, maxLinkTarget)
-			}
-			t, err := r.readSmall(h, e.Path, size)
-			if err != nil {
+			if err := r.readLink(e); err != nil {
 				return err
 			}
-			if int64(len(t)) != size {
-				return fmt.Errorf("%w: symlink %q: blob %s: size %d, header said %d", ErrCorruptObject, e.Path, h, len(t), size)
-			}
-			e.Target = string(t)
 		}
 	}
+	return nil
+}
+
+// readLink sets the Target of symlink entry e, whose Size is known.
+func (r *Repo) readLink(e *imager.Entry) error {
+	h := plumbing.Hash(e.Blob)
+	if e.Size > maxLinkTarget {
+		return fmt.Errorf("%w: symlink %q: target of %d bytes is over the %d-byte limit", ErrCorruptObject, e.Path, e.Size, maxLinkTarget)
+	}
+	t, err := r.readSmall(h, e.Path, e.Size)
+	if err != nil {
+		return err
+	}
+	if int64(len(t)) != e.Size {
+		return fmt.Errorf("%w: symlink %q: blob %s: size %d, header said %d", ErrCorruptObject, e.Path, h, len(t), e.Size)
+	}
+	e.Target = string(t)
 	return nil
 }
 

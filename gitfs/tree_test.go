@@ -256,3 +256,36 @@ func mktree(t *testing.T, dir string, lines ...string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// TestTreeEmptyDirectoriesDeep: directories with nothing but directories
+// below are left out at every depth, whether listed as segments of their
+// own (near the root) or inline by the segment above (deeper), and the
+// order stays git archive's.
+func TestTreeEmptyDirectoriesDeep(t *testing.T) {
+	testutil.NeedTool(t, "tar", "tar")
+	dir := testutil.NewRepo(t)
+	empty := testutil.Git(t, dir, "mktree", "--missing")
+	blob := testutil.Git(t, dir, "hash-object", "-w", "--stdin")
+	onlyEmpty := mktree(t, dir, "040000 tree "+empty+"\tnothing")
+	withFile := mktree(t, dir, "100644 blob "+blob+"\tf", "040000 tree "+onlyEmpty+"\tz")
+	chainEmpty, chainFile := onlyEmpty, withFile
+	for i := 0; i < 5; i++ {
+		chainEmpty = mktree(t, dir, "040000 tree "+chainEmpty+"\tl"+strconv.Itoa(i))
+		chainFile = mktree(t, dir, "040000 tree "+chainEmpty+"\ta", "040000 tree "+chainFile+"\tl"+strconv.Itoa(i), "100644 blob "+blob+"\tz")
+	}
+	mid := mktree(t, dir, "040000 tree "+chainEmpty+"\te", "040000 tree "+chainFile+"\tf", "040000 tree "+onlyEmpty+"\tg")
+	root := mktree(t, dir,
+		"040000 tree "+chainEmpty+"\ta",
+		"040000 tree "+mid+"\tb",
+		"040000 tree "+chainFile+"\tc",
+		"100644 blob "+blob+"\td",
+		"040000 tree "+mktree(t, dir, "040000 tree "+mid+"\tx", "040000 tree "+chainEmpty+"\ty")+"\te")
+	commit := testutil.Git(t, dir, "commit-tree", "-m", "deep empty dirs", root)
+	got, want := entryList(listTree(t, dir, commit, false)), archiveList(t, dir, commit)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("listing differs from git archive:\n%s", listDiff(got, want))
+	}
+	if len(want) < 20 {
+		t.Fatalf("git archive lists only %d entries: the test tree is not what it should be", len(want))
+	}
+}

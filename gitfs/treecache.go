@@ -1,12 +1,15 @@
 package gitfs
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -27,7 +30,7 @@ import (
 
 // treeCacheMagic starts every listing file; bump it when the encoding or
 // the meaning of a listing changes.
-const treeCacheMagic = "gitblk tree listing v1\n"
+const treeCacheMagic = "gitblk tree listing v2\n"
 
 // treeCacheSubdir is the subdirectory of the cache directory for listings.
 const treeCacheSubdir = "trees"
@@ -83,54 +86,114 @@ func (r *Repo) treeCacheKey(c *Commit, exportIgnore bool) (string, error) {
 // file that does not check out is logged (Options.Logger) as it is
 // rebuilt; one that cannot be rewritten, only the first time.
 func (r *Repo) CachedTree(c *Commit, exportIgnore bool, dir string) (*imager.Tree, error) {
+	t, save, err := r.cachedTree(c, exportIgnore, dir)
+	if err != nil {
+		return nil, err
+	}
+	save()
+	return t, nil
+}
+
+// cachedTree is CachedTree, but a listing just made is written to the
+// cache by save, which the caller calls when it likes (at once, or on
+// another goroutine while it lays the tree out); save does nothing when
+// there is nothing to write.
+func (r *Repo) cachedTree(c *Commit, exportIgnore bool, dir string) (t *imager.Tree, save func(), err error) {
+	nothing := func() {}
 	if dir == "" {
-		return r.Tree(c, exportIgnore)
+		t, err := r.Tree(c, exportIgnore)
+		return t, nothing, err
 	}
 	key, err := r.treeCacheKey(c, exportIgnore)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := filepath.Join(dir, treeCacheSubdir, key)
 	bad := false
 	if b, err := os.ReadFile(path); err == nil {
 		ents, err := decodeListing(b, key)
 		if err == nil {
-			return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nil
+			return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nothing, nil
 		}
 		if _, warned := r.badListings.Load(path); !warned {
 			r.log.Warn("tree listing cache file does not check out; listing the tree again", "file", path, "tree", c.Tree, "err", err)
 		}
 		bad = true
 	}
-	t, err := r.Tree(c, exportIgnore)
-	if err != nil {
-		return nil, err
+	if t, err = r.Tree(c, exportIgnore); err != nil {
+		return nil, nil, err
 	}
-	if err := writeFileAtomic(path, encodeListing(t.Entries, key)); err != nil && bad {
-		r.badListings.Store(path, true)
-	} else if err == nil {
-		r.badListings.Delete(path)
+	save = func() {
+		if err := writeFileAtomic(path, func(w io.Writer) error { return writeListing(w, t.Entries, key) }); err != nil && bad {
+			r.badListings.Store(path, true)
+		} else if err == nil {
+			r.badListings.Delete(path)
+		}
 	}
-	return t, nil
+	return t, save, nil
 }
 
-// encodeListing writes magic, key, entry count, the entries, then the
-// SHA-256 of everything before it.
-func encodeListing(ents []imager.Entry, key string) []byte {
+// writeListing writes magic, key, entry count, the entries, then the
+// SHA-256 of everything before it, to w through a small buffer. An entry
+// is its path as the length of the prefix it shares with the previous
+// entry's path and the rest, its kind, its size, its id, and for a
+// symlink its target: paths in git's order share most of their bytes with
+// the one before.
+func writeListing(w io.Writer, ents []imager.Entry, key string) error {
+	sum := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, sum), listingBuf)
 	var b []byte
 	b = append(b, treeCacheMagic...)
 	b = appendString(b, key)
 	b = binary.AppendUvarint(b, uint64(len(ents)))
+	prev := ""
 	for i := range ents {
 		e := &ents[i]
-		b = appendString(b, e.Path)
+		k := commonPrefix(prev, e.Path)
+		b = binary.AppendUvarint(b, uint64(k))
+		b = appendString(b, e.Path[k:])
 		b = append(b, byte(e.Kind))
-		b = binary.AppendVarint(b, e.Size)
+		b = binary.AppendUvarint(b, uint64(max(e.Size, 0)))
 		b = append(b, e.Blob[:]...)
-		b = appendString(b, e.Target)
+		if e.Kind == imager.KindSymlink {
+			b = appendString(b, e.Target)
+		}
+		prev = e.Path
+		if len(b) >= listingBuf/2 || i == len(ents)-1 {
+			if _, err := bw.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
 	}
-	sum := sha256.Sum256(b)
-	return append(b, sum[:]...)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(sum.Sum(nil))
+	return err
+}
+
+// listingBuf is the buffer a listing is written through.
+const listingBuf = 64 << 10
+
+// encodeListing is writeListing into memory.
+func encodeListing(ents []imager.Entry, key string) []byte {
+	var buf bytes.Buffer
+	_ = writeListing(&buf, ents, key) // a bytes.Buffer does not fail
+	return buf.Bytes()
+}
+
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }
 
 func appendString(b []byte, s string) []byte {
@@ -138,7 +201,12 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// minListedEntry is the fewest bytes an encoded entry takes: no count
+// can promise more entries than the file has room for.
+const minListedEntry = 1 + 1 + 1 + 1 + hashLen
+
 // decodeListing is the inverse of encodeListing; it checks every field.
+// Paths and targets are cut from one string: one allocation for them all.
 func decodeListing(b []byte, key string) ([]imager.Entry, error) {
 	if len(b) < len(treeCacheMagic)+sha256.Size {
 		return nil, errTreeCache
@@ -148,28 +216,52 @@ func decodeListing(b []byte, key string) ([]imager.Entry, error) {
 		return nil, errTreeCache
 	}
 	d := listingDecoder{b: body}
-	if string(d.bytes(len(treeCacheMagic))) != treeCacheMagic || d.string() != key {
+	if string(d.bytes(len(treeCacheMagic))) != treeCacheMagic || string(d.bytes(int(d.uvarint()))) != key {
 		return nil, errTreeCache
 	}
 	n := d.uvarint()
-	// Each entry takes at least 24 bytes: no count can promise more.
-	if d.err != nil || n > uint64(len(d.b))/24 {
+	if d.err != nil || n > uint64(len(d.b))/minListedEntry {
 		return nil, errTreeCache
 	}
 	ents := make([]imager.Entry, n)
+	// ends[2i] and ends[2i+1]: where entry i's path and target end in
+	// text, which holds each path followed by its target.
+	ends := make([]int, 2*n)
+	text := make([]byte, 0, len(d.b))
+	prevStart, prevEnd := 0, 0
 	for i := range ents {
 		e := &ents[i]
-		e.Path = d.string()
+		k := d.uvarint()
+		suffix := d.bytes(int(d.uvarint()))
 		e.Kind = imager.Kind(d.byte())
-		e.Size = d.varint()
+		size := d.uvarint()
 		copy(e.Blob[:], d.bytes(len(e.Blob)))
-		e.Target = d.string()
-		if d.err != nil || e.Path == "" || e.Kind > imager.KindDir || e.Size < 0 {
+		if d.err != nil || k > uint64(prevEnd-prevStart) || e.Kind > imager.KindDir || size > math.MaxInt64 {
 			return nil, errTreeCache
 		}
+		e.Size = int64(size)
+		start := len(text)
+		text = append(text, text[prevStart:prevStart+int(k)]...)
+		text = append(text, suffix...)
+		ends[2*i] = len(text)
+		if len(text) == start {
+			return nil, errTreeCache
+		}
+		prevStart, prevEnd = start, len(text)
+		if e.Kind == imager.KindSymlink {
+			text = append(text, d.bytes(int(d.uvarint()))...)
+		}
+		ends[2*i+1] = len(text)
 	}
 	if d.err != nil || len(d.b) != 0 {
 		return nil, errTreeCache
+	}
+	all := string(text)
+	at := 0
+	for i := range ents {
+		ents[i].Path = all[at:ends[2*i]]
+		ents[i].Target = all[ends[2*i]:ends[2*i+1]]
+		at = ends[2*i+1]
 	}
 	return ents, nil
 }
@@ -199,8 +291,6 @@ func (d *listingDecoder) byte() byte {
 
 func (d *listingDecoder) uvarint() uint64 { return decodeVarint(d, binary.Uvarint) }
 
-func (d *listingDecoder) varint() int64 { return decodeVarint(d, binary.Varint) }
-
 // decodeVarint decodes one varint with decode (binary.Uvarint or
 // binary.Varint).
 func decodeVarint[T uint64 | int64](d *listingDecoder, decode func([]byte) (T, int)) T {
@@ -216,18 +306,9 @@ func decodeVarint[T uint64 | int64](d *listingDecoder, decode func([]byte) (T, i
 	return v
 }
 
-func (d *listingDecoder) string() string {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.err = errTreeCache
-		return ""
-	}
-	return string(d.bytes(int(n)))
-}
-
-// writeFileAtomic writes b to path through a temporary file and a rename,
-// so readers see the old file or the whole new one.
-func writeFileAtomic(path string, b []byte) error {
+// writeFileAtomic writes what write writes to path through a temporary
+// file and a rename, so readers see the old file or the whole new one.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -235,7 +316,7 @@ func writeFileAtomic(path string, b []byte) error {
 	if err != nil {
 		return err
 	}
-	_, werr := f.Write(b)
+	werr := write(f)
 	cerr := f.Close()
 	if werr != nil || cerr != nil {
 		os.Remove(f.Name())

@@ -1,6 +1,8 @@
 package gitfs
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -146,4 +148,59 @@ func FuzzDecodeListing(f *testing.F) {
 			t.Fatalf("decode then encode changed the bytes")
 		}
 	})
+}
+
+// TestDecodeListingChecksFields: a file whose checksum is right but
+// whose fields are not (a shared prefix longer than the previous path, an
+// empty path, an unknown kind, a count the file cannot hold, bytes left
+// over) is refused, and a good one round-trips, front-coded paths and
+// targets included.
+func TestDecodeListingChecksFields(t *testing.T) {
+	seal := func(body []byte) []byte {
+		sum := sha256.Sum256(body)
+		return append(body, sum[:]...)
+	}
+	head := func(n uint64) []byte {
+		b := append([]byte(treeCacheMagic), 1, 'k')
+		return binary.AppendUvarint(b, n)
+	}
+	entry := func(b []byte, k int, suffix string, kind imager.Kind) []byte {
+		b = binary.AppendUvarint(b, uint64(k))
+		b = appendString(b, suffix)
+		b = append(b, byte(kind), 0)
+		return append(b, make([]byte, hashLen)...)
+	}
+	good := entry(entry(head(2), 0, "dir", imager.KindDir), 3, "/f", imager.KindFile)
+	got, err := decodeListing(seal(good), "k")
+	if err != nil || len(got) != 2 || got[0].Path != "dir" || got[1].Path != "dir/f" {
+		t.Fatalf("good listing: %+v, %v", got, err)
+	}
+	for what, body := range map[string][]byte{
+		"prefix too long": entry(entry(head(2), 0, "dir", imager.KindDir), 4, "/f", imager.KindFile),
+		"empty path":      entry(head(1), 0, "", imager.KindFile),
+		"unknown kind":    entry(head(1), 0, "x", imager.KindDir+1),
+		"count too big":   entry(head(1000), 0, "x", imager.KindFile),
+		"bytes left over": append(entry(head(1), 0, "x", imager.KindFile), 0),
+		"wrong key":       append([]byte(treeCacheMagic), 1, 'j', 0),
+	} {
+		if got, err := decodeListing(seal(body), "k"); err == nil {
+			t.Errorf("%s: decoded to %+v", what, got)
+		}
+	}
+	ents := []imager.Entry{
+		{Path: "a", Kind: imager.KindDir},
+		{Path: "a/b", Kind: imager.KindDir},
+		{Path: "a/b/c.txt", Kind: imager.KindFile, Size: 1 << 40, Blob: imager.BlobID{9}},
+		{Path: "a/bb", Kind: imager.KindSymlink, Size: 5, Target: "b/c.t"},
+		{Path: "z", Kind: imager.KindExecutable, Size: 0},
+	}
+	back, err := decodeListing(encodeListing(ents, "k"), "k")
+	if err != nil || len(back) != len(ents) {
+		t.Fatalf("round trip: %v, %v", back, err)
+	}
+	for i := range ents {
+		if back[i] != ents[i] {
+			t.Errorf("entry %d: %+v, want %+v", i, back[i], ents[i])
+		}
+	}
 }

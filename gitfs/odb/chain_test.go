@@ -1,6 +1,7 @@
 package odb
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -39,7 +40,15 @@ func handPack(t *testing.T, ids []plumbing.Hash, entries [][]byte) (*pack, []int
 	if err := w.OnFooter(plumbing.ZeroHash); err != nil {
 		t.Fatal(err)
 	}
-	idx, err := w.Index()
+	mi, err := w.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ib bytes.Buffer
+	if _, err := idxfile.NewEncoder(&ib).Encode(mi); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := parsePackIndex(ib.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,18 @@
 // and keeps what it inflated in bounded caches (small blobs in memory and
 // in an on-disk log, big ones spilled to files for random access). Its
 // entry points are Store.ReadBlob (a range of a blob), Store.BlobSize and
-// Store.ReadObject (a whole tree, commit or small blob); refs and
+// Store.BlobSizes (sizes from entry headers, the latter in pack order)
+// and Store.ReadObject (a whole tree, commit or small blob); refs and
 // revisions are read through Store.WithGit.
+//
+// Pack indexes are read by this package (packidx.go), one table per pack
+// per process: 24 bytes per object (id and offset), plus 4 per
+// object once a delta's base is looked up by offset. Trees, commits and
+// tags are read whole from the packs (object.go), also for go-git, whose
+// storages see objects through gitStorage: go-git loads its own copy of
+// the pack indexes into a storage only when it reads an object our packs
+// do not hold (an alternate, a pack newer than our list, a loose delta
+// base).
 //
 // go-git is the fallback behind them, with these rules:
 //   - go-git's object storage is not safe for concurrent use (go-git#773):
@@ -29,7 +39,7 @@
 // Limits: without a usable disk cache, a delta chain over big blobs deeper
 // than 64 is refused (chain.go); objects in alternates (git clone
 // --shared) are found only through go-git, which reads a big packed blob
-// there whole into memory; SHA-256 repositories are not supported; every
-// storage of the pool holds the pack indexes in memory (fine for ordinary
-// repositories, costly for ones with tens of millions of objects).
+// there whole into memory, and make the go-git storages that read them load
+// their own pack indexes; SHA-256 repositories are not supported; pack
+// indexes are held in memory (24 bytes per object).
 package odb

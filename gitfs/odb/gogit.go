@@ -1,10 +1,12 @@
 package odb
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/filesystem/dotgit"
 )
 
@@ -63,7 +65,7 @@ func (db *Store) encodedObject(s *slot, t plumbing.ObjectType, h plumbing.Hash) 
 	if err := db.checkObject(h); err != nil {
 		return nil, err
 	}
-	return s.st.EncodedObject(t, h)
+	return s.obj.EncodedObject(t, h)
 }
 
 // readAllObject reads a whole (small) object and checks its length.
@@ -85,3 +87,48 @@ func isLoose(o plumbing.EncodedObject) bool {
 	_, ok := o.(*dotgit.EncodedObject)
 	return ok
 }
+
+// gitStorage is go-git's storage with object reads answered from our own
+// pack index when it can: go-git otherwise loads every pack index of the
+// repository into each storage of the pool on its first object lookup
+// (resolving a revision reads a commit). What our packs do not hold, and
+// big blobs (which go-git streams), go-git reads.
+type gitStorage struct {
+	*filesystem.Storage
+	db *Store
+}
+
+// EncodedObject is go-git's, from our packs first.
+func (s *gitStorage) EncodedObject(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
+	typ, size, data, found, err := s.db.readPackedObject(h, maxDirectObject, largeObjectThreshold)
+	if !found || errors.Is(err, errTooBig) {
+		return s.Storage.EncodedObject(t, h)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if t != plumbing.AnyObject && t != typ {
+		return nil, plumbing.ErrObjectNotFound // as go-git answers a type mismatch
+	}
+	o := &plumbing.MemoryObject{}
+	o.SetType(typ)
+	o.SetSize(size)
+	if _, err := o.Write(data); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// HasEncodedObject is go-git's, from our packs first.
+func (s *gitStorage) HasEncodedObject(h plumbing.Hash) error {
+	if packs, err := s.db.packs.current(); err == nil {
+		if _, _, ok := findIn(packs, h); ok {
+			return nil
+		}
+	}
+	return s.Storage.HasEncodedObject(h)
+}
+
+// maxDirectObject bounds the objects gitStorage reads whole (trees,
+// commits, tags); bigger ones go to go-git.
+const maxDirectObject = 64 << 20

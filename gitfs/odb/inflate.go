@@ -37,7 +37,7 @@ func inflateHead(r io.Reader, buf []byte) (int, error) {
 }
 
 // inflateEntry inflates the data of pack entry off (header e) of f into
-// dst, which is e.size bytes, with inflateWhole: it reads a bound on the
+// dst, which is e.size bytes, with inflate.Whole: it reads a bound on the
 // compressed size, the size plus an eighth (deflate expands incompressible
 // data by a few percent at worst with git's zlib). A stream longer than
 // that, from another encoder, is inflated as a stream instead.

@@ -50,13 +50,25 @@ func readPackEntry(f *os.File, off int64) (*packEntry, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("pack entry at %d: %w", off, err)
 	}
-	b := hdr[:n]
-	e := &packEntry{typ: (b[0] >> 4) & 7, size: int64(b[0] & 0x0f)}
+	e, err := parsePackEntry(hdr[:n], off)
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// parsePackEntry parses the header of the pack entry at off from b, the
+// pack's bytes from off (at most packEntryHeaderMax are looked at).
+func parsePackEntry(b []byte, off int64) (packEntry, error) {
+	if len(b) == 0 {
+		return packEntry{}, fmt.Errorf("pack entry at %d: past the end of the pack", off)
+	}
+	e := packEntry{typ: (b[0] >> 4) & 7, size: int64(b[0] & 0x0f)}
 	shift := uint(4)
 	i := 1
 	for c := b[0]; c&0x80 != 0; i++ {
 		if i >= len(b) || shift > 56 {
-			return nil, fmt.Errorf("pack entry at %d: bad header", off)
+			return packEntry{}, fmt.Errorf("pack entry at %d: bad header", off)
 		}
 		c = b[i]
 		e.size |= int64(c&0x7f) << shift
@@ -69,7 +81,7 @@ func readPackEntry(f *os.File, off int64) (*packEntry, error) {
 		var rel int64
 		for j := 0; ; j++ {
 			if i >= len(b) || j > 8 {
-				return nil, fmt.Errorf("pack entry at %d: bad delta offset", off)
+				return packEntry{}, fmt.Errorf("pack entry at %d: bad delta offset", off)
 			}
 			c := b[i]
 			i++
@@ -83,16 +95,16 @@ func readPackEntry(f *os.File, off int64) (*packEntry, error) {
 		}
 		e.baseOff = off - rel
 		if rel <= 0 || e.baseOff < 0 {
-			return nil, fmt.Errorf("pack entry at %d: bad delta base offset %d", off, rel)
+			return packEntry{}, fmt.Errorf("pack entry at %d: bad delta base offset %d", off, rel)
 		}
 	case packRefDelta:
 		if i+hashLen > len(b) {
-			return nil, fmt.Errorf("pack entry at %d: truncated base id", off)
+			return packEntry{}, fmt.Errorf("pack entry at %d: truncated base id", off)
 		}
 		copy(e.baseID[:], b[i:i+hashLen])
 		i += hashLen
 	default:
-		return nil, fmt.Errorf("pack entry at %d: unknown type %d", off, e.typ)
+		return packEntry{}, fmt.Errorf("pack entry at %d: unknown type %d", off, e.typ)
 	}
 	e.dataOff = off + int64(i)
 	return e, nil

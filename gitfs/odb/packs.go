@@ -1,7 +1,6 @@
 package odb
 
 import (
-	"bufio"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 )
 
 // packList is the set of packs every direct read looks objects up in,
@@ -27,7 +25,7 @@ type packList struct {
 
 // pack is one pack file with its index.
 type pack struct {
-	idx     *idxfile.MemoryIndex
+	idx     *packIndex
 	f       *os.File
 	chainOK [2]sync.Map // int64 offset -> int depth: its delta chain ends in a whole object (by offset, by id)
 }
@@ -102,13 +100,8 @@ func (db *Store) loadPacks() ([]*pack, error) {
 }
 
 func openPack(base string) (*pack, error) {
-	idxf, err := os.Open(base + packIdxSuffix)
+	idx, err := readPackIndex(base + packIdxSuffix)
 	if err != nil {
-		return nil, err
-	}
-	defer idxf.Close()
-	idx := idxfile.NewMemoryIndex()
-	if err := idxfile.NewDecoder(bufio.NewReader(idxf)).Decode(idx); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(base + packSuffix)

@@ -38,9 +38,10 @@ var ErrNotRepository = errors.New("odb: not a git repository")
 
 // slot is one independent go-git storage.
 type slot struct {
-	db *Store
-	st *filesystem.Storage
-	gr *gogit.Repository
+	db  *Store
+	st  *filesystem.Storage
+	obj *gitStorage // st, objects from our packs first
+	gr  *gogit.Repository
 
 	packStamp time.Time // modification time of objects/pack at load
 	checked   time.Time // when packStamp was last compared
@@ -61,7 +62,8 @@ func (sl *slot) load() error {
 		// the file system root, not inside the repository.
 		AlternatesFS: osfs.New(string(filepath.Separator)),
 	})
-	gr, err := gogit.Open(st, nil)
+	obj := &gitStorage{Storage: st, db: db}
+	gr, err := gogit.Open(obj, nil)
 	if err != nil {
 		_ = st.Close()
 		if errors.Is(err, gogit.ErrRepositoryNotExists) {
@@ -72,7 +74,7 @@ func (sl *slot) load() error {
 	if sl.st != nil {
 		_ = sl.st.Close()
 	}
-	sl.st, sl.gr = st, gr
+	sl.st, sl.obj, sl.gr = st, obj, gr
 	sl.packStamp, sl.checked = db.packDirStamp(), time.Now()
 	return nil
 }

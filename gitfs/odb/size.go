@@ -1,10 +1,12 @@
 package odb
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -83,4 +85,114 @@ func (db *Store) looseSize(h plumbing.Hash) (int64, error) {
 	defer f.Close()
 	size, _, err := looseHeader(f, h)
 	return size, err
+}
+
+// sizeWindow is the most pack bytes read at once for entry headers: the
+// headers of many small entries in a row come with one read.
+const sizeWindow = 64 << 10
+
+// BlobSizes sets sizes[i] to the size of blob ids[i], as BlobSize would,
+// but reads the entries of each pack in the order they lie there, the
+// headers of neighbours with one read. On failure it returns the index
+// of an id whose size could not be read, and BlobSize's error for it.
+func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
+	if len(sizes) != len(ids) {
+		return 0, fmt.Errorf("odb: BlobSizes: %d ids, %d sizes", len(ids), len(sizes))
+	}
+	type at struct {
+		off  int64
+		i    int32
+		pack int32
+	}
+	packs, err := db.packs.current()
+	if err != nil {
+		packs = nil
+	}
+	// Look the ids up (in the first pack side by side, see FindOffsets),
+	// then read in pack order.
+	loc := make([]at, len(ids))
+	offs := make([]int64, len(ids))
+	for i := range loc {
+		loc[i] = at{i: int32(i), pack: -1}
+	}
+	for pi, p := range packs {
+		if pi == 0 {
+			p.idx.FindOffsets(ids, offs)
+			for i, off := range offs {
+				if off >= 0 {
+					loc[i].off, loc[i].pack = off, 0
+				}
+			}
+			continue
+		}
+		for i := range loc {
+			if loc[i].pack < 0 {
+				if off, ferr := p.idx.FindOffset(ids[i]); ferr == nil {
+					loc[i].off, loc[i].pack = off, int32(pi)
+				}
+			}
+		}
+	}
+	var rest []int
+	todo := loc[:0]
+	for _, t := range loc {
+		if t.pack < 0 {
+			rest = append(rest, int(t.i))
+		} else {
+			todo = append(todo, t)
+		}
+	}
+	slices.SortFunc(todo, func(a, b at) int {
+		if a.pack != b.pack {
+			return int(a.pack - b.pack)
+		}
+		return cmp.Compare(a.off, b.off)
+	})
+	bp := getBuf(sizeWindow + packEntryHeaderMax)
+	defer putBuf(bp)
+	buf := (*bp)[:0]
+	var bufPack int32 = -1
+	var bufOff int64
+	for k, t := range todo {
+		p := packs[t.pack]
+		if t.pack != bufPack || t.off < bufOff || t.off+packEntryHeaderMax > bufOff+int64(len(buf)) {
+			// Read from this entry to the header of the last one within
+			// the window.
+			end := t.off + packEntryHeaderMax
+			for _, u := range todo[k+1:] {
+				if u.pack != t.pack || u.off+packEntryHeaderMax-t.off > sizeWindow+packEntryHeaderMax {
+					break
+				}
+				end = u.off + packEntryHeaderMax
+			}
+			n, _ := p.f.ReadAt(buf[:end-t.off], t.off)
+			buf, bufPack, bufOff = buf[:n], t.pack, t.off
+		}
+		var size int64
+		e, err := parsePackEntry(buf[min(t.off-bufOff, int64(len(buf))):], t.off)
+		switch {
+		case err != nil:
+		case e.typ == packBlob:
+			size = e.size
+		case e.isDelta():
+			size, err = packEntrySize(p.f, t.off)
+		default:
+			err = errNotHere
+		}
+		if err != nil {
+			// BlobSize says what is wrong, or finds it another way.
+			if size, err = db.BlobSize(ids[t.i]); err != nil {
+				return int(t.i), err
+			}
+		}
+		sizes[t.i] = size
+	}
+	for _, i := range rest {
+		size, err := db.BlobSize(ids[i])
+		if err != nil {
+			return i, err
+		}
+		sizes[i] = size
+	}
+	return 0, nil
 }

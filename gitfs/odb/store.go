@@ -197,6 +197,12 @@ func (db *Store) BlobSize(id plumbing.Hash) (int64, error) {
 // ReadObject reads object id, which must be of type typ and at most max
 // bytes, whole: a tree, a commit, a small blob such as a .gitattributes.
 func (db *Store) ReadObject(id plumbing.Hash, typ plumbing.ObjectType, max int64) ([]byte, error) {
+	if data, found, err := db.readObjectDirect(id, typ, max); found {
+		if err != nil {
+			return nil, objectErr(typ.String(), id, err)
+		}
+		return data, nil
+	}
 	var data []byte
 	err := db.withSlot(func(sl *slot) error {
 		o, err := db.encodedObject(sl, plumbing.AnyObject, id)

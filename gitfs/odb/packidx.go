@@ -1,0 +1,343 @@
+package odb
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// A pack index, read here rather than by go-git: go-git keeps one
+// in-memory index per storage and builds a map from offset to id for
+// each, so the pool of storages held several copies of every index. Here
+// the file is read once per pack per process into one table. The format
+// is git's Documentation/gitformat-pack.txt: version 2 is a magic
+// "\377tOc", the version, a 256-entry fan-out table (big-endian counts of
+// ids whose first byte is at most i), the sorted ids, their CRC-32s,
+// their 31-bit offsets (MSB set: an index into a table of 64-bit offsets
+// that follows), then two checksums. Version 1 has the fan-out table, then
+// (4-byte offset, id) pairs.
+const (
+	idxMagic      = "\377tOc"
+	idxFanout     = 256 * 4
+	idxTrailer    = 2 * hashLen
+	idxLargeFlag  = 1 << 31
+	idxV1EntryLen = 4 + hashLen
+	idxRecord     = hashLen + 4
+)
+
+var errBadIndex = errors.New("odb: malformed pack index")
+
+// packIndex is one pack's index: ids sorted, with their pack offsets.
+// Each id is stored with its offset (idxRecord bytes): a lookup finds
+// the offset in the cache line where it found the id, and the CRC table
+// of the file is not kept.
+type packIndex struct {
+	fanout [256]uint32
+	recs   []byte // n records: the id, then a big-endian uint32 offset (version 2 rules)
+	large  []byte // big-endian uint64 offsets
+	n      int
+
+	revOnce sync.Once
+	rev     []uint32 // positions in id order, sorted by offset: for FindHash
+}
+
+// readPackIndex reads and checks the index file at path.
+func readPackIndex(path string) (*packIndex, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	x, err := parsePackIndex(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return x, nil
+}
+
+// parsePackIndex parses an index file's bytes into a table of its own.
+func parsePackIndex(b []byte) (*packIndex, error) {
+	x := &packIndex{}
+	v2 := len(b) >= 8 && string(b[:4]) == idxMagic
+	if v2 {
+		if binary.BigEndian.Uint32(b[4:8]) != 2 {
+			return nil, fmt.Errorf("%w: version %d", errBadIndex, binary.BigEndian.Uint32(b[4:8]))
+		}
+		b = b[8:]
+	}
+	if len(b) < idxFanout+idxTrailer {
+		return nil, fmt.Errorf("%w: truncated", errBadIndex)
+	}
+	prev := uint32(0)
+	for i := range x.fanout {
+		c := binary.BigEndian.Uint32(b[i*4:])
+		if c < prev {
+			return nil, fmt.Errorf("%w: fan-out table not sorted", errBadIndex)
+		}
+		x.fanout[i], prev = c, c
+	}
+	n := int64(prev)
+	x.n = int(n)
+	rest := b[idxFanout:]
+	if !v2 {
+		if int64(len(rest)) != n*idxV1EntryLen+idxTrailer {
+			return nil, fmt.Errorf("%w: size does not match %d objects", errBadIndex, n)
+		}
+		x.recs = make([]byte, n*idxRecord)
+		for i := int64(0); i < n; i++ {
+			e := rest[i*idxV1EntryLen:]
+			r := x.recs[i*idxRecord:]
+			copy(r[:hashLen], e[4:idxV1EntryLen])
+			copy(r[hashLen:idxRecord], e[:4])
+			if e[0]&0x80 != 0 {
+				return nil, fmt.Errorf("%w: offset over 2 GiB in a version 1 index", errBadIndex)
+			}
+		}
+		return x, x.checkSorted()
+	}
+	small := n * (hashLen + 4 + 4)
+	if int64(len(rest)) < small+idxTrailer || (int64(len(rest))-small-idxTrailer)%8 != 0 {
+		return nil, fmt.Errorf("%w: size does not match %d objects", errBadIndex, n)
+	}
+	names, offsets := rest[:n*hashLen], rest[n*(hashLen+4):small]
+	x.recs = make([]byte, n*idxRecord)
+	for i := int64(0); i < n; i++ {
+		r := x.recs[i*idxRecord:]
+		copy(r[:hashLen], names[i*hashLen:])
+		copy(r[hashLen:idxRecord], offsets[i*4:i*4+4])
+	}
+	x.large = bytes.Clone(rest[small : len(rest)-idxTrailer])
+	return x, x.checkSorted()
+}
+
+// checkSorted checks that ids are strictly increasing and agree with the
+// fan-out table: binary search relies on both.
+func (x *packIndex) checkSorted() error {
+	for i := 1; i < x.n; i++ {
+		if bytes.Compare(x.name(i-1), x.name(i)) >= 0 {
+			return fmt.Errorf("%w: ids not sorted at %d", errBadIndex, i)
+		}
+	}
+	for i := 0; i < x.n; i++ {
+		f := x.name(i)[0]
+		if uint32(i) >= x.fanout[f] || (f > 0 && uint32(i) < x.fanout[f-1]) {
+			return fmt.Errorf("%w: fan-out table disagrees with id %d", errBadIndex, i)
+		}
+	}
+	return nil
+}
+
+func (x *packIndex) name(i int) []byte { return x.recs[i*idxRecord : i*idxRecord+hashLen] }
+
+// offset returns the pack offset of the object at position i.
+func (x *packIndex) offset(i int) (int64, error) {
+	o := binary.BigEndian.Uint32(x.recs[i*idxRecord+hashLen:])
+	if o&idxLargeFlag == 0 {
+		return int64(o), nil
+	}
+	j := int(o &^ idxLargeFlag)
+	if j >= len(x.large)/8 {
+		return 0, fmt.Errorf("%w: large offset %d of %d", errBadIndex, j, len(x.large)/8)
+	}
+	v := binary.BigEndian.Uint64(x.large[j*8:])
+	if v > 1<<62 {
+		return 0, fmt.Errorf("%w: offset %d", errBadIndex, v)
+	}
+	return int64(v), nil
+}
+
+// find returns the position of id h. Ids are uniformly spread (they are
+// hashes), so it first guesses where h lies between the ends of the
+// range, a few times, as an interpolation search: a lookup then touches
+// a few cache lines of the table instead of a dozen. A binary search
+// finishes, so a crafted index costs no more than that.
+func (x *packIndex) find(h plumbing.Hash) (int, bool) {
+	lo := 0
+	if h[0] > 0 {
+		lo = int(x.fanout[h[0]-1])
+	}
+	hi := int(x.fanout[h[0]])
+	key := binary.BigEndian.Uint64(h[:8])
+	// The keys in [lo, hi) lie between kl and kh: at first, all keys
+	// with h's first byte; then the keys of the last probes.
+	kl := uint64(h[0]) << 56
+	kh := kl | (1<<56 - 1)
+	for step := 0; step < interpolationSteps && hi-lo > 16; step++ {
+		m := lo + int(float64(key-kl)/float64(kh-kl+1)*float64(hi-lo))
+		m = min(max(m, lo), hi-1)
+		km := x.key(m)
+		switch c := x.compare(m, key, h); {
+		case c == 0:
+			return m, true
+		case c < 0:
+			lo, kl = m+1, km
+		default:
+			hi, kh = m, km
+		}
+		if kl > key || kh < key {
+			break
+		}
+	}
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		switch c := x.compare(m, key, h); {
+		case c == 0:
+			return m, true
+		case c < 0:
+			lo = m + 1
+		default:
+			hi = m
+		}
+	}
+	return 0, false
+}
+
+// interpolationSteps bounds the guesses of find before it bisects.
+const interpolationSteps = 4
+
+// key is the first 8 bytes of the id at position i, as a number.
+func (x *packIndex) key(i int) uint64 { return binary.BigEndian.Uint64(x.recs[i*idxRecord:]) }
+
+// compare compares the id at position i with h (whose key is key).
+func (x *packIndex) compare(i int, key uint64, h plumbing.Hash) int {
+	if c := cmp.Compare(x.key(i), key); c != 0 {
+		return c
+	}
+	return bytes.Compare(x.name(i)[8:], h[8:])
+}
+
+// FindOffset returns the pack offset of object h, or
+// plumbing.ErrObjectNotFound.
+func (x *packIndex) FindOffset(h plumbing.Hash) (int64, error) {
+	i, ok := x.find(h)
+	if !ok {
+		return 0, plumbing.ErrObjectNotFound
+	}
+	return x.offset(i)
+}
+
+// FindHash returns the id of the object whose entry starts at off, or
+// plumbing.ErrObjectNotFound. The first call sorts the positions by
+// offset (4 bytes per object, kept).
+func (x *packIndex) FindHash(off int64) (plumbing.Hash, error) {
+	x.revOnce.Do(x.buildRev)
+	var h plumbing.Hash
+	i, ok := slices.BinarySearchFunc(x.rev, off, func(p uint32, off int64) int {
+		o, _ := x.offset(int(p))
+		switch {
+		case o < off:
+			return -1
+		case o > off:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return h, plumbing.ErrObjectNotFound
+	}
+	copy(h[:], x.name(int(x.rev[i])))
+	return h, nil
+}
+
+func (x *packIndex) buildRev() {
+	rev := make([]uint32, x.n)
+	for i := range rev {
+		rev[i] = uint32(i)
+	}
+	slices.SortFunc(rev, func(a, b uint32) int {
+		oa, _ := x.offset(int(a))
+		ob, _ := x.offset(int(b))
+		switch {
+		case oa < ob:
+			return -1
+		case oa > ob:
+			return 1
+		}
+		return 0
+	})
+	x.rev = rev
+}
+
+// findGroup is how many lookups FindOffsets runs side by side.
+const findGroup = 16
+
+// FindOffsets sets offs[i] to the pack offset of hs[i], or -1 when the
+// pack does not hold it (or its offset is malformed). It is FindOffset
+// for many ids, run findGroup at a time in lockstep: each round probes
+// the table once for each of them, and those probes do not wait on one
+// another, so their cache misses overlap.
+func (x *packIndex) FindOffsets(hs []plumbing.Hash, offs []int64) {
+	for g := 0; g < len(hs); g += findGroup {
+		n := min(findGroup, len(hs)-g)
+		var lo, hi [findGroup]int
+		var kl, kh, key [findGroup]uint64
+		var open [findGroup]bool
+		for j := 0; j < n; j++ {
+			h := &hs[g+j]
+			offs[g+j] = -1
+			if h[0] > 0 {
+				lo[j] = int(x.fanout[h[0]-1])
+			}
+			hi[j] = int(x.fanout[h[0]])
+			key[j] = binary.BigEndian.Uint64(h[:8])
+			kl[j] = uint64(h[0]) << 56
+			kh[j] = kl[j] | (1<<56 - 1)
+			open[j] = lo[j] < hi[j]
+		}
+		for step := 0; step < interpolationSteps; step++ {
+			for j := 0; j < n; j++ {
+				if !open[j] || hi[j]-lo[j] <= 16 {
+					continue
+				}
+				m := lo[j] + int(float64(key[j]-kl[j])/float64(kh[j]-kl[j]+1)*float64(hi[j]-lo[j]))
+				m = min(max(m, lo[j]), hi[j]-1)
+				km := x.key(m)
+				switch c := x.compare(m, key[j], hs[g+j]); {
+				case c == 0:
+					offs[g+j] = x.offsetOr(m)
+					open[j] = false
+				case c < 0:
+					lo[j], kl[j] = m+1, km
+				default:
+					hi[j], kh[j] = m, km
+				}
+				if kl[j] > key[j] || kh[j] < key[j] {
+					open[j] = false
+				}
+			}
+		}
+		for j := 0; j < n; j++ {
+			if !open[j] {
+				continue
+			}
+			l, h := lo[j], hi[j]
+			for l < h {
+				m := int(uint(l+h) >> 1)
+				switch c := x.compare(m, key[j], hs[g+j]); {
+				case c == 0:
+					offs[g+j] = x.offsetOr(m)
+					l, h = 0, 0
+				case c < 0:
+					l = m + 1
+				default:
+					h = m
+				}
+			}
+		}
+	}
+}
+
+// offsetOr is offset, or -1 when it is malformed.
+func (x *packIndex) offsetOr(i int) int64 {
+	o, err := x.offset(i)
+	if err != nil {
+		return -1
+	}
+	return o
+}
