@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"slices"
 	"sort"
+	"sync"
 )
 
 // SectorAlign is the boundary every image is padded to: Mirage's blkfront
@@ -225,6 +226,46 @@ func (l *Layout) Extents() iter.Seq[Extent] {
 	}
 }
 
+// BlobRead is one read of a batch: len(P) bytes of blob ID from offset
+// Off. The batch reader sets N and Err as io.ReaderAt.ReadAt would.
+type BlobRead struct {
+	ID  BlobID
+	P   []byte
+	Off int64
+	N   int
+	Err error
+}
+
+// BlobBatchReader is a BlobReader that can serve many reads at once, which
+// a read across many small members needs: looked up, read and inflated
+// together, they cost one pass over the object store instead of one each.
+// ReadBlobs must leave every read as ReadBlob would (it may serve some of
+// them through ReadBlob).
+type BlobBatchReader interface {
+	BlobReader
+	ReadBlobs(reads []BlobRead)
+}
+
+// minBatch is the fewest blob reads worth a batch.
+const minBatch = 4
+
+// batchPool holds the slices of blob reads that ReadAt collects.
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+// batch is the blob reads of one ReadAt, and where each sits in its p.
+type batch struct {
+	reads []BlobRead
+	at    []batchAt
+}
+
+// batchAt places a read of a batch: at p[pos:] of the ReadAt, for member i's
+// piece part.
+type batchAt struct {
+	pos  int
+	i    int
+	part uint8
+}
+
 // ReadAt reads image bytes as io.ReaderAt does. An error reading a blob
 // names the extent (path) and the blob id.
 func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
@@ -241,10 +282,16 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 	if rest := l.size - off; int64(want) > rest {
 		want = int(rest)
 	}
+	var bt *batch
+	if _, ok := l.blobs.(BlobBatchReader); ok && l.nmem > 0 {
+		bt = batchPool.Get().(*batch)
+		defer bt.release()
+	}
+	start := off
 	n := 0
 	for r := l.find(off); n < want; r++ {
 		if i := l.member(r); i >= 0 {
-			m, err := l.readMember(i, p[n:want], off)
+			m, err := l.readMember(i, p[n:want], off, bt, int(off-start))
 			n += m
 			off += int64(m)
 			if err != nil {
@@ -259,10 +306,13 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 			chunk = chunk[:e.Len-rel]
 		}
 		if err := e.read(l.blobs, chunk, rel); err != nil {
-			return n, err
+			return l.finishBatch(bt, p, n, err)
 		}
 		n += len(chunk)
 		off += int64(len(chunk))
+	}
+	if m, err := l.finishBatch(bt, p, n, nil); err != nil {
+		return m, err
 	}
 	if n < len(p) {
 		return n, io.EOF
@@ -270,9 +320,48 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// finishBatch serves the blob reads ReadAt collected in bt, the ReadAt
+// having filled n bytes of p otherwise (or failed there with err): reads
+// the batch left unfinished are finished one by one, so that a failure is
+// the error ReadBlob gives, at the first bad read's place.
+func (l *Layout) finishBatch(bt *batch, p []byte, n int, err error) (int, error) {
+	if bt == nil || len(bt.reads) == 0 {
+		return n, err
+	}
+	reads := bt.reads
+	if len(reads) >= minBatch {
+		l.blobs.(BlobBatchReader).ReadBlobs(reads)
+	}
+	for k := range reads {
+		rd := &reads[k]
+		if rd.N == len(rd.P) && len(reads) >= minBatch {
+			continue
+		}
+		got := 0
+		if len(reads) >= minBatch {
+			got = max(0, min(rd.N, len(rd.P)))
+		}
+		if _, rerr := readFull(func(q []byte, o int64) (int, error) {
+			return l.blobs.ReadBlob(rd.ID, q, o)
+		}, rd.P[got:], rd.Off+int64(got)); rerr != nil {
+			at := bt.at[k]
+			return at.pos, fmt.Errorf("imager: %s (blob %s): %w", l.tab.desc(at.i, at.part), rd.ID, rerr)
+		}
+	}
+	return n, err
+}
+
+func (bt *batch) release() {
+	clear(bt.reads) // drop references to the caller's buffers
+	bt.reads, bt.at = bt.reads[:0], bt.at[:0]
+	batchPool.Put(bt)
+}
+
 // readMember fills p with member i's bytes from off, as far as the member
-// goes, and returns how many it filled.
-func (l *Layout) readMember(i int, p []byte, off int64) (int, error) {
+// goes, and returns how many it filled. With a batch, blob pieces are
+// added to it (pos is where p starts in the ReadAt's buffer) instead of
+// read.
+func (l *Layout) readMember(i int, p []byte, off int64, bt *batch, pos int) (int, error) {
 	var buf [maxPieces]piece
 	start := l.moff(i)
 	n := 0
@@ -297,6 +386,11 @@ func (l *Layout) readMember(i int, p []byte, off int64) (int, error) {
 			clear(chunk)
 		case ExtentBlob:
 			id := l.tab.blob(i)
+			if bt != nil {
+				bt.reads = append(bt.reads, BlobRead{ID: id, P: chunk, Off: rel})
+				bt.at = append(bt.at, batchAt{pos: pos + n, i: i, part: pc.part})
+				break
+			}
 			if _, err := readFull(func(q []byte, o int64) (int, error) {
 				return l.blobs.ReadBlob(id, q, o)
 			}, chunk, rel); err != nil {

@@ -93,28 +93,57 @@ func (l *blobLog) put(blobs []*memBlob) {
 		}
 		l.f = f
 	}
+	// Blobs are appended in one write per chunk of them: a memory cache
+	// of tiny blobs drops thousands at a time.
+	bufp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bufp)
+	pend, pendOff := (*bufp)[:0], l.end
+	flush := func() bool {
+		if len(pend) > 0 {
+			if _, err := l.f.WriteAt(pend, pendOff); err != nil {
+				l.bad = true
+				l.index = map[plumbing.Hash]logRef{}
+				return false
+			}
+		}
+		pend, pendOff = pend[:0], l.end
+		return true
+	}
 	for _, b := range blobs {
 		n := int64(len(b.data))
 		if _, ok := l.index[b.id]; ok || n == 0 || n > l.max {
 			continue
 		}
 		if l.end+n > l.max {
+			if !flush() {
+				return
+			}
 			// Start over: drop the index; readers are excluded by mu.
 			l.index = map[plumbing.Hash]logRef{}
-			l.end = 0
+			l.end, pendOff = 0, 0
 			if err := l.f.Truncate(0); err != nil {
 				l.bad = true
 				return
 			}
 		}
-		if _, err := l.f.WriteAt(b.data, l.end); err != nil {
+		if n > int64(cap(pend)-len(pend)) {
+			if !flush() {
+				return
+			}
+		}
+		if n <= int64(cap(pend)) {
+			pend = append(pend, b.data...)
+		} else if _, err := l.f.WriteAt(b.data, l.end); err != nil {
 			l.bad = true
 			l.index = map[plumbing.Hash]logRef{}
 			return
+		} else {
+			pendOff = l.end + n
 		}
 		l.index[b.id] = logRef{off: l.end, n: n}
 		l.end += n
 	}
+	flush()
 }
 
 // close drops the log file.

@@ -2,6 +2,7 @@ package odb
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -50,13 +51,25 @@ func readPackEntry(f *os.File, off int64) (*packEntry, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("pack entry at %d: %w", off, err)
 	}
-	b := hdr[:n]
-	e := &packEntry{typ: (b[0] >> 4) & 7, size: int64(b[0] & 0x0f)}
+	e := new(packEntry)
+	if err := parsePackEntry(e, hdr[:n], off); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// parsePackEntry parses into e the header of the pack entry at off, whose
+// first bytes (up to packEntryHeaderMax, fewer at the pack's end) are b.
+func parsePackEntry(e *packEntry, b []byte, off int64) error {
+	if len(b) == 0 {
+		return fmt.Errorf("pack entry at %d: %w", off, io.ErrUnexpectedEOF)
+	}
+	*e = packEntry{typ: (b[0] >> 4) & 7, size: int64(b[0] & 0x0f)}
 	shift := uint(4)
 	i := 1
 	for c := b[0]; c&0x80 != 0; i++ {
 		if i >= len(b) || shift > 56 {
-			return nil, fmt.Errorf("pack entry at %d: bad header", off)
+			return fmt.Errorf("pack entry at %d: bad header", off)
 		}
 		c = b[i]
 		e.size |= int64(c&0x7f) << shift
@@ -69,7 +82,7 @@ func readPackEntry(f *os.File, off int64) (*packEntry, error) {
 		var rel int64
 		for j := 0; ; j++ {
 			if i >= len(b) || j > 8 {
-				return nil, fmt.Errorf("pack entry at %d: bad delta offset", off)
+				return fmt.Errorf("pack entry at %d: bad delta offset", off)
 			}
 			c := b[i]
 			i++
@@ -83,19 +96,19 @@ func readPackEntry(f *os.File, off int64) (*packEntry, error) {
 		}
 		e.baseOff = off - rel
 		if rel <= 0 || e.baseOff < 0 {
-			return nil, fmt.Errorf("pack entry at %d: bad delta base offset %d", off, rel)
+			return fmt.Errorf("pack entry at %d: bad delta base offset %d", off, rel)
 		}
 	case packRefDelta:
 		if i+hashLen > len(b) {
-			return nil, fmt.Errorf("pack entry at %d: truncated base id", off)
+			return fmt.Errorf("pack entry at %d: truncated base id", off)
 		}
 		copy(e.baseID[:], b[i:i+hashLen])
 		i += hashLen
 	default:
-		return nil, fmt.Errorf("pack entry at %d: unknown type %d", off, e.typ)
+		return fmt.Errorf("pack entry at %d: unknown type %d", off, e.typ)
 	}
 	e.dataOff = off + int64(i)
-	return e, nil
+	return nil
 }
 
 // isDelta reports whether the entry is a delta (OFS_DELTA or REF_DELTA).
