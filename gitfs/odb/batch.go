@@ -78,12 +78,9 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 	if err != nil {
 		packs = nil
 	}
-	for _, k := range w.miss {
+	w.unlogged = c.log.readMany(reads, w.miss, w.unlogged, &w.hits)
+	for _, k := range w.unlogged {
 		rd := &reads[k]
-		if n, ok, err := c.log.readAt(rd.ID, rd.P, rd.Off); ok {
-			rd.N, rd.Err = n, err
-			continue
-		}
 		if pi, off, ok := findPack(packs, rd.ID); ok {
 			w.cands = append(w.cands, batchCand{k: k, pi: pi, off: off})
 			continue
@@ -159,8 +156,12 @@ type batchCand struct {
 
 // findPack is findIn, saying which of packs holds h.
 func findPack(packs []*pack, h plumbing.Hash) (int, int64, bool) {
-	for i, p := range packs {
-		if off, err := p.idx.FindOffset(h); err == nil {
+	p, off, ok := findIn(packs, h)
+	if !ok {
+		return 0, 0, false
+	}
+	for i := range packs {
+		if packs[i] == p {
 			return i, off, true
 		}
 	}
@@ -169,14 +170,15 @@ func findPack(packs []*pack, h plumbing.Hash) (int, int64, bool) {
 
 // batchWork is the scratch space of one ReadBlobs.
 type batchWork struct {
-	miss, alone []int
-	cands       []batchCand
+	miss, unlogged, alone []int
+	cands                 []batchCand
+	hits                  []logHit
 }
 
 var batchWorkPool = sync.Pool{New: func() any { return new(batchWork) }}
 
 func (w *batchWork) release() {
 	clear(w.cands)
-	w.miss, w.alone, w.cands = w.miss[:0], w.alone[:0], w.cands[:0]
+	w.miss, w.unlogged, w.alone, w.cands, w.hits = w.miss[:0], w.unlogged[:0], w.alone[:0], w.cands[:0], w.hits[:0]
 	batchWorkPool.Put(w)
 }
