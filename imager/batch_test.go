@@ -123,3 +123,77 @@ func TestLayoutBatchErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestLayoutNextHole checks NextHole against the image's bytes and its
+// extents, on tar and FAT images with long zero runs (FAT clusters' slack
+// with 4 KiB sectors, free space) and many short ones (tar padding): every
+// run it reports is zeros and is the run ExtentAt reports there, and every
+// long zero run in a range is found.
+func TestLayoutNextHole(t *testing.T) {
+	rng := rand.New(rand.NewSource(13))
+	var files []memFile
+	for i := range 300 {
+		size := rng.Intn(600)
+		if i%7 == 0 {
+			size = rng.Intn(70000)
+		}
+		files = append(files, memFile{Path: fmt.Sprintf("d%d/f%03d", i%9, i), Kind: KindFile, Data: bytes.Repeat([]byte{byte(i) | 1}, size)})
+	}
+	tree, blobs := memTree(t, files, "", testTime)
+	for _, opts := range []Options{{Format: FormatTar}, {Format: FormatFAT}, {Format: FormatFAT, SectorSize: 4096}} {
+		l, _, err := Build(tree, blobs, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := readImage(t, l)
+		var long []Extent
+		for e := range l.Extents() {
+			if e.Kind == ExtentZero && e.Len >= SectorAlign {
+				long = append(long, e)
+			}
+		}
+		if opts.Format == FormatFAT && len(long) == 0 {
+			t.Fatalf("%+v: no zero extent of %d bytes: the test needs some", opts, SectorAlign)
+		}
+		for round := range 400 {
+			off := rng.Int63n(l.Size())
+			end := min(l.Size(), off+1+rng.Int63n(2<<20))
+			if round == 0 {
+				off, end = 0, l.Size()
+			}
+			var found [][2]int64
+			for pos := off; pos < end; {
+				s, n := l.NextHole(pos, end)
+				if n <= 0 {
+					break
+				}
+				if s < pos || s >= end {
+					t.Fatalf("%+v: NextHole(%d, %d) = %d, %d: outside the range", opts, pos, end, s, n)
+				}
+				if en, zero := l.ExtentAt(s); !zero || en != n {
+					t.Fatalf("%+v: NextHole(%d, %d) = %d, %d; ExtentAt there = %d, %v", opts, pos, end, s, n, en, zero)
+				}
+				if !bytes.Equal(img[s:s+n], make([]byte, n)) {
+					t.Fatalf("%+v: NextHole(%d, %d) = %d, %d: not all zeros", opts, pos, end, s, n)
+				}
+				found = append(found, [2]int64{s, s + n})
+				pos = s + n
+			}
+			// Extents merges adjacent zeros: a long run may start with a
+			// short piece, which NextHole skips; it must find the run.
+			for _, e := range long {
+				s, se := max(e.Off, off), min(end, e.Off+e.Len)
+				if se-s < 2*SectorAlign {
+					continue
+				}
+				covered := false
+				for _, h := range found {
+					covered = covered || (h[0] < se && s < h[1])
+				}
+				if !covered {
+					t.Fatalf("%+v: range [%d, %d): zero extent %s at %d (%d bytes) not found (found %v)", opts, off, end, e.Desc, e.Off, e.Len, found)
+				}
+			}
+		}
+	}
+}

@@ -122,6 +122,7 @@ type Layout struct {
 	mof   memberOffsets
 	mend  int64    // where the members end (and the tail starts)
 	zeros []uint64 // bit i set: member i has a zero piece (for ExtentAt)
+	holes []uint64 // bit i set: member i has a zero piece of at least SectorAlign bytes (for NextHole)
 }
 
 var _ Image = (*Layout)(nil)
@@ -502,10 +503,13 @@ func (l *Layout) ExtentAt(off int64) (n int64, zero bool) {
 func (l *Layout) hasZero(i int) bool { return l.zeros[i/64]&(1<<(i%64)) != 0 }
 
 // nextZero is the first member after i with a zero piece, or nmem.
-func (l *Layout) nextZero(i int) int {
+func (l *Layout) nextZero(i int) int { return l.nextSet(l.zeros, i) }
+
+// nextSet is the first member after i whose bit is set in set, or nmem.
+func (l *Layout) nextSet(set []uint64, i int) int {
 	i++
-	for w := i / 64; w < len(l.zeros); w++ {
-		word := l.zeros[w]
+	for w := i / 64; w < len(set); w++ {
+		word := set[w]
 		if w == i/64 {
 			word &^= 1<<(i%64) - 1
 		}
@@ -515,6 +519,64 @@ func (l *Layout) nextZero(i int) int {
 	}
 	return l.nmem
 }
+
+// NextHole returns the first run of zeros that starts in [off, end) at
+// or after a zero extent of at least SectorAlign bytes: its start and its
+// length (as ExtentAt reports it from there), or n 0 when there is none.
+// It is what a read that sends long zero runs as holes needs, at the cost
+// of a few members instead of every member of the range: zero runs made
+// only of shorter extents are not reported (their bytes are sent as
+// data, which is always right).
+func (l *Layout) NextHole(off, end int64) (start, n int64) {
+	if off < 0 || off >= l.size {
+		return 0, 0
+	}
+	var buf [maxPieces]piece
+	for r := l.find(off); r < l.regions(); r++ {
+		i := l.member(r)
+		if i < 0 {
+			e := l.plain(r)
+			if e.Off >= end {
+				return 0, 0
+			}
+			if e.Kind == ExtentZero && e.Len >= SectorAlign {
+				s := max(e.Off, off)
+				if m, zero := l.ExtentAt(s); zero {
+					return s, m
+				}
+			}
+			continue
+		}
+		if !l.hasHole(i) {
+			j := l.nextSet(l.holes, i)
+			if j == l.nmem {
+				r = len(l.head) + l.nmem - 1 // on to the tail
+				continue
+			}
+			i, r = j, len(l.head)+j
+		}
+		pos := l.moff(i)
+		if pos >= end {
+			return 0, 0
+		}
+		for _, pc := range l.tab.pieces(i, buf[:0]) {
+			pend := pos + pc.len
+			if pc.kind == ExtentZero && pc.len >= SectorAlign && pend > off {
+				s := max(pos, off)
+				if s >= end {
+					return 0, 0
+				}
+				if m, zero := l.ExtentAt(s); zero {
+					return s, m
+				}
+			}
+			pos = pend
+		}
+	}
+	return 0, 0
+}
+
+func (l *Layout) hasHole(i int) bool { return l.holes[i/64]&(1<<(i%64)) != 0 }
 
 // Builder appends extents in order to make a Layout. Its invariants
 // (contiguous, sorted, non-empty extents) hold by construction.
@@ -526,6 +588,7 @@ type Builder struct {
 	moffs   []int64
 	mof     memberOffsets
 	zeros   []uint64
+	holes   []uint64
 	pos     int64
 	mend    int64
 	err     error // first overflow; the Layout is then not to be used
@@ -583,6 +646,7 @@ func (b *Builder) members(tab memberTable, n int) {
 		b.moffs = make([]int64, 0, n)
 	}
 	b.zeros = make([]uint64, (n+63)/64)
+	b.holes = make([]uint64, (n+63)/64)
 	var buf [maxPieces]piece
 	for i := range n {
 		off := b.pos
@@ -596,6 +660,9 @@ func (b *Builder) members(tab memberTable, n int) {
 			}
 			if z {
 				b.zeros[i/64] |= 1 << (i % 64)
+				if p.len >= SectorAlign {
+					b.holes[i/64] |= 1 << (i % 64)
+				}
 			}
 			prevZero = z
 			if p.len > math.MaxInt64-SectorAlign-b.pos-ln {
@@ -653,7 +720,7 @@ func (b *Builder) Layout(blobs BlobReader) *Layout {
 		l.head = slices.Clip(b.extents)
 	} else {
 		l.head, l.tail = slices.Clip(b.head), slices.Clip(b.extents)
-		l.tab, l.nmem, l.moffs, l.mof, l.mend, l.zeros = b.tab, b.nmem, b.moffs, b.mof, b.mend, b.zeros
+		l.tab, l.nmem, l.moffs, l.mof, l.mend, l.zeros, l.holes = b.tab, b.nmem, b.moffs, b.mof, b.mend, b.zeros, b.holes
 	}
 	*b = Builder{}
 	return l
