@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -189,4 +190,25 @@ func commonDir(dir string) string {
 // atPath adds to an object error where in the tree the object is.
 func atPath(path string, err error) error {
 	return fmt.Errorf("gitfs: at %q: %w", path, err)
+}
+
+var _ imager.BlobBatchReader = (*Repo)(nil)
+
+// readsPool holds the object store's side of ReadBlobs' batches.
+var readsPool = sync.Pool{New: func() any { return new([]odb.BlobRead) }}
+
+// ReadBlobs serves many blob reads at once (see odb.Store.ReadBlobs).
+func (r *Repo) ReadBlobs(reads []imager.BlobRead) {
+	bp := readsPool.Get().(*[]odb.BlobRead)
+	rs := slices.Grow((*bp)[:0], len(reads))[:len(reads)]
+	for k := range reads {
+		rs[k] = odb.BlobRead{ID: plumbing.Hash(reads[k].ID), P: reads[k].P, Off: reads[k].Off}
+	}
+	r.store.ReadBlobs(rs)
+	for k := range reads {
+		reads[k].N, reads[k].Err = rs[k].N, rs[k].Err
+	}
+	clear(rs)
+	*bp = rs[:0]
+	readsPool.Put(bp)
 }

@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"slices"
 	"sort"
+	"sync"
 )
 
 // SectorAlign is the boundary every image is padded to: Mirage's blkfront
@@ -121,6 +122,7 @@ type Layout struct {
 	mof   memberOffsets
 	mend  int64    // where the members end (and the tail starts)
 	zeros []uint64 // bit i set: member i has a zero piece (for ExtentAt)
+	holes []uint64 // bit i set: member i has a zero piece of at least SectorAlign bytes (for NextHole)
 }
 
 var _ Image = (*Layout)(nil)
@@ -225,6 +227,46 @@ func (l *Layout) Extents() iter.Seq[Extent] {
 	}
 }
 
+// BlobRead is one read of a batch: len(P) bytes of blob ID from offset
+// Off. The batch reader sets N and Err as io.ReaderAt.ReadAt would.
+type BlobRead struct {
+	ID  BlobID
+	P   []byte
+	Off int64
+	N   int
+	Err error
+}
+
+// BlobBatchReader is a BlobReader that can serve many reads at once, which
+// a read across many small members needs: looked up, read and inflated
+// together, they cost one pass over the object store instead of one each.
+// ReadBlobs must leave every read as ReadBlob would (it may serve some of
+// them through ReadBlob).
+type BlobBatchReader interface {
+	BlobReader
+	ReadBlobs(reads []BlobRead)
+}
+
+// minBatch is the fewest blob reads worth a batch.
+const minBatch = 4
+
+// batchPool holds the slices of blob reads that ReadAt collects.
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+// batch is the blob reads of one ReadAt, and where each sits in its p.
+type batch struct {
+	reads []BlobRead
+	at    []batchAt
+}
+
+// batchAt places a read of a batch: at p[pos:] of the ReadAt, for member i's
+// piece part.
+type batchAt struct {
+	pos  int
+	i    int
+	part uint8
+}
+
 // ReadAt reads image bytes as io.ReaderAt does. An error reading a blob
 // names the extent (path) and the blob id.
 func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
@@ -241,10 +283,16 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 	if rest := l.size - off; int64(want) > rest {
 		want = int(rest)
 	}
+	var bt *batch
+	if _, ok := l.blobs.(BlobBatchReader); ok && l.nmem > 0 {
+		bt = batchPool.Get().(*batch)
+		defer bt.release()
+	}
+	start := off
 	n := 0
 	for r := l.find(off); n < want; r++ {
 		if i := l.member(r); i >= 0 {
-			m, err := l.readMember(i, p[n:want], off)
+			m, err := l.readMember(i, p[n:want], off, bt, int(off-start))
 			n += m
 			off += int64(m)
 			if err != nil {
@@ -259,10 +307,13 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 			chunk = chunk[:e.Len-rel]
 		}
 		if err := e.read(l.blobs, chunk, rel); err != nil {
-			return n, err
+			return l.finishBatch(bt, p, n, err)
 		}
 		n += len(chunk)
 		off += int64(len(chunk))
+	}
+	if m, err := l.finishBatch(bt, p, n, nil); err != nil {
+		return m, err
 	}
 	if n < len(p) {
 		return n, io.EOF
@@ -270,9 +321,48 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// finishBatch serves the blob reads ReadAt collected in bt, the ReadAt
+// having filled n bytes of p otherwise (or failed there with err): reads
+// the batch left unfinished are finished one by one, so that a failure is
+// the error ReadBlob gives, at the first bad read's place.
+func (l *Layout) finishBatch(bt *batch, p []byte, n int, err error) (int, error) {
+	if bt == nil || len(bt.reads) == 0 {
+		return n, err
+	}
+	reads := bt.reads
+	if len(reads) >= minBatch {
+		l.blobs.(BlobBatchReader).ReadBlobs(reads)
+	}
+	for k := range reads {
+		rd := &reads[k]
+		if rd.N == len(rd.P) && len(reads) >= minBatch {
+			continue
+		}
+		got := 0
+		if len(reads) >= minBatch {
+			got = max(0, min(rd.N, len(rd.P)))
+		}
+		if _, rerr := readFull(func(q []byte, o int64) (int, error) {
+			return l.blobs.ReadBlob(rd.ID, q, o)
+		}, rd.P[got:], rd.Off+int64(got)); rerr != nil {
+			at := bt.at[k]
+			return at.pos, fmt.Errorf("imager: %s (blob %s): %w", l.tab.desc(at.i, at.part), rd.ID, rerr)
+		}
+	}
+	return n, err
+}
+
+func (bt *batch) release() {
+	clear(bt.reads) // drop references to the caller's buffers
+	bt.reads, bt.at = bt.reads[:0], bt.at[:0]
+	batchPool.Put(bt)
+}
+
 // readMember fills p with member i's bytes from off, as far as the member
-// goes, and returns how many it filled.
-func (l *Layout) readMember(i int, p []byte, off int64) (int, error) {
+// goes, and returns how many it filled. With a batch, blob pieces are
+// added to it (pos is where p starts in the ReadAt's buffer) instead of
+// read.
+func (l *Layout) readMember(i int, p []byte, off int64, bt *batch, pos int) (int, error) {
 	var buf [maxPieces]piece
 	start := l.moff(i)
 	n := 0
@@ -297,6 +387,11 @@ func (l *Layout) readMember(i int, p []byte, off int64) (int, error) {
 			clear(chunk)
 		case ExtentBlob:
 			id := l.tab.blob(i)
+			if bt != nil {
+				bt.reads = append(bt.reads, BlobRead{ID: id, P: chunk, Off: rel})
+				bt.at = append(bt.at, batchAt{pos: pos + n, i: i, part: pc.part})
+				break
+			}
 			if _, err := readFull(func(q []byte, o int64) (int, error) {
 				return l.blobs.ReadBlob(id, q, o)
 			}, chunk, rel); err != nil {
@@ -408,10 +503,13 @@ func (l *Layout) ExtentAt(off int64) (n int64, zero bool) {
 func (l *Layout) hasZero(i int) bool { return l.zeros[i/64]&(1<<(i%64)) != 0 }
 
 // nextZero is the first member after i with a zero piece, or nmem.
-func (l *Layout) nextZero(i int) int {
+func (l *Layout) nextZero(i int) int { return l.nextSet(l.zeros, i) }
+
+// nextSet is the first member after i whose bit is set in set, or nmem.
+func (l *Layout) nextSet(set []uint64, i int) int {
 	i++
-	for w := i / 64; w < len(l.zeros); w++ {
-		word := l.zeros[w]
+	for w := i / 64; w < len(set); w++ {
+		word := set[w]
 		if w == i/64 {
 			word &^= 1<<(i%64) - 1
 		}
@@ -421,6 +519,64 @@ func (l *Layout) nextZero(i int) int {
 	}
 	return l.nmem
 }
+
+// NextHole returns the first run of zeros that starts in [off, end) at
+// or after a zero extent of at least SectorAlign bytes: its start and its
+// length (as ExtentAt reports it from there), or n 0 when there is none.
+// It is what a read that sends long zero runs as holes needs, at the cost
+// of a few members instead of every member of the range: zero runs made
+// only of shorter extents are not reported (their bytes are sent as
+// data, which is always right).
+func (l *Layout) NextHole(off, end int64) (start, n int64) {
+	if off < 0 || off >= l.size {
+		return 0, 0
+	}
+	var buf [maxPieces]piece
+	for r := l.find(off); r < l.regions(); r++ {
+		i := l.member(r)
+		if i < 0 {
+			e := l.plain(r)
+			if e.Off >= end {
+				return 0, 0
+			}
+			if e.Kind == ExtentZero && e.Len >= SectorAlign {
+				s := max(e.Off, off)
+				if m, zero := l.ExtentAt(s); zero {
+					return s, m
+				}
+			}
+			continue
+		}
+		if !l.hasHole(i) {
+			j := l.nextSet(l.holes, i)
+			if j == l.nmem {
+				r = len(l.head) + l.nmem - 1 // on to the tail
+				continue
+			}
+			i, r = j, len(l.head)+j
+		}
+		pos := l.moff(i)
+		if pos >= end {
+			return 0, 0
+		}
+		for _, pc := range l.tab.pieces(i, buf[:0]) {
+			pend := pos + pc.len
+			if pc.kind == ExtentZero && pc.len >= SectorAlign && pend > off {
+				s := max(pos, off)
+				if s >= end {
+					return 0, 0
+				}
+				if m, zero := l.ExtentAt(s); zero {
+					return s, m
+				}
+			}
+			pos = pend
+		}
+	}
+	return 0, 0
+}
+
+func (l *Layout) hasHole(i int) bool { return l.holes[i/64]&(1<<(i%64)) != 0 }
 
 // Builder appends extents in order to make a Layout. Its invariants
 // (contiguous, sorted, non-empty extents) hold by construction.
@@ -432,6 +588,7 @@ type Builder struct {
 	moffs   []int64
 	mof     memberOffsets
 	zeros   []uint64
+	holes   []uint64
 	pos     int64
 	mend    int64
 	err     error // first overflow; the Layout is then not to be used
@@ -489,6 +646,7 @@ func (b *Builder) members(tab memberTable, n int) {
 		b.moffs = make([]int64, 0, n)
 	}
 	b.zeros = make([]uint64, (n+63)/64)
+	b.holes = make([]uint64, (n+63)/64)
 	var buf [maxPieces]piece
 	for i := range n {
 		off := b.pos
@@ -502,6 +660,9 @@ func (b *Builder) members(tab memberTable, n int) {
 			}
 			if z {
 				b.zeros[i/64] |= 1 << (i % 64)
+				if p.len >= SectorAlign {
+					b.holes[i/64] |= 1 << (i % 64)
+				}
 			}
 			prevZero = z
 			if p.len > math.MaxInt64-SectorAlign-b.pos-ln {
@@ -559,7 +720,7 @@ func (b *Builder) Layout(blobs BlobReader) *Layout {
 		l.head = slices.Clip(b.extents)
 	} else {
 		l.head, l.tail = slices.Clip(b.head), slices.Clip(b.extents)
-		l.tab, l.nmem, l.moffs, l.mof, l.mend, l.zeros = b.tab, b.nmem, b.moffs, b.mof, b.mend, b.zeros
+		l.tab, l.nmem, l.moffs, l.mof, l.mend, l.zeros, l.holes = b.tab, b.nmem, b.moffs, b.mof, b.mend, b.zeros, b.holes
 	}
 	*b = Builder{}
 	return l

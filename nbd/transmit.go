@@ -112,6 +112,9 @@ func (cn *conn) request(r request) error {
 		case r.length > maxPayload:
 			return cn.fail(r, errInval, fmt.Sprintf("read of %d bytes exceeds the maximum payload of %d", r.length, maxPayload))
 		}
+		if r.length <= inlineReadMax {
+			return cn.inline(r, int64(r.length)+maxReplyHeaderRoom, cn.serveRead)
+		}
 		return cn.dispatch(r, int64(r.length)+maxReplyHeaderRoom, cn.serveRead)
 	case cmdBlockStatus:
 		switch {
@@ -215,6 +218,39 @@ func (cn *conn) dispatch(r request, cost int64, serve func(request) (int64, erro
 		n, err := serve(r)
 		cn.observe(r, n, err)
 	}()
+	return nil
+}
+
+// inlineReadMax is the longest read answered by the goroutine that reads
+// requests rather than by a worker: a small read of cached data takes a
+// few microseconds, less than handing it to another goroutine and waking
+// it (random 4 KiB reads spent most of their time in the scheduler).
+// Longer reads go to workers, so that a copy of many parts at once uses
+// every core.
+const inlineReadMax = 64 << 10
+
+// inline runs serve(r) on the calling goroutine once the limiters grant
+// cost bytes, with the guarantees of dispatch: buffer budgets, a panic
+// answered as NBD_EIO, the request observed.
+func (cn *conn) inline(r request, cost int64, serve func(request) (int64, error)) error {
+	if !cn.lim.acquire(cost) {
+		return errStopped
+	}
+	global := cn.srv.global
+	global.acquire(cost)
+	defer cn.lim.release(cost)
+	defer global.release(cost)
+	if cn.stopping.Load() {
+		return errStopped
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			cn.log.Error("nbd: panic serving a request", "panic", v, "stack", string(debug.Stack()))
+			cn.fail(r, errIO, "internal server error")
+		}
+	}()
+	n, err := serve(r)
+	cn.observe(r, n, err)
 	return nil
 }
 
@@ -376,7 +412,11 @@ func (cn *conn) serveSparseRead(r request, ei ExtentImage) (sent bool, n int64, 
 	off, end := int64(r.off), int64(r.off)+int64(r.length)
 	var segs []segment
 	holes, dataLen := false, 0
-	for pos := off; pos < end; {
+	hf, found := ei.(holeFinder)
+	if found {
+		segs, holes, dataLen = holeSegments(hf, off, end)
+	}
+	for pos := off; pos < end && !found; {
 		n, zero := cn.runs.extentAt(ei, pos, cn.cur.size)
 		if n <= 0 || n > end-pos {
 			if n <= 0 {
@@ -436,6 +476,48 @@ func (cn *conn) serveSparseRead(r request, ei ExtentImage) (sent bool, n int64, 
 	}
 	cn.bytes.Add(int64(r.length))
 	return true, int64(r.length), nil
+}
+
+// holeFinder is an ExtentImage that can find the next long zero run
+// itself (imager.Layout): a read of many small members then costs a few
+// lookups, not one ExtentAt per member. NextHole returns the first zero
+// run starting in [off, end) that it reports, or n 0; it may leave out
+// runs, whose bytes are then sent as data.
+type holeFinder interface {
+	NextHole(off, end int64) (start, n int64)
+}
+
+// holeSegments splits [off, end) into data and holes of at least
+// minHoleChunk bytes found by hf, as serveSparseRead sends them.
+func holeSegments(hf holeFinder, off, end int64) (segs []segment, holes bool, dataLen int) {
+	data := func(from, to int64) {
+		if to <= from {
+			return
+		}
+		dataLen += int(to - from)
+		if k := len(segs) - 1; k >= 0 && !segs[k].zero {
+			segs[k].n += int(to - from)
+			return
+		}
+		segs = append(segs, segment{off: from, n: int(to - from)})
+	}
+	for pos := off; pos < end; {
+		hs, hn := hf.NextHole(pos, end)
+		if hn <= 0 || hs < pos || hs >= end {
+			data(pos, end)
+			break
+		}
+		hn = min(hn, end-hs)
+		if hn < minHoleChunk {
+			data(pos, hs+hn)
+		} else {
+			data(pos, hs)
+			segs = append(segs, segment{off: hs, n: int(hn), zero: true})
+			holes = true
+		}
+		pos = hs + hn
+	}
+	return segs, holes, dataLen
 }
 
 // serveBlockStatus answers base:allocation for a validated range: zero runs

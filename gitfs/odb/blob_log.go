@@ -1,8 +1,10 @@
 package odb
 
 import (
+	"cmp"
 	"io"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -47,6 +49,11 @@ func (l *blobLog) readAt(id plumbing.Hash, p []byte, off int64) (n int, ok bool,
 	if !ok {
 		return 0, false, nil
 	}
+	return l.readAtLocked(ref, p, off)
+}
+
+// readAtLocked is readAt of the blob at ref; l.mu is held.
+func (l *blobLog) readAtLocked(ref logRef, p []byte, off int64) (n int, ok bool, err error) {
 	if off >= ref.n {
 		return 0, true, io.EOF
 	}
@@ -62,6 +69,74 @@ func (l *blobLog) readAt(id plumbing.Hash, p []byte, off int64) (n int, ok bool,
 		return n, true, io.EOF
 	}
 	return n, true, nil
+}
+
+// readMany serves the reads ks of reads that the log holds, and appends
+// the others to rest. Reads of whole blobs that lie one after another in
+// the log (they were dropped from memory together, in the order they were
+// read) are served with one preadv into their buffers.
+func (l *blobLog) readMany(reads []BlobRead, ks []int, rest []int, scratch *[]logHit) []int {
+	if l == nil {
+		return append(rest, ks...)
+	}
+	hits := (*scratch)[:0]
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, k := range ks {
+		ref, ok := l.index[reads[k].ID]
+		if !ok {
+			rest = append(rest, k)
+			continue
+		}
+		hits = append(hits, logHit{k: k, ref: ref})
+	}
+	slices.SortFunc(hits, func(a, b logHit) int { return cmp.Compare(a.ref.off, b.ref.off) })
+	var iov [][]byte
+	for i := 0; i < len(hits); {
+		j := i
+		iov = iov[:0]
+		for j < len(hits) && hits[j].whole(reads) && (j == i || hits[j].ref.off == hits[j-1].ref.off+hits[j-1].ref.n) && len(iov) < maxIOV {
+			iov = append(iov, reads[hits[j].k].P)
+			j++
+		}
+		if len(iov) < 2 {
+			rd := &reads[hits[i].k]
+			if n, ok, err := l.readAtLocked(hits[i].ref, rd.P, rd.Off); ok {
+				rd.N, rd.Err = n, err
+			} else {
+				rest = append(rest, hits[i].k)
+			}
+			i++
+			continue
+		}
+		if err := preadvFull(l.f, iov, hits[i].ref.off); err != nil {
+			for _, h := range hits[i:j] {
+				rest = append(rest, h.k) // fall back to git, as readAt does
+			}
+		} else {
+			for _, h := range hits[i:j] {
+				reads[h.k].N, reads[h.k].Err = len(reads[h.k].P), nil
+			}
+		}
+		i = j
+	}
+	*scratch = hits[:0]
+	return rest
+}
+
+// maxIOV bounds the buffers of one preadv (Linux's UIO_MAXIOV is 1024).
+const maxIOV = 1024
+
+// logHit is read k of a batch, held in the log at ref.
+type logHit struct {
+	k   int
+	ref logRef
+}
+
+// whole reports whether the read wants exactly the whole blob.
+func (h logHit) whole(reads []BlobRead) bool {
+	rd := &reads[h.k]
+	return rd.Off == 0 && int64(len(rd.P)) == h.ref.n
 }
 
 // has reports whether the log holds blob id.
@@ -93,28 +168,57 @@ func (l *blobLog) put(blobs []*memBlob) {
 		}
 		l.f = f
 	}
+	// Blobs are appended in one write per chunk of them: a memory cache
+	// of tiny blobs drops thousands at a time.
+	bufp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bufp)
+	pend, pendOff := (*bufp)[:0], l.end
+	flush := func() bool {
+		if len(pend) > 0 {
+			if _, err := l.f.WriteAt(pend, pendOff); err != nil {
+				l.bad = true
+				l.index = map[plumbing.Hash]logRef{}
+				return false
+			}
+		}
+		pend, pendOff = pend[:0], l.end
+		return true
+	}
 	for _, b := range blobs {
 		n := int64(len(b.data))
 		if _, ok := l.index[b.id]; ok || n == 0 || n > l.max {
 			continue
 		}
 		if l.end+n > l.max {
+			if !flush() {
+				return
+			}
 			// Start over: drop the index; readers are excluded by mu.
 			l.index = map[plumbing.Hash]logRef{}
-			l.end = 0
+			l.end, pendOff = 0, 0
 			if err := l.f.Truncate(0); err != nil {
 				l.bad = true
 				return
 			}
 		}
-		if _, err := l.f.WriteAt(b.data, l.end); err != nil {
+		if n > int64(cap(pend)-len(pend)) {
+			if !flush() {
+				return
+			}
+		}
+		if n <= int64(cap(pend)) {
+			pend = append(pend, b.data...)
+		} else if _, err := l.f.WriteAt(b.data, l.end); err != nil {
 			l.bad = true
 			l.index = map[plumbing.Hash]logRef{}
 			return
+		} else {
+			pendOff = l.end + n
 		}
 		l.index[b.id] = logRef{off: l.end, n: n}
 		l.end += n
 	}
+	flush()
 }
 
 // close drops the log file.

@@ -57,9 +57,9 @@ type blobCache struct {
 	closed   atomic.Bool
 
 	mu       sync.Mutex
-	mem      map[plumbing.Hash]*list.Element // of *memBlob
-	memLRU   list.List
-	memBytes int64
+	mem      map[plumbing.Hash]*memBlob
+	memLRU   memList
+	memBytes int64                           // data and memEntryCost per blob
 	log      *blobLog                        // small blobs dropped from mem; nil without a disk cache
 	spills   map[plumbing.Hash]*list.Element // of *spill
 	spillLRU list.List
@@ -108,10 +108,58 @@ func (db *Store) Stats() Stats {
 	return st
 }
 
-// memBlob is a small blob held whole.
+// memBlob is a small blob held whole, on the LRU list.
 type memBlob struct {
-	id   plumbing.Hash
-	data []byte
+	id         plumbing.Hash
+	data       []byte
+	prev, next *memBlob
+}
+
+// memEntryCost is what the memory cache counts for a blob besides its
+// bytes: its memBlob and its share of the map, so that a tree of many tiny
+// files cannot make the cache hold several times its bound.
+const memEntryCost = 128
+
+// memEvictTo: when the memory cache is full it drops blobs down to
+// memEvictTo/memEvictOf of its bound at once, so that the blob log gets
+// them in batches (a few writes) rather than one write each.
+const memEvictTo, memEvictOf = 15, 16
+
+// memList is an intrusive doubly linked LRU list of memBlobs, most
+// recently used first.
+type memList struct {
+	head, tail *memBlob
+}
+
+func (l *memList) pushFront(b *memBlob) {
+	b.prev, b.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = b
+	} else {
+		l.tail = b
+	}
+	l.head = b
+}
+
+func (l *memList) remove(b *memBlob) {
+	if b.prev != nil {
+		b.prev.next = b.next
+	} else {
+		l.head = b.next
+	}
+	if b.next != nil {
+		b.next.prev = b.prev
+	} else {
+		l.tail = b.prev
+	}
+	b.prev, b.next = nil, nil
+}
+
+func (l *memList) moveToFront(b *memBlob) {
+	if l.head != b {
+		l.remove(b)
+		l.pushFront(b)
+	}
 }
 
 func newBlobCache(db *Store, opts Options) (*blobCache, error) {
@@ -120,7 +168,7 @@ func newBlobCache(db *Store, opts Options) (*blobCache, error) {
 		memMax:  opts.CacheSize,
 		diskMax: opts.DiskCacheSize,
 		dir:     opts.CacheDir,
-		mem:     map[plumbing.Hash]*list.Element{},
+		mem:     map[plumbing.Hash]*memBlob{},
 		spills:  map[plumbing.Hash]*list.Element{},
 	}
 	if c.memMax <= 0 {
@@ -149,9 +197,9 @@ func newBlobCache(db *Store, opts Options) (*blobCache, error) {
 func (c *blobCache) getMem(id plumbing.Hash) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.mem[id]; ok {
-		c.memLRU.MoveToFront(e)
-		return e.Value.(*memBlob).data, true
+	if b, ok := c.mem[id]; ok {
+		c.memLRU.moveToFront(b)
+		return b.data, true
 	}
 	return nil, false
 }
@@ -160,7 +208,8 @@ func (c *blobCache) getMem(id plumbing.Hash) ([]byte, bool) {
 // within the bound.
 // Dropped blobs go to the on-disk log, written after c.mu is released.
 func (c *blobCache) putMem(id plumbing.Hash, data []byte) {
-	if int64(len(data)) > c.memMax || c.closed.Load() {
+	cost := int64(len(data)) + memEntryCost
+	if cost > c.memMax || c.closed.Load() {
 		return
 	}
 	c.mu.Lock()
@@ -169,18 +218,23 @@ func (c *blobCache) putMem(id plumbing.Hash, data []byte) {
 		return
 	}
 	var dropped []*memBlob
-	for c.memBytes+int64(len(data)) > c.memMax {
-		back := c.memLRU.Back()
-		if back == nil {
-			break
+	if c.memBytes+cost > c.memMax {
+		room := c.memMax / memEvictOf * memEvictTo
+		for c.memBytes+cost > room {
+			b := c.memLRU.tail
+			if b == nil {
+				break
+			}
+			c.memLRU.remove(b)
+			delete(c.mem, b.id)
+			c.memBytes -= int64(len(b.data)) + memEntryCost
+			dropped = append(dropped, b)
 		}
-		b := c.memLRU.Remove(back).(*memBlob)
-		delete(c.mem, b.id)
-		c.memBytes -= int64(len(b.data))
-		dropped = append(dropped, b)
 	}
-	c.mem[id] = c.memLRU.PushFront(&memBlob{id: id, data: data})
-	c.memBytes += int64(len(data))
+	b := &memBlob{id: id, data: data}
+	c.mem[id] = b
+	c.memLRU.pushFront(b)
+	c.memBytes += cost
 	c.mu.Unlock()
 	c.log.put(dropped)
 }
@@ -331,8 +385,8 @@ func (c *blobCache) close() error {
 	}
 	c.spills = map[plumbing.Hash]*list.Element{}
 	c.spillLRU.Init()
-	c.mem = map[plumbing.Hash]*list.Element{}
-	c.memLRU.Init()
+	c.mem = map[plumbing.Hash]*memBlob{}
+	c.memLRU = memList{}
 	c.memBytes, c.diskUsed = 0, 0
 	c.mu.Unlock()
 	c.log.close()

@@ -28,8 +28,8 @@ func TestCacheBounds(t *testing.T) {
 	c.mu.Lock()
 	mem, disk, spills, streams := c.memBytes, c.diskUsed, len(c.spills), c.streams
 	var sum int64
-	for _, e := range c.mem {
-		sum += int64(len(e.Value.(*memBlob).data))
+	for _, b := range c.mem {
+		sum += int64(len(b.data)) + memEntryCost
 	}
 	c.mu.Unlock()
 	if mem > memMax || mem != sum || mem == 0 {

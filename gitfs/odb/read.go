@@ -25,6 +25,13 @@ type directBlob struct {
 	data []byte
 	rc   io.ReadCloser
 	size int64
+	at   *packedAt // a stream of a whole object in a pack: where
+}
+
+// packedAt is where a blob lies in a pack as a whole object (no delta).
+type packedAt struct {
+	p *pack
+	e packEntry
 }
 
 // readDirect opens blob h without go-git: read whole into data when it is
@@ -115,7 +122,11 @@ func (db *Store) readPacked(packs []*pack, p *pack, off int64, h plumbing.Hash, 
 	if err != nil {
 		return directBlob{}, err
 	}
-	return openedBlob(rc, size, smallMax)
+	b, err := openedBlob(rc, size, smallMax)
+	if err == nil && b.rc != nil && e.typ == packBlob {
+		b.at = &packedAt{p: p, e: *e}
+	}
+	return b, err
 }
 
 // openPackEntry opens the content of blob h, at pack entry off of p
@@ -195,14 +206,16 @@ func (db *Store) openBlob(h plumbing.Hash, smallMax int64) (directBlob, error) {
 const wholeDeltaMax = 1 << 20
 
 // readNewSpill serves a first read of big blob id (size bytes) whose
-// stream rc was just opened: it becomes the spill's stream unless another
-// reader got there first.
-func (c *blobCache) readNewSpill(id plumbing.Hash, size int64, rc io.ReadCloser, p []byte, off int64) (int, error) {
+// stream rc was just opened (at says where it lies when it is a whole
+// object in a pack): it becomes the spill's stream unless another reader
+// got there first.
+func (c *blobCache) readNewSpill(id plumbing.Hash, size int64, rc io.ReadCloser, at *packedAt, p []byte, off int64) (int, error) {
 	s := c.addSpill(&spill{id: id, size: size})
 	defer c.unref(s)
 	s.mu.Lock()
 	if s.rc == nil && s.pos == 0 && s.filled.Load() == 0 {
 		s.rc = rc // hand our fresh stream to the new spill
+		s.at = at
 		s.mu.Unlock()
 		c.streamOpened(s)
 	} else {

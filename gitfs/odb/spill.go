@@ -23,9 +23,10 @@ type spill struct {
 	failed atomic.Pointer[error] // the blob was found damaged: every read fails
 	refs   int                   // guarded by blobCache.mu
 
-	mu  sync.Mutex    // guards rc, pos and growing f
+	mu  sync.Mutex    // guards rc, pos, at and growing f
 	rc  io.ReadCloser // open inflate stream, or nil
 	pos int64         // position of rc in the blob
+	at  *packedAt     // the blob is a whole object there: fillWhole may inflate it at once
 }
 
 // readAt serves a read from the spill, growing it as needed.
@@ -68,6 +69,12 @@ func (s *spill) readAt(c *blobCache, p []byte, off int64) (int, error) {
 func (s *spill) grow(c *blobCache, end int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if at := s.at; at != nil {
+		s.at = nil
+		if s.filled.Load() == 0 && s.fillWhole(c, at) {
+			return nil
+		}
+	}
 	bufp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bufp)
 	buf := *bufp

@@ -135,7 +135,7 @@ func (db *Store) ReadBlob(id plumbing.Hash, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	if b.rc != nil {
-		return c.miss(c.readNewSpill(id, b.size, b.rc, p, off))
+		return c.miss(c.readNewSpill(id, b.size, b.rc, b.at, p, off))
 	}
 	c.putMem(id, b.data)
 	return c.miss(copyAt(b.data, p, off))

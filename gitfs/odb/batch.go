@@ -1,0 +1,188 @@
+package odb
+
+import (
+	"cmp"
+	"errors"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/gitblk/gitblk/internal/inflate"
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// A read across many small files (a tar or FAT image read front to back)
+// asks for many small blobs at once. Read one by one, each costs a lookup
+// in the caches under their lock, a pread of its pack entry's header and
+// another of its data; read as a batch, the caches are asked under one
+// lock and the blobs that are small whole objects in a pack are read with
+// one pread per run of nearby entries (git writes a commit's blobs close
+// together, in tree order), then inflated from that buffer.
+
+// BlobRead is one read of a batch: len(P) bytes of blob ID at offset Off.
+// ReadBlobs sets N and Err as ReadBlob would return them.
+type BlobRead struct {
+	ID  plumbing.Hash
+	P   []byte
+	Off int64
+	N   int
+	Err error
+}
+
+// Batch reads are shaped by these.
+const (
+	// batchSpan bounds the pack bytes one pread of a run covers.
+	batchSpan = 256 << 10
+	// batchGap: entries further apart than this start a new run.
+	batchGap = 32 << 10
+	// batchTail is read past a run's last entry for its data; an entry
+	// whose data goes on further is read alone.
+	batchTail = 8 << 10
+)
+
+// ReadBlobs serves many reads at once, each as ReadBlob would. It is safe
+// for many concurrent callers.
+func (db *Store) ReadBlobs(reads []BlobRead) {
+	c := db.blobs
+	if c.closed.Load() {
+		for k := range reads {
+			reads[k].N, reads[k].Err = 0, ErrClosed
+		}
+		return
+	}
+	w := batchWorkPool.Get().(*batchWork)
+	defer w.release()
+
+	// Blobs held in memory, under one lock.
+	c.mu.Lock()
+	for k := range reads {
+		rd := &reads[k]
+		if rd.Off < 0 {
+			w.alone = append(w.alone, k)
+			continue
+		}
+		if b, ok := c.mem[rd.ID]; ok {
+			c.memLRU.moveToFront(b)
+			rd.N, rd.Err = copyAt(b.data, rd.P, rd.Off)
+			continue
+		}
+		if _, ok := c.spills[rd.ID]; ok {
+			w.alone = append(w.alone, k)
+			continue
+		}
+		w.miss = append(w.miss, k)
+	}
+	c.mu.Unlock()
+
+	// Then the blob log, and where each other blob lies in the packs.
+	packs, err := db.packs.current()
+	if err != nil {
+		packs = nil
+	}
+	w.unlogged = c.log.readMany(reads, w.miss, w.unlogged, &w.hits)
+	for _, k := range w.unlogged {
+		rd := &reads[k]
+		if pi, off, ok := findPack(packs, rd.ID); ok {
+			w.cands = append(w.cands, batchCand{k: k, pi: pi, off: off})
+			continue
+		}
+		w.alone = append(w.alone, k)
+	}
+	slices.SortFunc(w.cands, func(a, b batchCand) int {
+		if a.pi != b.pi {
+			return cmp.Compare(a.pi, b.pi)
+		}
+		return cmp.Compare(a.off, b.off)
+	})
+	for i := 0; i < len(w.cands); {
+		j := i + 1
+		for j < len(w.cands) && w.cands[j].pi == w.cands[i].pi &&
+			w.cands[j].off-w.cands[j-1].off <= batchGap && w.cands[j].off-w.cands[i].off <= batchSpan {
+			j++
+		}
+		w.alone = db.readRun(reads, packs[w.cands[i].pi], w.cands[i:j], w.alone)
+		i = j
+	}
+	// The rest (cached big blobs, deltas, loose objects, anything the
+	// run could not finish) one by one.
+	for _, k := range w.alone {
+		rd := &reads[k]
+		rd.N, rd.Err = db.ReadBlob(rd.ID, rd.P, rd.Off)
+	}
+}
+
+// readRun reads the pack entries of run (in p, sorted by offset) with
+// one pread and serves those that are small whole blobs; it appends the
+// others to alone and returns it.
+func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int) []int {
+	c := db.blobs
+	start := run[0].off
+	bp := getBuf(int(run[len(run)-1].off-start) + batchTail)
+	defer putBuf(bp)
+	buf := *bp
+	n, err := p.f.ReadAt(buf, start)
+	if err != nil && !errors.Is(err, io.EOF) {
+		n = 0 // closed under us by a reload, say: one by one
+	}
+	buf = buf[:n]
+	for _, cd := range run {
+		rel := cd.off - start
+		if rel >= int64(len(buf)) {
+			alone = append(alone, cd.k)
+			continue
+		}
+		e, err := parsePackEntry(buf[rel:min(int64(len(buf)), rel+packEntryHeaderMax)], cd.off)
+		if err != nil || e.typ != packBlob || e.size > c.smallMax {
+			alone = append(alone, cd.k)
+			continue
+		}
+		data := make([]byte, e.size)
+		if _, err := inflate.Whole(data, buf[e.dataOff-start:]); err != nil {
+			// Cut short by the buffer's end, or damaged: ReadBlob reads
+			// it alone and says which.
+			alone = append(alone, cd.k)
+			continue
+		}
+		c.putMem(reads[cd.k].ID, data)
+		rd := &reads[cd.k]
+		rd.N, rd.Err = copyAt(data, rd.P, rd.Off)
+	}
+	return alone
+}
+
+// batchCand is read k of a batch, whose blob is at pack entry off of
+// packs[pi].
+type batchCand struct {
+	k   int
+	pi  int
+	off int64
+}
+
+// findPack is findIn, saying which of packs holds h.
+func findPack(packs []*pack, h plumbing.Hash) (int, int64, bool) {
+	p, off, ok := findIn(packs, h)
+	if !ok {
+		return 0, 0, false
+	}
+	for i := range packs {
+		if packs[i] == p {
+			return i, off, true
+		}
+	}
+	return 0, 0, false
+}
+
+// batchWork is the scratch space of one ReadBlobs.
+type batchWork struct {
+	miss, unlogged, alone []int
+	cands                 []batchCand
+	hits                  []logHit
+}
+
+var batchWorkPool = sync.Pool{New: func() any { return new(batchWork) }}
+
+func (w *batchWork) release() {
+	clear(w.cands)
+	w.miss, w.unlogged, w.alone, w.cands, w.hits = w.miss[:0], w.unlogged[:0], w.alone[:0], w.cands[:0], w.hits[:0]
+	batchWorkPool.Put(w)
+}

@@ -1,0 +1,74 @@
+//go:build linux
+
+package odb
+
+import (
+	"github.com/gitblk/gitblk/internal/inflate"
+	"golang.org/x/sys/unix"
+)
+
+// A big blob stored whole in a pack is inflated into its spill file in
+// one call, with the whole-object inflater (libdeflate where it loads),
+// which is about twice as fast as a stream: the pack's bytes and the
+// spill file are mapped, the output written straight into the file's
+// pages. Both mappings count in the process's resident memory while they
+// last, so only blobs up to wholeSpillMax are inflated so, one at a time.
+const wholeSpillMax = 16 << 20
+
+// wholeSpill admits one fillWhole at a time.
+var wholeSpill = make(chan struct{}, 1)
+
+// fillWhole inflates the blob, a whole object in a pack at at, into the
+// spill file at once; s.mu is held. It reports whether it did; when it
+// did not (too big, mapping refused, a stream longer than it looked, or
+// damaged), nothing is marked filled and the stream fills the file as
+// usual, and says what is wrong if anything is.
+func (s *spill) fillWhole(c *blobCache, at *packedAt) bool {
+	if s.f == nil || s.size <= 0 || s.size > wholeSpillMax || c.closed.Load() {
+		return false
+	}
+	// Waiting for another blob's turn costs less than streaming.
+	select {
+	case wholeSpill <- struct{}{}:
+		defer func() { <-wholeSpill }()
+	case <-c.db.closed:
+		return false
+	}
+	fi, err := at.p.f.Stat()
+	if err != nil {
+		return false
+	}
+	bound := min(s.size+s.size/8+packEntryHeaderMax, fi.Size()-at.e.dataOff)
+	if bound <= 0 {
+		return false
+	}
+	// The spill file's blocks are reserved first: a write through a
+	// mapping into a file the disk cannot hold would be a SIGBUS.
+	fd := int(s.f.Fd())
+	if err := unix.Fallocate(fd, 0, 0, s.size); err != nil {
+		return false
+	}
+	out, err := unix.Mmap(fd, 0, int(s.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(out)
+	page := int64(unix.Getpagesize())
+	start := at.e.dataOff / page * page
+	in, err := unix.Mmap(int(at.p.f.Fd()), start, int(at.e.dataOff-start+bound), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(in)
+	if _, err := inflate.Whole(out, in[at.e.dataOff-start:]); err != nil {
+		return false
+	}
+	s.filled.Store(s.size)
+	if s.rc != nil {
+		_ = s.rc.Close()
+		s.rc = nil
+		s.pos = 0
+		c.streamClosed()
+	}
+	return true
+}
