@@ -63,7 +63,7 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 		}
 		if b, ok := c.mem[rd.ID]; ok {
 			c.memLRU.moveToFront(b)
-			rd.N, rd.Err = copyAt(b.data, rd.P, rd.Off)
+			rd.N, rd.Err = c.hit(copyAt(b.data, rd.P, rd.Off))
 			continue
 		}
 		if _, ok := c.spills[rd.ID]; ok {
@@ -145,7 +145,7 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int
 		}
 		c.putMem(reads[cd.k].ID, data)
 		rd := &reads[cd.k]
-		rd.N, rd.Err = copyAt(data, rd.P, rd.Off)
+		rd.N, rd.Err = c.miss(copyAt(data, rd.P, rd.Off))
 	}
 	return alone
 }

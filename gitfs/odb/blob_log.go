@@ -102,7 +102,7 @@ func (l *blobLog) readMany(reads []BlobRead, ks []int, rest []int, scratch *[]lo
 		if len(iov) < 2 {
 			rd := &reads[hits[i].k]
 			if n, ok, err := l.readAtLocked(hits[i].ref, rd.P, rd.Off); ok {
-				rd.N, rd.Err = n, err
+				rd.N, rd.Err = l.c.hit(n, err)
 			} else {
 				rest = append(rest, hits[i].k)
 			}
@@ -115,7 +115,7 @@ func (l *blobLog) readMany(reads []BlobRead, ks []int, rest []int, scratch *[]lo
 			}
 		} else {
 			for _, h := range hits[i:j] {
-				reads[h.k].N, reads[h.k].Err = len(reads[h.k].P), nil
+				reads[h.k].N, reads[h.k].Err = l.c.hit(len(reads[h.k].P), nil)
 			}
 		}
 		i = j
