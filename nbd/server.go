@@ -323,8 +323,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, mode TLSMode) {
 	}
 	if len(s.conns) >= s.maxConns() {
 		s.mu.Unlock()
-		c.Close()
+		// Log first: whoever sees the close can already read why.
 		s.logger().Warn("nbd: too many connections: closed a new one", "peer", peerName(c), "max", s.maxConns())
+		c.Close()
 		return
 	}
 	s.conns[cn] = struct{}{}
