@@ -556,23 +556,9 @@ func TestFourMirrorsConverge(t *testing.T) {
 	c2 := r.commit(t, "deploy", files)
 	pushed := time.Since(start)
 	// Poll every mirror in turn and note when each first has it.
-	seen := make([]time.Duration, len(ms))
-	for left := len(ms); left > 0; time.Sleep(5 * time.Millisecond) {
-		if time.Since(start) > 15*time.Second {
-			t.Fatalf("mirrors not converged after 15s: %v", seen)
-		}
-		for i, m := range ms {
-			if seen[i] == 0 && mirrorRef(t, m, "refs/heads/main") == c2 {
-				seen[i] = time.Since(start)
-				left--
-			}
-		}
-	}
-	var worst time.Duration
-	for i, d := range seen {
-		worst = max(worst, d)
-		t.Logf("mirror %d has the new commit %v after the commit started", i, d.Round(time.Millisecond))
-	}
+	_, worst := testutil.Converge(t, start, len(ms), 15*time.Second, 5*time.Millisecond,
+		"mirror %d has the new commit %v after the commit started",
+		func(i int) bool { return mirrorRef(t, ms[i], "refs/heads/main") == c2 })
 	t.Logf("four mirrors converged %v after the commit started (push took %v, interval %v)", worst.Round(time.Millisecond), pushed.Round(time.Millisecond), every)
 	if worst > every+pushed+3*time.Second {
 		t.Errorf("convergence took %v at interval %v", worst, every)

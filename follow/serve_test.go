@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -120,19 +119,7 @@ func newStack(t *testing.T, url string, every time.Duration) *stack {
 // served asks the server with nbdinfo which commit a new connection gets.
 func served(t *testing.T, uri string) string {
 	t.Helper()
-	b, err := exec.Command("nbdinfo", "--json", uri).Output()
-	if err != nil {
-		t.Fatalf("nbdinfo %s: %v", uri, err)
-	}
-	var info struct {
-		Exports []struct {
-			Description string `json:"description"`
-		} `json:"exports"`
-	}
-	if err := json.Unmarshal(b, &info); err != nil || len(info.Exports) != 1 {
-		t.Fatalf("nbdinfo --json: %v\n%s", err, b)
-	}
-	return strings.TrimPrefix(info.Exports[0].Description, "commit ")
+	return strings.TrimPrefix(testutil.NBDDescription(t, uri), "commit ")
 }
 
 // TestFourInstancesConverge runs four instances following one remote on
@@ -162,23 +149,9 @@ func TestFourInstancesConverge(t *testing.T) {
 	start := time.Now()
 	c2 := r.commit(t, "deploy", files)
 	pushed := time.Since(start)
-	seen := make([]time.Duration, len(stacks))
-	for left := len(stacks); left > 0; {
-		if time.Since(start) > 15*time.Second {
-			t.Fatalf("not converged 15s after the push: %v", seen)
-		}
-		for i, st := range stacks {
-			if seen[i] == 0 && served(t, st.uri) == c2 {
-				seen[i] = time.Since(start)
-				left--
-			}
-		}
-	}
-	var worst time.Duration
-	for i, d := range seen {
-		worst = max(worst, d)
-		t.Logf("instance %d: new connections get the deploy %v after the commit started", i, d.Round(time.Millisecond))
-	}
+	_, worst := testutil.Converge(t, start, len(stacks), 15*time.Second, 0,
+		"instance %d: new connections get the deploy %v after the commit started",
+		func(i int) bool { return served(t, stacks[i].uri) == c2 })
 	t.Logf("four instances converged %v after the commit started (commit and push %v, interval %v)", worst.Round(time.Millisecond), pushed.Round(time.Millisecond), every)
 	if worst > every+pushed+3*time.Second {
 		t.Errorf("convergence took %v at interval %v", worst, every)

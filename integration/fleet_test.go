@@ -24,8 +24,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/gitblk/gitblk/internal/testutil"
 )
@@ -269,12 +267,7 @@ func (f *follower) get(path string) []byte {
 func (f *follower) scrape() map[string]*dto.MetricFamily {
 	f.t.Helper()
 	page := f.get("/metrics")
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := parser.TextToMetricFamilies(bytes.NewReader(page))
-	if err != nil {
-		f.t.Fatalf("/metrics does not parse: %v\n%s", err, page)
-	}
-	return fams
+	return testutil.ParseMetrics(f.t, page)
 }
 
 // fleetStatus is the part of /status the tests read.
@@ -301,53 +294,11 @@ func (f *follower) status() fleetStatus {
 	return st
 }
 
-// metricValue is the value of family name's sample whose labels include
-// kv (name, value pairs); ok false when there is none.
-func metricValue(fams map[string]*dto.MetricFamily, name string, kv ...string) (float64, bool) {
-	fam := fams[name]
-	if fam == nil {
-		return 0, false
-	}
-next:
-	for _, m := range fam.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if have[kv[i]] != kv[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
-		}
-	}
-	return 0, false
-}
-
 // servedCommit asks with nbdinfo which commit a new connection to uri gets
 // (the export description ends in it).
 func servedCommit(t *testing.T, uri string) string {
 	t.Helper()
-	out, err := exec.Command("nbdinfo", "--json", uri).Output()
-	if err != nil {
-		t.Fatalf("nbdinfo %s: %v", uri, err)
-	}
-	var info struct {
-		Exports []struct {
-			Description string `json:"description"`
-		} `json:"exports"`
-	}
-	if err := json.Unmarshal(out, &info); err != nil || len(info.Exports) != 1 {
-		t.Fatalf("nbdinfo --json: %v\n%s", err, out)
-	}
-	d := info.Exports[0].Description
+	d := testutil.NBDDescription(t, uri)
 	return d[strings.LastIndexByte(d, ' ')+1:]
 }
 
@@ -513,12 +464,12 @@ func TestFollowDeploy(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		fams = f.scrape()
-		if v, _ := metricValue(fams, "gitblk_nbd_connections_open"); v == 0 || time.Now().After(deadline) {
+		if v, _ := testutil.MetricValue(fams, "gitblk_nbd_connections_open"); v == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if v, ok := metricValue(fams, "gitblk_nbd_read_bytes_total", "export", "tar"); !ok || int(v) != len(img) {
+	if v, ok := testutil.MetricValue(fams, "gitblk_nbd_read_bytes_total", "export", "tar"); !ok || int(v) != len(img) {
 		t.Errorf("gitblk_nbd_read_bytes_total{export=tar} = %v (%v), nbdcopy read %d bytes", v, ok, len(img))
 	}
 	for _, e := range f.status().Exports {
@@ -541,14 +492,14 @@ func TestFollowDeploy(t *testing.T) {
 		{"gitblk_nbd_connections_total", []string{"export", ""}, 3},
 		{"gitblk_nbd_requests_total", []string{"export", "tar", "cmd", "read"}, 1},
 	} {
-		if v, ok := metricValue(fams, want.name, want.kv...); !ok || v < want.min {
+		if v, ok := testutil.MetricValue(fams, want.name, want.kv...); !ok || v < want.min {
 			t.Errorf("%s%v = %v (present %v), want at least %v", want.name, want.kv, v, ok, want.min)
 		}
 	}
-	if v, ok := metricValue(fams, "gitblk_export_info", "export", "", "commit", c1); ok {
+	if v, ok := testutil.MetricValue(fams, "gitblk_export_info", "export", "", "commit", c1); ok {
 		t.Errorf("gitblk_export_info still carries the old commit (%v)", v)
 	}
-	if v, _ := metricValue(fams, "gitblk_follow_pinned_commits", "remote", r.url()); v != 0 {
+	if v, _ := testutil.MetricValue(fams, "gitblk_follow_pinned_commits", "remote", r.url()); v != 0 {
 		t.Errorf("%v commits pinned with no connection open", v)
 	}
 	// The blob cache counts the file data behind those reads: at least the
@@ -557,9 +508,9 @@ func TestFollowDeploy(t *testing.T) {
 	for _, m := range fams["gitblk_nbd_read_bytes_total"].GetMetric() {
 		nbdBytes += m.GetCounter().GetValue()
 	}
-	hitB, _ := metricValue(fams, "gitblk_cache_hit_bytes_total")
-	missB, _ := metricValue(fams, "gitblk_cache_miss_bytes_total")
-	misses, _ := metricValue(fams, "gitblk_cache_misses_total")
+	hitB, _ := testutil.MetricValue(fams, "gitblk_cache_hit_bytes_total")
+	missB, _ := testutil.MetricValue(fams, "gitblk_cache_miss_bytes_total")
+	misses, _ := testutil.MetricValue(fams, "gitblk_cache_misses_total")
 	if misses == 0 || hitB+missB < 3<<20 || hitB+missB > nbdBytes {
 		t.Errorf("cache: %v misses, %v+%v bytes; NBD clients read %v bytes", misses, hitB, missB, nbdBytes)
 	}
@@ -662,7 +613,7 @@ func TestFollowForcePushGC(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	fams := f.scrape()
-	if v, _ := metricValue(fams, "gitblk_follow_fetches_total", "remote", r.url(), "result", "ok"); v != 2 {
+	if v, _ := testutil.MetricValue(fams, "gitblk_follow_fetches_total", "remote", r.url(), "result", "ok"); v != 2 {
 		t.Errorf("%v good fetches, want 2 (start, SIGUSR1)", v)
 	}
 	f.stop()
@@ -683,7 +634,7 @@ func TestFollowBadRemote(t *testing.T) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			fams := f.scrape()
-			if v, _ := metricValue(fams, "gitblk_follow_fetches_total", "remote", r.url(), "result", "error"); v == n {
+			if v, _ := testutil.MetricValue(fams, "gitblk_follow_fetches_total", "remote", r.url(), "result", "error"); v == n {
 				return fams
 			}
 			if time.Now().After(deadline) {
@@ -730,10 +681,10 @@ func TestFollowBadRemote(t *testing.T) {
 	if !sameTarBytes(copyExport(t, f.uri("")), want) {
 		t.Error("the image changed after a fetch of damaged objects")
 	}
-	if v, ok := metricValue(fams, "gitblk_export_info", "export", "", "commit", c1); !ok || v != 1 {
+	if v, ok := testutil.MetricValue(fams, "gitblk_export_info", "export", "", "commit", c1); !ok || v != 1 {
 		t.Errorf("gitblk_export_info no longer names %s", c1)
 	}
-	if v, _ := metricValue(fams, "gitblk_follow_fetches_total", "remote", r.url(), "result", "ok"); v != 1 {
+	if v, _ := testutil.MetricValue(fams, "gitblk_follow_fetches_total", "remote", r.url(), "result", "ok"); v != 1 {
 		t.Errorf("%v good fetches, want 1 (the first)", v)
 	}
 	st := f.status()
@@ -803,23 +754,9 @@ func TestFleetConverges(t *testing.T) {
 	start := time.Now()
 	c2 := r.commit(t, "deploy", files)
 	pushed := time.Since(start)
-	seen := make([]time.Duration, len(hosts))
-	for left := len(hosts); left > 0; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("not converged 60s after the push: %v", seen)
-		}
-		for i, h := range hosts {
-			if seen[i] == 0 && servedCommit(t, h.uri("")) == c2 {
-				seen[i] = time.Since(start)
-				left--
-			}
-		}
-	}
-	var worst time.Duration
-	for i, d := range seen {
-		worst = max(worst, d)
-		t.Logf("host %d: new connections get the deploy %v after the commit started", i, d.Round(time.Millisecond))
-	}
+	_, worst := testutil.Converge(t, start, len(hosts), 60*time.Second, 0,
+		"host %d: new connections get the deploy %v after the commit started",
+		func(i int) bool { return servedCommit(t, hosts[i].uri("")) == c2 })
 	t.Logf("four hosts converged %v after the commit started (commit and push %v, interval %v)", worst.Round(time.Millisecond), pushed.Round(time.Millisecond), every)
 	if worst > 2*every+pushed+10*time.Second {
 		t.Errorf("convergence took %v at interval %v", worst, every)

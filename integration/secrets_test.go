@@ -55,29 +55,12 @@ func runErr(dir string, stdin []byte, name string, args ...string) ([]byte, erro
 func tlsDirs(t *testing.T, dir, cn string) (server, client, clientNoCert string) {
 	t.Helper()
 	ca := filepath.Join(dir, "ca")
-	os.MkdirAll(ca, 0o700)
-	runOut(t, ca, nil, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", "ca-key.pem", "-out", "ca-cert.pem", "-days", "2", "-subj", "/CN=integration CA",
-		"-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-	cert := func(name, subject, ext string) {
-		runOut(t, ca, nil, "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-			"-keyout", name+"-key.pem", "-out", name+".csr", "-subj", "/CN="+subject)
-		os.WriteFile(filepath.Join(ca, name+".ext"), []byte(ext+"\nkeyUsage=critical,digitalSignature,keyEncipherment\n"), 0o600)
-		runOut(t, ca, nil, "openssl", "x509", "-req", "-in", name+".csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem",
-			"-CAcreateserial", "-out", name+"-cert.pem", "-days", "2", "-extfile", name+".ext")
-	}
+	testutil.MakeCA(t, ca, "integration CA")
+	cert := func(name, subject, ext string) { testutil.MakeCert(t, ca, name, subject, ext) }
 	cert("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth")
 	cert("client", cn, "extendedKeyUsage=clientAuth")
 	server, client, clientNoCert = filepath.Join(dir, "server"), filepath.Join(dir, "client"), filepath.Join(dir, "nocert")
-	cp := func(from, to string) {
-		b, err := os.ReadFile(filepath.Join(ca, from))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(to, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cp := func(from, to string) { testutil.CopyFile(t, filepath.Join(ca, from), to) }
 	for _, d := range []string{server, client, clientNoCert} {
 		os.MkdirAll(d, 0o700)
 		cp("ca-cert.pem", filepath.Join(d, "ca-cert.pem"))
@@ -170,12 +153,7 @@ func TestSecretExportOverTLS(t *testing.T) {
 	srvTLS, client, noCert := tlsDirs(t, dir, "unikernel-1")
 
 	sock := filepath.Join(dir, "s.sock")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testutil.FreePort(t)
 	cfgText := func(extra string) string {
 		return fmt.Sprintf(`[tls]
 certificates = %q
@@ -380,12 +358,7 @@ func TestGuestReadsSecretExportOverTLS(t *testing.T) {
 	site := newRepo(t, guestFiles())
 	wantSite := gitFileHashes(t, site, "main")
 	srvTLS, client, _ := tlsDirs(t, dir, "unikernel-1")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testutil.FreePort(t)
 	cfgPath := filepath.Join(dir, "gitblk.toml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`[tls]
 certificates = %q

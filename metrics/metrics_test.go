@@ -19,10 +19,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/gitblk/gitblk/follow"
+	"github.com/gitblk/gitblk/internal/testutil"
 	"github.com/gitblk/gitblk/nbd"
 )
 
@@ -38,49 +37,12 @@ func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Errorf("Content-Type %q", ct)
 	}
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(rec.Body.Bytes()))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, rec.Body)
-	}
-	return fams
-}
-
-// value finds the sample of family name whose labels include want; ok is
-// false when there is none.
-func value(fams map[string]*dto.MetricFamily, name string, want ...string) (v float64, ok bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(want); i += 2 {
-			if have[want[i]] != want[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
+	return testutil.ParseMetrics(t, rec.Body.Bytes())
 }
 
 func expect(t *testing.T, fams map[string]*dto.MetricFamily, want float64, name string, labels ...string) {
 	t.Helper()
-	v, ok := value(fams, name, labels...)
+	v, ok := testutil.MetricValue(fams, name, labels...)
 	if !ok {
 		t.Errorf("%s%v: no such series", name, labels)
 		return
@@ -161,7 +123,7 @@ func TestCountersMatchEvents(t *testing.T) {
 	expect(t, fams, 1_800_000_060, "gitblk_follow_last_fetch_timestamp_seconds", "remote", remote)
 	expect(t, fams, 1, "gitblk_export_info", "export", "", "commit", strings.Repeat("b", 40), "format", "tar", "ref", "main")
 	expect(t, fams, 1, "gitblk_export_info", "export", `odd "name"`+"\n")
-	if _, ok := value(fams, "gitblk_export_info", "commit", strings.Repeat("a", 40), "export", ""); ok {
+	if _, ok := testutil.MetricValue(fams, "gitblk_export_info", "commit", strings.Repeat("a", 40), "export", ""); ok {
 		t.Error("the default export's old commit still has an info series")
 	}
 	if n := len(fams["gitblk_export_info"].Metric); n != 3 {
@@ -214,7 +176,7 @@ func TestCountersMatchEvents(t *testing.T) {
 
 	r.RemoveExport("fat")
 	fams = scrape(t, r.Handler())
-	if _, ok := value(fams, "gitblk_export_info", "export", "fat"); ok {
+	if _, ok := testutil.MetricValue(fams, "gitblk_export_info", "export", "fat"); ok {
 		t.Error("removed export still has an info series")
 	}
 }
@@ -345,7 +307,7 @@ func TestNBDServerCounters(t *testing.T) {
 	var fams map[string]*dto.MetricFamily
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		fams = scrape(t, r.Handler())
-		if v, _ := value(fams, "gitblk_nbd_connections_open"); v == 0 || time.Now().After(deadline) {
+		if v, _ := testutil.MetricValue(fams, "gitblk_nbd_connections_open"); v == 0 || time.Now().After(deadline) {
 			break
 		}
 	}
@@ -356,15 +318,15 @@ func TestNBDServerCounters(t *testing.T) {
 	expect(t, fams, 0, "gitblk_nbd_export_connections_open", "export", "fat")
 	// nbdcopy may open several connections (multi-conn); nbdinfo --list
 	// one, which chooses nothing.
-	accepted, _ := value(fams, "gitblk_nbd_connections_accepted_total")
-	def, _ := value(fams, "gitblk_nbd_connections_total", "export", "")
-	fat, _ := value(fams, "gitblk_nbd_connections_total", "export", "fat")
+	accepted, _ := testutil.MetricValue(fams, "gitblk_nbd_connections_accepted_total")
+	def, _ := testutil.MetricValue(fams, "gitblk_nbd_connections_total", "export", "")
+	fat, _ := testutil.MetricValue(fams, "gitblk_nbd_connections_total", "export", "fat")
 	if def < 1 || fat < 1 || accepted != def+fat+1 {
 		t.Errorf("accepted %v, default export %v, fat %v: want accepted = both + 1 (nbdinfo --list)", accepted, def, fat)
 	}
-	reads, _ := value(fams, "gitblk_nbd_requests_total", "export", "", "cmd", "read")
-	hist, _ := value(fams, "gitblk_nbd_request_duration_seconds", "cmd", "read")
-	fatReads, _ := value(fams, "gitblk_nbd_requests_total", "export", "fat", "cmd", "read")
+	reads, _ := testutil.MetricValue(fams, "gitblk_nbd_requests_total", "export", "", "cmd", "read")
+	hist, _ := testutil.MetricValue(fams, "gitblk_nbd_request_duration_seconds", "cmd", "read")
+	fatReads, _ := testutil.MetricValue(fams, "gitblk_nbd_requests_total", "export", "fat", "cmd", "read")
 	if reads < 1 || hist != reads+fatReads {
 		t.Errorf("%v+%v reads, %v in the latency histogram", reads, fatReads, hist)
 	}
@@ -432,8 +394,8 @@ func TestFollowFetchesCounted(t *testing.T) {
 	expect(t, fams, 1, "gitblk_follow_fetches_total", "remote", url, "result", "error")
 	expect(t, fams, 2, "gitblk_follow_updates_total", "remote", url)
 	expect(t, fams, 1, "gitblk_export_info", "export", "", "commit", c2)
-	good, _ := value(fams, "gitblk_follow_last_success_timestamp_seconds", "remote", url)
-	last, _ := value(fams, "gitblk_follow_last_fetch_timestamp_seconds", "remote", url)
+	good, _ := testutil.MetricValue(fams, "gitblk_follow_last_success_timestamp_seconds", "remote", url)
+	last, _ := testutil.MetricValue(fams, "gitblk_follow_last_fetch_timestamp_seconds", "remote", url)
 	if !(good > 0 && last > good) {
 		t.Errorf("last success %v, last fetch %v", good, last)
 	}

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // TestCacheStats: a cache that counts by itself is read at each scrape.
@@ -26,7 +28,7 @@ func TestCacheStats(t *testing.T) {
 			{"gitblk_cache_miss_bytes_total", 8192},
 			{"gitblk_cache_bytes", 4096},
 		} {
-			if v, ok := value(fams, want.name); !ok || v != want.v {
+			if v, ok := testutil.MetricValue(fams, want.name); !ok || v != want.v {
 				t.Errorf("after %d hits: %s = %v (%v), want %v", n, want.name, v, ok, want.v)
 			}
 		}

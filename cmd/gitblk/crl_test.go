@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // writeCRL writes a CRL signed by the CA in caDir revoking the given
@@ -47,7 +49,7 @@ func writeCRL(t *testing.T, caDir, dir string, names ...string) {
 // SIGHUP adds the list; a list signed by another CA is an error.
 func TestServeClientCRL(t *testing.T) {
 	s := setupSecrets(t)
-	makeCert(t, s.ca, "vm2", "vm-2", "extendedKeyUsage=clientAuth")
+	testutil.MakeCert(t, s.ca, "vm2", "vm-2", "extendedKeyUsage=clientAuth")
 	srvDir := filepath.Join(s.dir, "server-tls")
 	sock := filepath.Join(s.dir, "crl.sock")
 	logs := startServe(t, "--listen", "unix:"+sock, "--tls-certificates", srvDir, "--secret", "--decrypt", s.identity,

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // NBD constants for the raw client below (doc/proto.md).
@@ -140,7 +142,7 @@ func TestSecretRefusalsLookUnknown(t *testing.T) {
 	s := setupSecrets(t)
 	sh(t, s.keys, nil, "git", "tag", "v1")
 	sock := filepath.Join(s.dir, "r.sock")
-	onPort, reqPort := freePort(t), freePort(t)
+	onPort, reqPort := testutil.FreePort(t), testutil.FreePort(t)
 	cfg := fmt.Sprintf(`cache-dir = %q
 [tls]
 certificates = %q

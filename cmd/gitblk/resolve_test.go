@@ -178,7 +178,7 @@ func leafCert(t *testing.T, path string) *x509.Certificate {
 // none, completes it.
 func TestTLSHandshakeClientCA(t *testing.T) {
 	s := setupSecrets(t)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfgPath := filepath.Join(s.dir, "h.toml")
 	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "h.sock"), port, "")), 0o600)
 	startServe(t, "--config", cfgPath)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitblk/gitblk/internal/testutil"
 )
 
 // The metrics listener and the status document never name a secret
@@ -18,9 +20,9 @@ import (
 func TestMetricsHideSecretExports(t *testing.T) {
 	s := setupSecrets(t)
 	sock := filepath.Join(s.dir, "m.sock")
-	mport := freePort(t)
+	mport := testutil.FreePort(t)
 	cfgPath := filepath.Join(s.dir, "m.toml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf("metrics-listen = \"127.0.0.1:%d\"\n", mport)+s.config(sock, freePort(t), "")), 0o600)
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("metrics-listen = \"127.0.0.1:%d\"\n", mport)+s.config(sock, testutil.FreePort(t), "")), 0o600)
 	startServe(t, "--config", cfgPath)
 	get := func(path string) string {
 		t.Helper()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,44 +62,14 @@ func gitRepo(t *testing.T, dir string, files map[string][]byte) {
 	sh(t, dir, nil, "git", "commit", "-q", "-m", "files")
 }
 
-// makeCA makes a CA (key and certificate) in dir with openssl.
-func makeCA(t *testing.T, dir, cn string) {
-	t.Helper()
-	os.MkdirAll(dir, 0o700)
-	sh(t, dir, nil, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", "ca-key.pem", "-out", "ca-cert.pem", "-days", "2", "-subj", "/CN="+cn,
-		"-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-}
-
-// makeCert makes name-key.pem and name-cert.pem in caDir, signed by its CA.
-func makeCert(t *testing.T, caDir, name, cn, ext string) {
-	t.Helper()
-	sh(t, caDir, nil, "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", name+"-key.pem", "-out", name+".csr", "-subj", "/CN="+cn)
-	os.WriteFile(filepath.Join(caDir, name+".ext"), []byte(ext+"\nkeyUsage=critical,digitalSignature,keyEncipherment\n"), 0o600)
-	sh(t, caDir, nil, "openssl", "x509", "-req", "-in", name+".csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem",
-		"-CAcreateserial", "-out", name+"-cert.pem", "-days", "2", "-extfile", name+".ext")
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // clientDir makes a libnbd tls-certificates directory: the server's CA,
 // and a client certificate from caDir (none when name is "").
 func clientDir(t *testing.T, dir, serverCA, caDir, name string) string {
 	os.MkdirAll(dir, 0o700)
-	copyFile(t, filepath.Join(serverCA, "ca-cert.pem"), filepath.Join(dir, "ca-cert.pem"))
+	testutil.CopyFile(t, filepath.Join(serverCA, "ca-cert.pem"), filepath.Join(dir, "ca-cert.pem"))
 	if name != "" {
-		copyFile(t, filepath.Join(caDir, name+"-cert.pem"), filepath.Join(dir, "client-cert.pem"))
-		copyFile(t, filepath.Join(caDir, name+"-key.pem"), filepath.Join(dir, "client-key.pem"))
+		testutil.CopyFile(t, filepath.Join(caDir, name+"-cert.pem"), filepath.Join(dir, "client-cert.pem"))
+		testutil.CopyFile(t, filepath.Join(caDir, name+"-key.pem"), filepath.Join(dir, "client-key.pem"))
 	}
 	return dir
 }
@@ -148,15 +117,6 @@ func waitLog(t *testing.T, logs *testutil.LogBuffer, s string) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // tarFile extracts one file of a tar image with bsdtar's neighbour, tar.
 func tarFile(t *testing.T, img []byte, name string) []byte {
 	t.Helper()
@@ -196,16 +156,16 @@ func setupSecrets(t *testing.T) *secretsSetup {
 		"api-token.age":      sh(t, "", s.plainToken, "age", "-e", "-r", recipient),
 		"README":             []byte("keys for vm-1\n"),
 	})
-	makeCA(t, s.ca, "gitblk test CA")
-	makeCert(t, s.ca, "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth")
-	makeCert(t, s.ca, "vm1", "vm-1", "subjectAltName=DNS:vm-1.example.org\nextendedKeyUsage=clientAuth")
-	makeCert(t, s.ca, "intruder", "intruder", "extendedKeyUsage=clientAuth")
-	makeCA(t, s.otherCA, "another CA")
-	makeCert(t, s.otherCA, "vm1", "vm-1", "extendedKeyUsage=clientAuth")
+	testutil.MakeCA(t, s.ca, "gitblk test CA")
+	testutil.MakeCert(t, s.ca, "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+	testutil.MakeCert(t, s.ca, "vm1", "vm-1", "subjectAltName=DNS:vm-1.example.org\nextendedKeyUsage=clientAuth")
+	testutil.MakeCert(t, s.ca, "intruder", "intruder", "extendedKeyUsage=clientAuth")
+	testutil.MakeCA(t, s.otherCA, "another CA")
+	testutil.MakeCert(t, s.otherCA, "vm1", "vm-1", "extendedKeyUsage=clientAuth")
 	srv := filepath.Join(dir, "server-tls")
 	os.MkdirAll(srv, 0o700)
 	for _, f := range []string{"ca-cert.pem", "server-cert.pem", "server-key.pem"} {
-		copyFile(t, filepath.Join(s.ca, f), filepath.Join(srv, f))
+		testutil.CopyFile(t, filepath.Join(s.ca, f), filepath.Join(srv, f))
 	}
 	return s
 }
@@ -256,7 +216,7 @@ func TestServeSecretExports(t *testing.T) {
 	os.MkdirAll(tmp, 0o700)
 	t.Setenv("TMPDIR", tmp)
 	sock := filepath.Join(s.dir, "s.sock")
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	cfgPath := filepath.Join(s.dir, "gitblk.toml")
 	os.WriteFile(cfgPath, []byte(s.config(sock, port, "")), 0o600)
 	logs := startServe(t, "--config", cfgPath)
@@ -635,11 +595,11 @@ func TestServeReloadsCertificates(t *testing.T) {
 	}
 	// A new CA signs the new server certificate and the new client's.
 	ca2 := filepath.Join(s.dir, "ca2")
-	makeCA(t, ca2, "second CA")
-	makeCert(t, ca2, "server", "localhost", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth")
-	makeCert(t, ca2, "vm2", "vm-2", "extendedKeyUsage=clientAuth")
+	testutil.MakeCA(t, ca2, "second CA")
+	testutil.MakeCert(t, ca2, "server", "localhost", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth")
+	testutil.MakeCert(t, ca2, "vm2", "vm-2", "extendedKeyUsage=clientAuth")
 	for _, f := range []string{"ca-cert.pem", "server-cert.pem", "server-key.pem"} {
-		copyFile(t, filepath.Join(ca2, f), filepath.Join(srvDir, f))
+		testutil.CopyFile(t, filepath.Join(ca2, f), filepath.Join(srvDir, f))
 	}
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	waitLog(t, logs, "msg=reloaded")
@@ -668,7 +628,7 @@ func TestMountExport(t *testing.T) {
 	testutil.NeedTool(t, "fusermount3", "fuse3")
 	s := setupSecrets(t)
 	cfgPath := filepath.Join(s.dir, "m.toml")
-	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "m.sock"), freePort(t), "")), 0o600)
+	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "m.sock"), testutil.FreePort(t), "")), 0o600)
 	var built bytes.Buffer
 	if err := Run(context.Background(), []string{"build", "-q", "--config", cfgPath, "--export", "keys"}, &built, io.Discard); err != nil {
 		t.Fatal(err)
@@ -723,7 +683,7 @@ func TestMountExport(t *testing.T) {
 func TestBuildSecretFileMode(t *testing.T) {
 	s := setupSecrets(t)
 	cfgPath := filepath.Join(s.dir, "b.toml")
-	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "b.sock"), freePort(t), "")), 0o600)
+	os.WriteFile(cfgPath, []byte(s.config(filepath.Join(s.dir, "b.sock"), testutil.FreePort(t), "")), 0o600)
 	old := syscall.Umask(0o022)
 	defer syscall.Umask(old)
 	existing := filepath.Join(s.dir, "existing.tar")

@@ -25,7 +25,7 @@ func TestSourceRulesDualStack(t *testing.T) {
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
 	gitRepo(t, repo, map[string][]byte{"a": []byte("a")})
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	export := func(name, source string) string {
 		return fmt.Sprintf("[export.%s]\nrepository = %q\nref = \"main\"\nallow = [{ source = [%q] }]\n", name, repo, source)
 	}
