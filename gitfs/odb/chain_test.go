@@ -30,28 +30,7 @@ func handPack(t *testing.T, ids []plumbing.Hash, entries [][]byte) (*pack, []int
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	w := new(idxfile.Writer)
-	w.OnHeader(uint32(len(ids)))
-	for i, id := range ids {
-		if err := w.OnInflatedObjectContent(id, offs[i], 0, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.OnFooter(plumbing.ZeroHash); err != nil {
-		t.Fatal(err)
-	}
-	mi, err := w.Index()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ib bytes.Buffer
-	if _, err := idxfile.NewEncoder(&ib).Encode(mi); err != nil {
-		t.Fatal(err)
-	}
-	idx, err := parsePackIndex(ib.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := indexOf(t, ids, offs)
 	return &pack{idx: idx, f: f}, offs
 }
 
@@ -87,4 +66,33 @@ func TestCheckDeltaChain(t *testing.T) {
 			t.Errorf("entry %d: depth %d, %v; want %d", i%3, depth, err, want)
 		}
 	}
+}
+
+// indexOf writes ids at offs as a pack index, with go-git's encoder, and
+// parses it back with ours.
+func indexOf(t testing.TB, ids []plumbing.Hash, offs []int64) *packIndex {
+	t.Helper()
+	w := new(idxfile.Writer)
+	w.OnHeader(uint32(len(ids)))
+	for i, id := range ids {
+		if err := w.OnInflatedObjectContent(id, offs[i], 0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.OnFooter(plumbing.ZeroHash); err != nil {
+		t.Fatal(err)
+	}
+	mi, err := w.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ib bytes.Buffer
+	if _, err := idxfile.NewEncoder(&ib).Encode(mi); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := parsePackIndex(ib.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
 }
