@@ -300,6 +300,14 @@ func TestTLSOnRaw(t *testing.T) {
 		rc.sendOpt(optSetMetaContext, metaData("small", metaContextBaseAlloc))
 		rc.expectOpt(optSetMetaContext, repMetaContext)
 		rc.expectOpt(optSetMetaContext, repAck)
+		// Earlier subtests' connections may still be closing (and releasing
+		// their exports): wait until this connection's pin is the only one.
+		for deadline := time.Now().Add(5 * time.Second); ts.resolves.Load()-ts.releases.Load() != 1 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if held := ts.resolves.Load() - ts.releases.Load(); held != 1 {
+			t.Fatalf("%d exports held before STARTTLS, want this connection's 1", held)
+		}
 		resolves, releases := ts.resolves.Load(), ts.releases.Load()
 		rc.mustStartTLS(certs.client)
 		// The server may finish its side of TLS after the client did.
