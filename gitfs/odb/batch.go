@@ -74,20 +74,14 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 	}
 	c.mu.Unlock()
 
-	// Then the blob log, and where each other blob lies in the packs.
+	// Then the blob log, and where each other blob lies in the packs:
+	// looked up many at a time (FindOffsets), pack by pack.
 	packs, err := db.packs.current()
 	if err != nil {
 		packs = nil
 	}
 	w.unlogged = c.log.readMany(reads, w.miss, w.unlogged, &w.hits)
-	for _, k := range w.unlogged {
-		rd := &reads[k]
-		if pi, off, ok := findPack(packs, rd.ID); ok {
-			w.cands = append(w.cands, batchCand{k: k, pi: pi, off: off})
-			continue
-		}
-		w.alone = append(w.alone, k)
-	}
+	w.locate(reads, packs)
 	slices.SortFunc(w.cands, func(a, b batchCand) int {
 		if a.pi != b.pi {
 			return cmp.Compare(a.pi, b.pi)
@@ -113,7 +107,11 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 
 // readRun reads the pack entries of run (in p, sorted by offset) with
 // one pread and serves those that are small whole blobs; it appends the
-// others to alone and returns it.
+// others to alone and returns it. A read of a whole blob is inflated
+// straight into its buffer. Blobs of at most uncachedMax bytes are not
+// put in the memory cache: reading them again this way (a share of one
+// pread, and an inflate call) costs about what a cache hit does, and a
+// tree of many tiny files would otherwise churn the cache and its log.
 func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int) []int {
 	c := db.blobs
 	start := run[0].off
@@ -125,6 +123,12 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int
 		n = 0 // closed under us by a reload, say: one by one
 	}
 	buf = buf[:n]
+	var scratch *[]byte
+	defer func() {
+		if scratch != nil {
+			putBuf(scratch)
+		}
+	}()
 	for _, cd := range run {
 		rel := cd.off - start
 		if rel >= int64(len(buf)) {
@@ -136,18 +140,81 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int
 			alone = append(alone, cd.k)
 			continue
 		}
+		rd := &reads[cd.k]
+		src := buf[e.dataOff-start:]
+		if e.size <= uncachedMax {
+			// Inflated where it is read: into the read's buffer when
+			// the read takes the whole blob, else into scratch.
+			var dst []byte
+			whole := rd.Off == 0 && int64(len(rd.P)) >= e.size
+			if whole {
+				dst = rd.P[:e.size]
+			} else {
+				if scratch == nil {
+					scratch = getBuf(uncachedMax)
+				}
+				dst = (*scratch)[:e.size]
+			}
+			if _, err := inflate.Whole(dst, src); err != nil {
+				alone = append(alone, cd.k) // cut short, or damaged: ReadBlob says which
+				continue
+			}
+			if whole {
+				// io.ReaderAt's rule, as copyAt has it: EOF when the
+				// read goes past the end (or the blob is empty).
+				rd.N, rd.Err = len(dst), nil
+				if int64(len(rd.P)) > e.size || e.size == 0 {
+					rd.Err = io.EOF
+				}
+				c.miss(rd.N, nil)
+			} else {
+				rd.N, rd.Err = c.miss(copyAt(dst, rd.P, rd.Off))
+			}
+			continue
+		}
 		data := make([]byte, e.size)
-		if _, err := inflate.Whole(data, buf[e.dataOff-start:]); err != nil {
+		if _, err := inflate.Whole(data, src); err != nil {
 			// Cut short by the buffer's end, or damaged: ReadBlob reads
 			// it alone and says which.
 			alone = append(alone, cd.k)
 			continue
 		}
-		c.putMem(reads[cd.k].ID, data)
-		rd := &reads[cd.k]
+		c.putMem(rd.ID, data)
 		rd.N, rd.Err = c.miss(copyAt(data, rd.P, rd.Off))
 	}
 	return alone
+}
+
+// uncachedMax is the biggest blob a batch read does not put in the
+// memory cache (see readRun).
+const uncachedMax = 1 << 10
+
+// locate finds the pack entries of the reads w.unlogged names, adding
+// them to w.cands, and the reads no pack holds to w.alone.
+func (w *batchWork) locate(reads []BlobRead, packs []*pack) {
+	left := w.unlogged
+	for _, p := range packs {
+		if len(left) == 0 {
+			break
+		}
+		w.hs = w.hs[:0]
+		for _, k := range left {
+			w.hs = append(w.hs, reads[k].ID)
+		}
+		w.offs = slices.Grow(w.offs[:0], len(left))[:len(left)]
+		p.idx.FindOffsets(w.hs, w.offs)
+		pi := slices.Index(packs, p)
+		rest := left[:0]
+		for j, k := range left {
+			if w.offs[j] >= 0 {
+				w.cands = append(w.cands, batchCand{k: k, pi: pi, off: w.offs[j]})
+			} else {
+				rest = append(rest, k)
+			}
+		}
+		left = rest
+	}
+	w.alone = append(w.alone, left...)
 }
 
 // batchCand is read k of a batch, whose blob is at pack entry off of
@@ -158,31 +225,19 @@ type batchCand struct {
 	off int64
 }
 
-// findPack is findIn, saying which of packs holds h.
-func findPack(packs []*pack, h plumbing.Hash) (int, int64, bool) {
-	p, off, ok := findIn(packs, h)
-	if !ok {
-		return 0, 0, false
-	}
-	for i := range packs {
-		if packs[i] == p {
-			return i, off, true
-		}
-	}
-	return 0, 0, false
-}
-
 // batchWork is the scratch space of one ReadBlobs.
 type batchWork struct {
 	miss, unlogged, alone []int
 	cands                 []batchCand
 	hits                  []logHit
+	hs                    []plumbing.Hash
+	offs                  []int64
 }
 
 var batchWorkPool = sync.Pool{New: func() any { return new(batchWork) }}
 
 func (w *batchWork) release() {
 	clear(w.cands)
-	w.miss, w.unlogged, w.alone, w.cands, w.hits = w.miss[:0], w.unlogged[:0], w.alone[:0], w.cands[:0], w.hits[:0]
+	w.miss, w.unlogged, w.alone, w.cands, w.hits, w.hs, w.offs = w.miss[:0], w.unlogged[:0], w.alone[:0], w.cands[:0], w.hits[:0], w.hs[:0], w.offs[:0]
 	batchWorkPool.Put(w)
 }

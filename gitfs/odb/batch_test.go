@@ -3,6 +3,7 @@ package odb
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand"
 	"testing"
 
@@ -109,16 +110,17 @@ func TestReadBlobsDamagedEntry(t *testing.T) {
 	}
 }
 
-// TestReadBlobsFromLog reads many tiny blobs twice, in order, through a
-// memory cache too small for them: the second pass is served by the blob
-// log, whole neighbours with one preadv, and gives the same bytes.
+// TestReadBlobsFromLog reads many small blobs (over uncachedMax) twice,
+// in order, through a memory cache too small for them: the second pass is
+// served by the blob log, whole neighbours with one preadv, and gives the
+// same bytes.
 func TestReadBlobsFromLog(t *testing.T) {
 	dir := testutil.NewRepo(t)
 	const files = 400
 	for i := range files {
-		testutil.WriteFile(t, dir, fmt.Sprintf("f%03d", i), []byte(fmt.Sprintf("content of file %d, %s\n", i, bytes.Repeat([]byte{'x'}, i%50))), 0o644)
+		testutil.WriteFile(t, dir, fmt.Sprintf("f%03d", i), []byte(fmt.Sprintf("content of file %d, %s\n", i, bytes.Repeat([]byte{'x'}, uncachedMax+i%50))), 0o644)
 	}
-	testutil.CommitAll(t, dir, "tiny files")
+	testutil.CommitAll(t, dir, "small files")
 	testutil.Git(t, dir, "repack", "-q", "-a", "-d")
 	testutil.Git(t, dir, "prune-packed")
 	var ids []plumbing.Hash
@@ -128,7 +130,7 @@ func TestReadBlobsFromLog(t *testing.T) {
 		ids = append(ids, id)
 		want[id] = testutil.GitBytes(t, dir, "cat-file", "blob", id.String())
 	}
-	r := openRepo(t, dir, Options{CacheSize: 16 << 10, CacheDir: t.TempDir()})
+	r := openRepo(t, dir, Options{CacheSize: 64 << 10, CacheDir: t.TempDir()})
 	for pass := range 2 {
 		for i := 0; i < files; i += 100 {
 			reads := make([]BlobRead, 100)
@@ -152,5 +154,53 @@ func TestReadBlobsFromLog(t *testing.T) {
 	}
 	if logged < files/2 {
 		t.Errorf("%d of %d blobs in the blob log: the second pass was not served from it", logged, files)
+	}
+}
+
+// TestReadBlobsTinyUncached reads many tiny blobs whole, twice, in a
+// batch: they are inflated straight into the reads' buffers and never
+// held in the memory cache (nor, dropped from it, in the blob log), and
+// the second pass gives the same bytes from the pack again.
+func TestReadBlobsTinyUncached(t *testing.T) {
+	dir := testutil.NewRepo(t)
+	const files = 300
+	for i := range files {
+		testutil.WriteFile(t, dir, fmt.Sprintf("f%03d", i), []byte(fmt.Sprintf("tiny %d\n", i)), 0o644)
+	}
+	testutil.CommitAll(t, dir, "tiny files")
+	testutil.Git(t, dir, "repack", "-q", "-a", "-d")
+	testutil.Git(t, dir, "prune-packed")
+	var ids []plumbing.Hash
+	want := map[plumbing.Hash][]byte{}
+	for i := range files {
+		id := blobID(t, testutil.Git(t, dir, "rev-parse", fmt.Sprintf("HEAD:f%03d", i)))
+		ids = append(ids, id)
+		want[id] = testutil.GitBytes(t, dir, "cat-file", "blob", id.String())
+	}
+	r := openRepo(t, dir, Options{CacheSize: 16 << 10, CacheDir: t.TempDir()})
+	for pass := range 2 {
+		reads := make([]BlobRead, files)
+		for k := range reads {
+			// Some reads ask for more than the blob: N is its size, with EOF.
+			reads[k] = BlobRead{ID: ids[k], P: make([]byte, len(want[ids[k]])+k%2)}
+		}
+		r.ReadBlobs(reads)
+		for k, rd := range reads {
+			wantErr := error(nil)
+			if k%2 == 1 {
+				wantErr = io.EOF
+			}
+			if rd.Err != wantErr || rd.N != len(want[rd.ID]) || !bytes.Equal(rd.P[:rd.N], want[rd.ID]) {
+				t.Fatalf("pass %d, file %d: %d, %v; want its %d bytes and %v", pass, k, rd.N, rd.Err, len(want[rd.ID]), wantErr)
+			}
+		}
+		if st := r.Stats(); st.MemBytes != 0 {
+			t.Errorf("pass %d: the memory cache holds %d bytes of tiny blobs read whole", pass, st.MemBytes)
+		}
+	}
+	for _, id := range ids {
+		if r.blobs.log.has(id) {
+			t.Fatalf("tiny blob %s went to the blob log", id)
+		}
 	}
 }
