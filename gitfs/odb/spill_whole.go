@@ -3,6 +3,8 @@
 package odb
 
 import (
+	"time"
+
 	"github.com/gitblk/gitblk/internal/inflate"
 	"golang.org/x/sys/unix"
 )
@@ -11,9 +13,37 @@ import (
 // one call, with the whole-object inflater (libdeflate where it loads),
 // which is about twice as fast as a stream: the pack's bytes and the
 // spill file are mapped, the output written straight into the file's
-// pages. Both mappings count in the process's resident memory while they
-// last, so only blobs up to wholeSpillMax are inflated so, one at a time.
-const wholeSpillMax = 16 << 20
+// pages. The pages of both mappings would count in the process's resident
+// memory while they last, though they are the page cache's (as a spill
+// written with pwrite is): dropRSS unmaps them as the inflater goes, so
+// they do not. Only blobs up to wholeSpillMax are inflated so, one at a
+// time, so that a first read waits for at most that much inflating.
+const wholeSpillMax = 64 << 20
+
+// dropEvery is how often dropRSS unmaps the mappings' pages.
+const dropEvery = time.Millisecond
+
+// dropRSS unmaps the pages of the shared file mappings ms from the
+// process every dropEvery until done is closed, then closes stopped. For
+// a MAP_SHARED file mapping MADV_DONTNEED only drops the page table
+// entries: the data stays in the page cache (a dirty page stays dirty)
+// and a page touched again is mapped again from there, so the inflater
+// writing into one of them loses nothing (madvise(2)).
+func dropRSS(done <-chan struct{}, stopped chan<- struct{}, ms ...[]byte) {
+	defer close(stopped)
+	t := time.NewTicker(dropEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			for _, m := range ms {
+				_ = unix.Madvise(m, unix.MADV_DONTNEED)
+			}
+		}
+	}
+}
 
 // wholeSpill admits one fillWhole at a time.
 var wholeSpill = make(chan struct{}, 1)
@@ -60,7 +90,12 @@ func (s *spill) fillWhole(c *blobCache, at *packedAt) bool {
 		return false
 	}
 	defer unix.Munmap(in)
-	if _, err := inflate.Whole(out, in[at.e.dataOff-start:]); err != nil {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go dropRSS(done, stopped, out, in)
+	_, err = inflate.Whole(out, in[at.e.dataOff-start:])
+	close(done)
+	<-stopped
+	if err != nil {
 		return false
 	}
 	s.filled.Store(s.size)
