@@ -174,6 +174,22 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	defer fol.close()
 	defer stopFollowing()
 	repos.follow = fol
+	// Listen first: a client connecting while the repositories open (or
+	// are first fetched) waits in the listen backlog for its handshake,
+	// instead of finding no socket.
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	for _, a := range cfg.Listen {
+		l, err := listen(a.Address)
+		if err != nil {
+			return err
+		}
+		lns = append(lns, l)
+	}
 	set, err := prepare(cfg, repos)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -188,19 +204,6 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 		notify.Status(reg.StatusLine())
 	})
 
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	for _, a := range cfg.Listen {
-		l, err := listen(a.Address)
-		if err != nil {
-			return err
-		}
-		lns = append(lns, l)
-	}
 	var metricsSrv *http.Server
 	var metricsDone chan struct{}
 	if cfg.MetricsListen != "" {

@@ -110,6 +110,13 @@ func (db *Store) acquire() (*slot, error) {
 	}
 	select {
 	case sl := <-db.pool:
+		if sl.gr == nil { // not loaded yet (see Open)
+			if err := sl.load(); err != nil {
+				db.release(sl)
+				return nil, err
+			}
+			return sl, nil
+		}
 		sl.refresh()
 		return sl, nil
 	case <-db.closed:

@@ -71,11 +71,15 @@ func Open(gitDir, commonDir string, opts Options) (*Store, error) {
 	db.packs.db = db
 	n := min(max(runtime.GOMAXPROCS(0)*2, 2), maxPool)
 	db.pool = make(chan *slot, n)
+	// The first slot is loaded now (it checks the repository is one);
+	// the others when first taken (acquire), so a start does not open
+	// the repository n times.
 	for i := 0; i < n; i++ {
 		sl := &slot{db: db}
-		if err := sl.load(); err != nil {
-			db.closeSlots()
-			return nil, err
+		if i == 0 {
+			if err := sl.load(); err != nil {
+				return nil, err
+			}
 		}
 		db.slots = append(db.slots, sl)
 		db.pool <- sl
