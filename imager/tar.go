@@ -341,11 +341,10 @@ func newTarTable(ents []Entry, mtime int64) (*tarTable, []Warning, error) {
 	names.Grow(n)
 	t := &tarTable{ents: make([]tarEnt, len(ents)), mtime: mtime, tmpl: newTarTemplate(mtime)}
 	var warns []Warning
-	var hdr [tarBlockSize]byte
 	for i := range ents {
 		e := &ents[i]
 		it := tarItem{path: e.Path, target: e.Target, kind: e.Kind, size: e.Size, blob: e.Blob}
-		ext, err := tarEntryHeader(&it, t.tmpl, hdr[:])
+		_, ext, err := tarEntryPlan(&it, t.tmpl)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -446,8 +445,20 @@ type tarItem struct {
 // does, and returns the pax extended header records git writes before it
 // (nil when none).
 func tarEntryHeader(e *tarItem, tmpl *tarTemplate, hdr []byte) ([]byte, error) {
+	h, ext, err := tarEntryPlan(e, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	h.marshalFrom(hdr, tmpl)
+	return ext, nil
+}
+
+// tarEntryPlan checks entry e and returns its ustar header, not yet
+// marshalled, and its pax records (nil when it needs none): laying out
+// needs only the records' length, reads the header's bytes.
+func tarEntryPlan(e *tarItem, tmpl *tarTemplate) (tarHeader, []byte, error) {
 	if e.path == "" || strings.IndexByte(e.path, 0) >= 0 {
-		return nil, fmt.Errorf("imager: tar: invalid path %q", e.path)
+		return tarHeader{}, nil, fmt.Errorf("imager: tar: invalid path %q", e.path)
 	}
 	h := tarHeader{mtime: tmpl.mtime}
 	name := e.path
@@ -462,13 +473,13 @@ func tarEntryHeader(e *tarItem, tmpl *tarTemplate, hdr []byte) ([]byte, error) {
 	case KindSymlink:
 		h.typeflag, h.mode = tarTypeSymlnk, 0o777
 		if int64(len(e.target)) != e.size {
-			return nil, fmt.Errorf("imager: tar: symlink %s: target has %d bytes, size says %d", e.path, len(e.target), e.size)
+			return tarHeader{}, nil, fmt.Errorf("imager: tar: symlink %s: target has %d bytes, size says %d", e.path, len(e.target), e.size)
 		}
 	default:
-		return nil, fmt.Errorf("imager: tar: %s: unsupported entry kind %v", e.path, e.kind)
+		return tarHeader{}, nil, fmt.Errorf("imager: tar: %s: unsupported entry kind %v", e.path, e.kind)
 	}
 	if h.size < 0 {
-		return nil, fmt.Errorf("imager: tar: %s: negative size %d", e.path, e.size)
+		return tarHeader{}, nil, fmt.Errorf("imager: tar: %s: negative size %d", e.path, e.size)
 	}
 	var ext []byte
 	if len(name) > tarNameLen {
@@ -494,8 +505,7 @@ func tarEntryHeader(e *tarItem, tmpl *tarTemplate, hdr []byte) ([]byte, error) {
 		ext = paxRecord(ext, "size", strconv.FormatInt(h.size, 10))
 		h.size = 0
 	}
-	h.marshalFrom(hdr, tmpl)
-	return ext, nil
+	return h, ext, nil
 }
 
 // paxBlocks returns a pax header block named name with typeflag typ

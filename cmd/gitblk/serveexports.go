@@ -253,7 +253,19 @@ func (s *server) served(name, rev string, c *gitfs.Commit, format imager.Format)
 // and records what each serves. With m, only the exports on that mirror
 // are: after a fetch moved its refs. It returns the failures.
 func (s *server) warm(m *follow.Mirror) []error {
+	// Every export's ref is resolved first; then the images are laid out
+	// at once, so that the layouts of one commit share its listing (the
+	// tar and fat exports of a tree list it once) and use both cores.
+	type job struct {
+		le   *liveExport
+		c    *gitfs.Commit
+		opts imager.Options
+		l    *imager.Layout
+		ws   []imager.Warning
+		err  error
+	}
 	var errs []error
+	var jobs []*job
 	for _, le := range s.cur.Load().sorted() {
 		if le.x.Ref == "" || m != nil && le.m != m {
 			continue
@@ -264,17 +276,31 @@ func (s *server) warm(m *follow.Mirror) []error {
 			s.log.Error("resolve", "export", le.x.Name, "ref", le.x.Ref, "err", err)
 			continue
 		}
-		opts := le.x.Image.Options("")
+		jobs = append(jobs, &job{le: le, c: c, opts: le.x.Image.Options("")})
+	}
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		if j.le.id != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j.l, j.ws, j.err = j.le.r.images.Image(j.c, j.opts)
+		}()
+	}
+	wg.Wait()
+	for _, j := range jobs {
+		le, c, opts := j.le, j.c, j.opts
 		if le.id == nil {
-			l, ws, err := le.r.images.Image(c, opts)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("export %q: %w", le.x.Name, err))
-				s.log.Error("image", "export", le.x.Name, "ref", le.x.Ref, "commit", c.ID, "format", string(opts.Format), "err", err)
+			if j.err != nil {
+				errs = append(errs, fmt.Errorf("export %q: %w", le.x.Name, j.err))
+				s.log.Error("image", "export", le.x.Name, "ref", le.x.Ref, "commit", c.ID, "format", string(opts.Format), "err", j.err)
 				continue
 			}
-			s.warnOnce(c, opts, ws)
+			s.warnOnce(c, opts, j.ws)
 			if m != nil {
-				s.log.Info("new commit laid out", "export", le.x.Name, "ref", le.x.Ref, "commit", c.ID, "format", string(opts.Format), "size", l.Size())
+				s.log.Info("new commit laid out", "export", le.x.Name, "ref", le.x.Ref, "commit", c.ID, "format", string(opts.Format), "size", j.l.Size())
 			}
 		}
 		if !le.x.Secret {
