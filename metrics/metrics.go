@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
@@ -66,6 +67,18 @@ type Registry struct {
 	mu      sync.Mutex
 	exports map[string]*exportState
 	follows map[string]*FollowStatus
+
+	series sync.Map // requestKey -> *requestSeries
+}
+
+// requestKey and requestSeries: the series one export's requests of one
+// command update, looked up once rather than named on every request.
+type requestKey struct{ export, cmd string }
+
+type requestSeries struct {
+	requests, errors, readBytes *vm.Counter
+	duration                    *vm.PrometheusHistogram
+	state                       *exportState
 }
 
 type exportState struct {
@@ -73,7 +86,7 @@ type exportState struct {
 	infoName string // the gitblk_export_info series, "" if none
 	open     int64
 	total    uint64
-	read     uint64
+	read     atomic.Uint64 // counted without r.mu: Request is on every read
 }
 
 // New returns an empty registry.
@@ -179,19 +192,38 @@ func (r *Registry) ConnClosed(export string, chosen bool) {
 // "block_status", ...), bytes the data a read returned, d how long it took, err
 // its failure if any.
 func (r *Registry) Request(export, cmd string, bytes int64, d time.Duration, err error) {
-	r.counter("gitblk_nbd_requests_total", "export", export, "cmd", cmd).Inc()
+	rs := r.requestSeries(export, cmd)
+	rs.requests.Inc()
 	if bytes > 0 {
-		r.counter("gitblk_nbd_read_bytes_total", "export", export).Add(int(bytes))
+		rs.readBytes.Add(int(bytes))
 	}
 	if err != nil {
-		r.counter("gitblk_nbd_request_errors_total", "export", export, "cmd", cmd).Inc()
+		rs.errors.Inc()
 	}
-	r.set.GetOrCreatePrometheusHistogramExt("gitblk_nbd_request_duration_seconds"+labels("cmd", cmd), requestBuckets).Update(d.Seconds())
+	rs.duration.Update(d.Seconds())
 	if cmd == "read" && bytes > 0 && err == nil {
-		r.mu.Lock()
-		r.exportLocked(export).read += uint64(bytes)
-		r.mu.Unlock()
+		rs.state.read.Add(uint64(bytes))
 	}
+}
+
+// requestSeries returns the series of export's cmd requests.
+func (r *Registry) requestSeries(export, cmd string) *requestSeries {
+	key := requestKey{export, cmd}
+	if v, ok := r.series.Load(key); ok {
+		return v.(*requestSeries)
+	}
+	r.mu.Lock()
+	st := r.exportLocked(export)
+	r.mu.Unlock()
+	rs := &requestSeries{
+		requests:  r.counter("gitblk_nbd_requests_total", "export", export, "cmd", cmd),
+		errors:    r.counter("gitblk_nbd_request_errors_total", "export", export, "cmd", cmd),
+		readBytes: r.counter("gitblk_nbd_read_bytes_total", "export", export),
+		duration:  r.set.GetOrCreatePrometheusHistogramExt("gitblk_nbd_request_duration_seconds"+labels("cmd", cmd), requestBuckets),
+		state:     st,
+	}
+	v, _ := r.series.LoadOrStore(key, rs)
+	return v.(*requestSeries)
 }
 
 // CacheHit counts a read of n bytes served from the blob cache.
@@ -288,6 +320,13 @@ func (r *Registry) RemoveExport(name string) {
 	st.infoName = ""
 	if st.open == 0 && st.total == 0 {
 		delete(r.exports, name)
+		// Series looked up for it hold its state: look them up again.
+		r.series.Range(func(k, _ any) bool {
+			if k.(requestKey).export == name {
+				r.series.Delete(k)
+			}
+			return true
+		})
 	}
 }
 
@@ -378,7 +417,7 @@ func (r *Registry) Status() Status {
 	s := Status{Started: r.start, ConnectionsOpen: int64(r.connsOpen.Get()), Exports: []ExportStatus{}, Follow: []FollowStatus{}}
 	r.mu.Lock()
 	for _, e := range r.exports {
-		s.Exports = append(s.Exports, ExportStatus{Export: e.info, Open: e.open, Total: e.total, ReadBytes: e.read})
+		s.Exports = append(s.Exports, ExportStatus{Export: e.info, Open: e.open, Total: e.total, ReadBytes: e.read.Load()})
 	}
 	for _, f := range r.follows {
 		s.Follow = append(s.Follow, *f)
