@@ -63,6 +63,7 @@ type conn struct {
 	raw   net.Conn      // the accepted connection: deadlines and hard closes
 	c     net.Conn      // raw, or the *tls.Conn over it after STARTTLS
 	r     *bufio.Reader // reads c
+	held  []byte        // inline replies not yet written (see send); request reader only
 	log   *slog.Logger
 	start time.Time
 	peer  Peer

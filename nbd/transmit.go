@@ -17,6 +17,7 @@ type request struct {
 	off    uint64
 	length uint32
 	start  time.Time // when its header was read, for Observer.Request
+	inline bool      // answered by the request reader (see send)
 }
 
 // Reads and block status answers are shaped by these.
@@ -39,6 +40,11 @@ func (cn *conn) transmit() error {
 	}
 	var h [requestHeaderLen]byte
 	for {
+		if cn.r.Buffered() < requestHeaderLen {
+			if err := cn.flushHeld(); err != nil {
+				return err
+			}
+		}
 		if _, err := io.ReadFull(cn.r, h[:]); err != nil {
 			if cn.stopping.Load() {
 				return errStopped
@@ -75,6 +81,9 @@ func (cn *conn) inBounds(r request) bool {
 func (cn *conn) request(r request) error {
 	switch r.typ {
 	case cmdDisc:
+		if err := cn.flushHeld(); err != nil {
+			return err
+		}
 		return errDisc
 	case cmdWrite:
 		if r.length > maxPayload {
@@ -243,6 +252,7 @@ func (cn *conn) inline(r request, cost int64, serve func(request) (int64, error)
 	if cn.stopping.Load() {
 		return errStopped
 	}
+	r.inline = true
 	defer func() {
 		if v := recover(); v != nil {
 			cn.log.Error("nbd: panic serving a request", "panic", v, "stack", string(debug.Stack()))
@@ -256,6 +266,48 @@ func (cn *conn) inline(r request, cost int64, serve func(request) (int64, error)
 
 // write sends one reply (one or more slices) under the write lock, with a
 // single write or writev. A failed write closes the connection.
+// Replies to requests answered inline (see inline) are held back while the
+// next request header is already read in, up to coalesceMax bytes, and
+// written together: a client with many small reads in flight then costs
+// one write (and one wake-up on its side) per batch, not per read. The
+// request reader writes what it holds before it waits for a request, so a
+// held reply waits only for requests the client has already sent.
+const coalesceMax = 256 << 10
+
+// send writes the reply bufs of request r, or holds it (see coalesceMax).
+func (cn *conn) send(r request, bufs ...[]byte) error {
+	if !r.inline {
+		return cn.write(bufs...)
+	}
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if cn.r.Buffered() >= requestHeaderLen && len(cn.held)+total <= coalesceMax {
+		for _, b := range bufs {
+			cn.held = append(cn.held, b...)
+		}
+		return nil
+	}
+	if len(cn.held) == 0 {
+		return cn.write(bufs...)
+	}
+	err := cn.write(append([][]byte{cn.held}, bufs...)...)
+	cn.held = cn.held[:0]
+	return err
+}
+
+// flushHeld writes the replies send held back. Only the request reader
+// calls it.
+func (cn *conn) flushHeld() error {
+	if len(cn.held) == 0 {
+		return nil
+	}
+	err := cn.write(cn.held)
+	cn.held = cn.held[:0]
+	return err
+}
+
 func (cn *conn) write(bufs ...[]byte) error {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
@@ -316,11 +368,11 @@ func (cn *conn) replyOK(r request) error {
 	if cn.structured && r.typ == cmdRead {
 		var b [chunkHeaderLen]byte
 		putChunkHeader(b[:], replyFlagDone, replyTypeNone, r.cookie, 0)
-		return cn.write(b[:])
+		return cn.send(r, b[:])
 	}
 	var b [simpleReplyHeaderLen]byte
 	putSimpleHeader(b[:], 0, r.cookie)
-	return cn.write(b[:])
+	return cn.send(r, b[:])
 }
 
 // replyError answers with an error: an error chunk carrying msg when
@@ -329,7 +381,7 @@ func (cn *conn) replyError(r request, errno uint32, msg string) error {
 	if !cn.structured {
 		var b [simpleReplyHeaderLen]byte
 		putSimpleHeader(b[:], errno, r.cookie)
-		return cn.write(b[:])
+		return cn.send(r, b[:])
 	}
 	msg = truncateString(msg, maxStringLen)
 	b := make([]byte, chunkHeaderLen+errorPayloadLen+len(msg))
@@ -337,7 +389,7 @@ func (cn *conn) replyError(r request, errno uint32, msg string) error {
 	be.PutUint32(b[chunkHeaderLen:], errno)
 	be.PutUint16(b[chunkHeaderLen+4:], uint16(len(msg)))
 	copy(b[chunkHeaderLen+errorPayloadLen:], msg)
-	return cn.write(b)
+	return cn.send(r, b)
 }
 
 // readFull fills p from the image; a short read is an error.
@@ -390,7 +442,7 @@ func (cn *conn) serveRead(r request) (int64, error) {
 		out = (*bp)[maxReplyHeaderRoom-simpleReplyHeaderLen : maxReplyHeaderRoom+n]
 		putSimpleHeader(out, 0, r.cookie)
 	}
-	if err := cn.write(out); err != nil {
+	if err := cn.send(r, out); err != nil {
 		return 0, err
 	}
 	cn.bytes.Add(int64(n))
@@ -471,7 +523,7 @@ func (cn *conn) serveSparseRead(r request, ei ExtentImage) (sent bool, n int64, 
 		be.PutUint64(h[chunkHeaderLen:], uint64(s.off))
 		bufs = append(bufs, h[:chunkHeaderLen+offsetLen], d)
 	}
-	if err := cn.write(bufs...); err != nil {
+	if err := cn.send(r, bufs...); err != nil {
 		return true, 0, err
 	}
 	cn.bytes.Add(int64(r.length))
@@ -568,7 +620,7 @@ func (cn *conn) serveBlockStatus(r request) (int64, error) {
 	}
 	putChunkHeader(b, replyFlagDone, replyTypeBlockStatus, r.cookie, uint32(len(b)-chunkHeaderLen))
 	be.PutUint32(b[chunkHeaderLen:], allocationContextID)
-	return 0, cn.write(b)
+	return 0, cn.send(r, b)
 }
 
 // statusAlign is the granularity of the zero runs block status reports.
