@@ -13,6 +13,7 @@ import (
 	"github.com/gitblk/gitblk/config"
 	"github.com/gitblk/gitblk/gitfs"
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/gcfloor"
 )
 
 const usage = `gitblk serves a git commit's tree to virtual machines as a tar or FAT disk,
@@ -334,7 +335,13 @@ func setMemoryLimit(cacheSize int64) {
 		cacheSize = gitfs.DefaultCacheSize
 	}
 	debug.SetMemoryLimit(cacheSize + memoryAllowance)
+	gcfloor.Set(heapFloor, os.Getenv("GOGC") != "")
 }
+
+// heapFloor is the smallest heap goal of a command that reads blobs: a
+// server's first reads of a small site then run without collecting (see
+// internal/gcfloor), and a bigger heap is paced as before.
+const heapFloor = 32 << 20
 
 // printWarnings writes image warnings, one per line, naming the path.
 func printWarnings(w io.Writer, format imager.Format, ws []imager.Warning) {

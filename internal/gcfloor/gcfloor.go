@@ -1,0 +1,91 @@
+// Package gcfloor keeps the Go collector from running on a small heap:
+// the heap may grow to a floor before a collection starts, and beyond it
+// the collector paces as GOGC says.
+//
+// A fresh process starts with a heap goal of 4 MB, so a server that reads
+// a few megabytes of blobs right after its start collects several times
+// in its first milliseconds (the collector's minimum heap, see the
+// runtime's GC guide, https://go.dev/doc/gc-guide). The floor is cheap in
+// memory: at most the floor itself, far below the soft memory limit a
+// server runs under; above it nothing changes.
+package gcfloor
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+)
+
+// Percent is the GOGC a heap at least as big as the floor keeps.
+const Percent = 100
+
+// minHeap is the runtime's heap goal before its first collection at
+// GOGC=100.
+const minHeap = 4 << 20
+
+// maxPercent bounds the GOGC the floor sets for a tiny heap.
+const maxPercent = 10_000
+
+var once sync.Once
+
+// Set makes floor bytes the smallest heap goal, from now on: after each
+// collection, GOGC is set so that the next one starts when the heap
+// reaches the larger of floor and what Percent gives. It is for
+// commands, once; later calls do nothing. Callers that set GOGC in the
+// environment keep it: Set then does nothing.
+func Set(floor int64, gogcFromEnv bool) {
+	if gogcFromEnv || floor <= 0 {
+		return
+	}
+	once.Do(func() {
+		t := &tuner{floor: uint64(floor), sample: []metrics.Sample{
+			{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"},
+		}}
+		t.tune()
+		runtime.SetFinalizer(&sentinel{t}, (*sentinel).gc)
+	})
+}
+
+// tuner holds the floor and the metric it reads.
+type tuner struct {
+	floor  uint64
+	sample []metrics.Sample
+	last   int // the GOGC set last, 0 for none
+}
+
+// tune sets GOGC from the last collection. The runtime's goal is the
+// larger of the live heap plus GOGC percent of the roots it scans (live
+// heap, stacks, globals), and its minimum heap (4 MB at GOGC=100) scaled
+// by GOGC: the smallest GOGC at least Percent for which either reaches
+// the floor is the one set.
+func (t *tuner) tune() {
+	metrics.Read(t.sample)
+	var v [3]uint64
+	for i, s := range t.sample {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
+	}
+	live, roots := v[0], v[0]+v[1]+v[2]
+	p := t.floor * 100 / minHeap // by the minimum heap
+	if live < t.floor && roots > 0 {
+		p = min(p, (t.floor-live)*100/roots)
+	} else if live >= t.floor {
+		p = Percent
+	}
+	pct := int(min(max(p, Percent), maxPercent))
+	if pct != t.last {
+		debug.SetGCPercent(pct)
+		t.last = pct
+	}
+}
+
+// sentinel is garbage whose finalizer runs after each collection: it
+// tunes, then makes a new sentinel for the next one.
+type sentinel struct{ t *tuner }
+
+func (s *sentinel) gc() {
+	s.t.tune()
+	runtime.SetFinalizer(&sentinel{s.t}, (*sentinel).gc)
+}
