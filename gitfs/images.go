@@ -94,6 +94,40 @@ func (im *Images) pinsOf() *Pins {
 	return im.pins
 }
 
+// Built is one result of Images.All: what Image returned for opts.
+type Built struct {
+	Opts     imager.Options
+	Layout   *imager.Layout
+	Warnings []imager.Warning
+	Err      error
+}
+
+// All lays out commit c's images in each of opts, one after another in
+// that order, over one listing of its tree: the first is ready as soon
+// as it alone would be, and the others do not list the tree again. It
+// returns what Image returns for each.
+func (im *Images) All(c *Commit, opts ...imager.Options) []Built {
+	out := make([]Built, len(opts))
+	im.mu.Lock()
+	missing := false
+	for _, o := range opts {
+		if _, ok := im.entries[imageKey{tree: c.Tree, opts: o}]; !ok {
+			missing = true
+		}
+	}
+	im.mu.Unlock()
+	if missing && len(opts) > 1 {
+		// Hold the listing from the first layout to the last.
+		_, done, _ := im.listing(c)
+		defer done()
+	}
+	for i, o := range opts {
+		l, w, err := im.Image(c, o)
+		out[i] = Built{Opts: o, Layout: l, Warnings: w, Err: err}
+	}
+	return out
+}
+
 // Image returns the image of commit c in opts's format (export-ignore
 // honored, as git archive does), laying it out on first use.
 func (im *Images) Image(c *Commit, opts imager.Options) (*imager.Layout, []imager.Warning, error) {

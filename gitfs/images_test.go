@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gitblk/gitblk/imager"
 	"github.com/gitblk/gitblk/internal/testutil"
@@ -233,5 +234,54 @@ func TestImagesKeepPinned(t *testing.T) {
 	image(commits[2])
 	if image(commits[0]) == first {
 		t.Error("a released layout was kept beyond the bound of 1")
+	}
+}
+
+// TestImagesAllShareListing: All lays the formats out in order over one
+// listing, held from the first layout to the last (a layout made alone
+// drops it when done), and returns what Image returns.
+func TestImagesAllShareListing(t *testing.T) {
+	dir := testutil.NewRepo(t)
+	testutil.WriteFile(t, dir, "a.txt", []byte("a\n"), 0o644)
+	testutil.WriteFile(t, dir, "d/b.txt", []byte("b\n"), 0o644)
+	testutil.CommitAll(t, dir, "one")
+	r := openRepo(t, dir, Options{})
+	im := NewImages(r, 4, t.TempDir())
+	c, err := r.Resolve("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []imager.Format
+	var held []bool
+	im.OnBuild = func(o imager.Options, _ time.Duration, _ error) {
+		im.mu.Lock()
+		_, ok := im.lists[c.Tree]
+		im.mu.Unlock()
+		order, held = append(order, o.Format), append(held, ok)
+	}
+	tarOpts, fatOpts := imager.Options{Format: imager.FormatTar}, imager.Options{Format: imager.FormatFAT}
+	got := im.All(c, tarOpts, fatOpts)
+	if len(order) != 2 || order[0] != imager.FormatTar || order[1] != imager.FormatFAT {
+		t.Fatalf("built %v, want tar then fat", order)
+	}
+	if !held[0] {
+		t.Error("the listing was dropped after the first layout, before the second")
+	}
+	for i, o := range []imager.Options{tarOpts, fatOpts} {
+		l, _, err := im.Image(c, o)
+		if err != nil || got[i].Err != nil || got[i].Layout != l {
+			t.Errorf("%s: All gave %p (%v), Image %p (%v)", o.Format, got[i].Layout, got[i].Err, l, err)
+		}
+	}
+	im.mu.Lock()
+	n := len(im.lists)
+	im.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d listings held after All", n)
+	}
+	// Laid out already: All makes nothing more.
+	im.All(c, tarOpts, fatOpts)
+	if len(order) != 2 {
+		t.Errorf("All built again: %v", order)
 	}
 }

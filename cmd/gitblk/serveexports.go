@@ -253,9 +253,9 @@ func (s *server) served(name, rev string, c *gitfs.Commit, format imager.Format)
 // and records what each serves. With m, only the exports on that mirror
 // are: after a fetch moved its refs. It returns the failures.
 func (s *server) warm(m *follow.Mirror) []error {
-	// Every export's ref is resolved first; then the images are laid out
-	// at once, so that the layouts of one commit share its listing (the
-	// tar and fat exports of a tree list it once) and use both cores.
+	// Every export's ref is resolved first; then the images are laid out,
+	// each commit's formats one after another over one listing (the tar
+	// and fat exports of a tree list it once), different commits at once.
 	type job struct {
 		le   *liveExport
 		c    *gitfs.Commit
@@ -278,15 +278,43 @@ func (s *server) warm(m *follow.Mirror) []error {
 		}
 		jobs = append(jobs, &job{le: le, c: c, opts: le.x.Image.Options("")})
 	}
-	var wg sync.WaitGroup
+	// One goroutine per commit of a repository, laying its formats out in
+	// the exports' order (the default export first) over one listing.
+	type group struct {
+		im   *gitfs.Images
+		c    *gitfs.Commit
+		jobs []*job
+	}
+	var groups []*group
 	for _, j := range jobs {
 		if j.le.id != nil {
 			continue
 		}
+		var g *group
+		for _, h := range groups {
+			if h.im == j.le.r.images && h.c.Tree == j.c.Tree {
+				g = h
+				break
+			}
+		}
+		if g == nil {
+			g = &group{im: j.le.r.images, c: j.c}
+			groups = append(groups, g)
+		}
+		g.jobs = append(g.jobs, j)
+	}
+	var wg sync.WaitGroup
+	for _, g := range groups {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			j.l, j.ws, j.err = j.le.r.images.Image(j.c, j.opts)
+			opts := make([]imager.Options, len(g.jobs))
+			for i, j := range g.jobs {
+				opts[i] = j.opts
+			}
+			for i, b := range g.im.All(g.c, opts...) {
+				g.jobs[i].l, g.jobs[i].ws, g.jobs[i].err = b.Layout, b.Warnings, b.Err
+			}
 		}()
 	}
 	wg.Wait()
