@@ -75,6 +75,7 @@ type conn struct {
 
 	// Handshake state.
 	hsLeft     time.Duration   // what is left of the time the handshake may wait on the client
+	hsGrace    time.Duration   // what is left of the grace for late reads (see readClient)
 	structured bool            // NBD_OPT_STRUCTURED_REPLY acknowledged
 	noZeroes   bool            // client set NBD_FLAG_C_NO_ZEROES
 	pins       map[string]*pin // by requested name

@@ -35,17 +35,42 @@ func (cn *conn) clientIO(f func() error) error {
 }
 
 // readClient reads len(b) bytes from the client during the handshake.
+//
+// A read that times out while the client's bytes are already waiting in
+// the socket was the server's slowness, not the client's silence: on a
+// host busy laying out a big tree the connection's goroutine can run late
+// past the deadline. It is then given readGrace more, out of a grace
+// budget of one handshake timeout per connection, so that a client
+// trickling bytes cannot stretch the handshake without end.
 func (cn *conn) readClient(b []byte) error {
-	return cn.clientIO(func() error {
-		_, err := io.ReadFull(cn.r, b)
-		return err
-	})
+	got := 0
+	for {
+		err := cn.clientIO(func() error {
+			n, err := io.ReadFull(cn.r, b[got:])
+			got += n
+			return err
+		})
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || cn.hsGrace <= 0 {
+			return err
+		}
+		if cn.r.Buffered() == 0 && !bytesWaiting(cn.raw) {
+			return err
+		}
+		g := min(readGrace, cn.hsGrace)
+		cn.hsGrace -= g
+		cn.hsLeft = max(cn.hsLeft, 0) + g
+	}
 }
+
+// readGrace is the time a late read of waiting bytes is given (see
+// readClient).
+const readGrace = 100 * time.Millisecond
 
 // handshake runs the fixed newstyle negotiation. It returns nil when the
 // client has selected an export (GO acknowledged or EXPORT_NAME answered).
 func (cn *conn) handshake(ctx context.Context) error {
 	cn.hsLeft = cn.srv.handshakeTimeout()
+	cn.hsGrace = cn.hsLeft
 	var hs [handshakeLen]byte
 	be.PutUint64(hs[0:], magicNBDMAGIC)
 	be.PutUint64(hs[8:], magicIHAVEOPT)
