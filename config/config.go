@@ -14,7 +14,8 @@
 // (follow = URL, with follow-every, follow-dir, follow-ssh-key,
 // follow-known-hosts, follow-credentials): the server keeps a mirror of it.
 // Exports that follow one URL share the mirror and must agree on those
-// keys. metrics-listen names where /metrics and /status are served.
+// keys. metrics-listen names where /metrics and /status are served;
+// handshake-timeout bounds how long a handshake waits on its client.
 //
 // The command line's one-repository form (gitblk serve REPO REF) builds the
 // same Config; Equal compares two configs ignoring where they were read from.
@@ -95,6 +96,9 @@ type Config struct {
 	// :PORT or PORT (loopback unless a host is named), or unix:PATH; ""
 	// for nowhere.
 	MetricsListen string
+	// HandshakeTimeout bounds how long a handshake waits on the client
+	// (its silence, not the server's work); 0: nbd's default, 10 s.
+	HandshakeTimeout time.Duration
 
 	TLS     TLS
 	Listen  []Listener
@@ -260,6 +264,7 @@ type fileConfig struct {
 	CacheDir        string       `toml:"cache-dir"`
 	MaxSecretMemory any          `toml:"max-secret-memory"`
 	MetricsListen   string       `toml:"metrics-listen"`
+	HandshakeTO     string       `toml:"handshake-timeout"`
 	TLS             fileTLS      `toml:"tls"`
 	Listen          []fileListen `toml:"listen"`
 	Export          map[string]fileExport
@@ -407,6 +412,16 @@ func (c *Config) fill(fc *fileConfig) error {
 	}
 	c.CacheDir = fc.CacheDir
 	c.MetricsListen = fc.MetricsListen
+	if fc.HandshakeTO != "" {
+		d, err := time.ParseDuration(fc.HandshakeTO)
+		if err != nil {
+			return c.Errorf("handshake-timeout", "want a duration such as \"10s\" or \"500ms\", got %q", fc.HandshakeTO)
+		}
+		if d <= 0 {
+			return c.Errorf("handshake-timeout", "want a positive duration, got %q", fc.HandshakeTO)
+		}
+		c.HandshakeTimeout = d
+	}
 	if c.MaxSecretMemory, err = c.size("max-secret-memory", fc.MaxSecretMemory, DefaultMaxSecretMemory); err != nil {
 		return err
 	}
@@ -674,6 +689,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TLS.Mode != TLSDefault && c.TLS.Mode != TLSOff && c.TLS.Certificates == "" {
 		return c.Errorf("tls.mode", "mode %s needs tls.certificates", c.TLS.Mode)
+	}
+	if c.HandshakeTimeout < 0 {
+		return c.Errorf("handshake-timeout", "want a positive duration, got %v", c.HandshakeTimeout)
 	}
 	if c.MetricsListen != "" {
 		if err := checkMetricsAddress(c.MetricsListen); err != nil {

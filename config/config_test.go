@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gitblk/gitblk/imager"
 	"github.com/gitblk/gitblk/policy"
@@ -114,8 +115,15 @@ func TestDefaults(t *testing.T) {
 	if len(c.Listen) != 1 || c.Listen[0].Address != DefaultListen || c.Mode(c.Listen[0]) != TLSOff {
 		t.Errorf("listen %+v", c.Listen)
 	}
-	if c.MaxSecretMemory != DefaultMaxSecretMemory || c.Exports[0].Image.Format != imager.FormatTar {
+	if c.MaxSecretMemory != DefaultMaxSecretMemory || c.Exports[0].Image.Format != imager.FormatTar || c.HandshakeTimeout != 0 {
 		t.Errorf("defaults %+v", c)
+	}
+	c, err = Parse([]byte("handshake-timeout = \"250ms\"\n[export.\"\"]\nrepository = \".\"\nref = \"HEAD\"\n"), "d.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HandshakeTimeout != 250*time.Millisecond {
+		t.Errorf("handshake-timeout 250ms read as %v", c.HandshakeTimeout)
 	}
 	c, err = Parse([]byte("[export.k]\nrepository = \".\"\nref = \"HEAD\"\nsecret = true\ndecrypt = \"id\"\nallow = [{uid = [1]}]\n"), "d.toml")
 	if err != nil {
@@ -155,6 +163,10 @@ func TestErrors(t *testing.T) {
 		{"[export.a]\nref = \"x\"\n", "f.toml:1: export.a: missing key repository"},
 		{"[export.\"a/b\"]\nrepository = \".\"\nref = \"x\"\n", "f.toml:1: export.\"a/b\": export name \"a/b\""},
 		{"cache-size = \"lots\"\n" + base, "f.toml:1: cache-size: bad size \"lots\""},
+		{"handshake-timeout = \"soon\"\n" + base, "f.toml:1: handshake-timeout: want a duration"},
+		{"handshake-timeout = \"0s\"\n" + base, "f.toml:1: handshake-timeout: want a positive duration"},
+		{"handshake-timeout = \"-1s\"\n" + base, "f.toml:1: handshake-timeout: want a positive duration"},
+		{"handshake-timeout = 10\n" + base, "f.toml:1:"},
 		{"cache-size = true\n" + base, "f.toml:1: cache-size: want a byte count"},
 		{"[tls]\nmode = \"maybe\"\n" + base, "f.toml:2: tls.mode: unknown TLS mode \"maybe\""},
 		{"[tls]\nmode = \"on\"\n" + base, "f.toml: listen[0]: TLS mode on needs tls.certificates"},

@@ -63,6 +63,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var ff followFlags
 	ff.register(fs)
 	metricsListen := fs.String("metrics-listen", "", "serve /metrics (Prometheus text) and /status (for gitblk status) on HOST:PORT, :PORT (loopback) or unix:PATH; default off")
+	handshakeTimeout := fs.Duration("handshake-timeout", 0, "how long a handshake waits on a silent client before dropping it (default 10s; the server's own work, such as laying out a big tree, does not count)")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	pos, err := parsePositionals(fs, args)
 	if err != nil {
@@ -97,8 +98,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		load = func() (*config.Config, error) {
 			if ff.url == "" {
 				c, err := shorthandConfig(&cf, listens, refs, &af, pos[0], pos[1])
-				if err == nil && *metricsListen != "" {
-					c.MetricsListen = *metricsListen
+				if err == nil && (*metricsListen != "" || *handshakeTimeout != 0) {
+					c.MetricsListen, c.HandshakeTimeout = *metricsListen, *handshakeTimeout
 					err = flagError(c.Validate())
 				}
 				return c, err
@@ -114,7 +115,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			for i := range c.Exports {
 				c.Exports[i].Follow = ff.follow(dir)
 			}
-			c.MetricsListen = *metricsListen
+			c.MetricsListen, c.HandshakeTimeout = *metricsListen, *handshakeTimeout
 			return c, flagError(c.Validate())
 		}
 	}
@@ -223,7 +224,8 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 		}
 		log.Info("metrics", "listen", ml.Addr().String())
 	}
-	srv := &nbd.Server{Resolve: s.resolve, List: s.list, Logger: log, Observer: hideSecrets(metrics.NewNBD[nbd.Peer](reg), s)}
+	srv := &nbd.Server{Resolve: s.resolve, List: s.list, Logger: log, Observer: hideSecrets(metrics.NewNBD[nbd.Peer](reg), s),
+		HandshakeTimeout: cfg.HandshakeTimeout}
 	if set.tls != nil {
 		srv.TLSConfig = s.tlsConfig()
 	}
