@@ -115,21 +115,10 @@ func TestReadBlobsDamagedEntry(t *testing.T) {
 // served by the blob log, whole neighbours with one preadv, and gives the
 // same bytes.
 func TestReadBlobsFromLog(t *testing.T) {
-	dir := testutil.NewRepo(t)
 	const files = 400
-	for i := range files {
-		testutil.WriteFile(t, dir, fmt.Sprintf("f%03d", i), []byte(fmt.Sprintf("content of file %d, %s\n", i, bytes.Repeat([]byte{'x'}, uncachedMax+i%50))), 0o644)
-	}
-	testutil.CommitAll(t, dir, "small files")
-	testutil.Git(t, dir, "repack", "-q", "-a", "-d")
-	testutil.Git(t, dir, "prune-packed")
-	var ids []plumbing.Hash
-	want := map[plumbing.Hash][]byte{}
-	for i := range files {
-		id := blobID(t, testutil.Git(t, dir, "rev-parse", fmt.Sprintf("HEAD:f%03d", i)))
-		ids = append(ids, id)
-		want[id] = testutil.GitBytes(t, dir, "cat-file", "blob", id.String())
-	}
+	dir, ids, want := packedFiles(t, files, func(i int) string {
+		return fmt.Sprintf("content of file %d, %s\n", i, bytes.Repeat([]byte{'x'}, uncachedMax+i%50))
+	})
 	r := openRepo(t, dir, Options{CacheSize: 64 << 10, CacheDir: t.TempDir()})
 	for pass := range 2 {
 		for i := 0; i < files; i += 100 {
@@ -162,21 +151,8 @@ func TestReadBlobsFromLog(t *testing.T) {
 // held in the memory cache (nor, dropped from it, in the blob log), and
 // the second pass gives the same bytes from the pack again.
 func TestReadBlobsTinyUncached(t *testing.T) {
-	dir := testutil.NewRepo(t)
 	const files = 300
-	for i := range files {
-		testutil.WriteFile(t, dir, fmt.Sprintf("f%03d", i), []byte(fmt.Sprintf("tiny %d\n", i)), 0o644)
-	}
-	testutil.CommitAll(t, dir, "tiny files")
-	testutil.Git(t, dir, "repack", "-q", "-a", "-d")
-	testutil.Git(t, dir, "prune-packed")
-	var ids []plumbing.Hash
-	want := map[plumbing.Hash][]byte{}
-	for i := range files {
-		id := blobID(t, testutil.Git(t, dir, "rev-parse", fmt.Sprintf("HEAD:f%03d", i)))
-		ids = append(ids, id)
-		want[id] = testutil.GitBytes(t, dir, "cat-file", "blob", id.String())
-	}
+	dir, ids, want := packedFiles(t, files, func(i int) string { return fmt.Sprintf("tiny %d\n", i) })
 	r := openRepo(t, dir, Options{CacheSize: 16 << 10, CacheDir: t.TempDir()})
 	for pass := range 2 {
 		reads := make([]BlobRead, files)
@@ -203,4 +179,25 @@ func TestReadBlobsTinyUncached(t *testing.T) {
 			t.Fatalf("tiny blob %s went to the blob log", id)
 		}
 	}
+}
+
+// packedFiles commits files f000.. with content(i), all in one pack, and
+// returns the repository, the files' blob ids in order and their bytes.
+func packedFiles(t *testing.T, files int, content func(i int) string) (string, []plumbing.Hash, map[plumbing.Hash][]byte) {
+	t.Helper()
+	dir := testutil.NewRepo(t)
+	for i := range files {
+		testutil.WriteFile(t, dir, fmt.Sprintf("f%03d", i), []byte(content(i)), 0o644)
+	}
+	testutil.CommitAll(t, dir, "files")
+	testutil.Git(t, dir, "repack", "-q", "-a", "-d")
+	testutil.Git(t, dir, "prune-packed")
+	var ids []plumbing.Hash
+	want := map[plumbing.Hash][]byte{}
+	for i := range files {
+		id := blobID(t, testutil.Git(t, dir, "rev-parse", fmt.Sprintf("HEAD:f%03d", i)))
+		ids = append(ids, id)
+		want[id] = testutil.GitBytes(t, dir, "cat-file", "blob", id.String())
+	}
+	return dir, ids, want
 }
