@@ -172,7 +172,7 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int
 			}
 			continue
 		}
-		data := make([]byte, e.size)
+		data := blobBytes(e.size)
 		if _, err := inflate.Whole(data, src); err != nil {
 			// Cut short by the buffer's end, or damaged: ReadBlob reads
 			// it alone and says which.

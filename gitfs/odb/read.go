@@ -71,7 +71,7 @@ func openedBlob(rc io.ReadCloser, size, smallMax int64) (directBlob, error) {
 // that the stream ends there, and closes it.
 func readAllSmall(rc io.ReadCloser, size int64) ([]byte, error) {
 	defer rc.Close()
-	data := make([]byte, size)
+	data := blobBytes(size)
 	if n, err := io.ReadFull(rc, data); err != nil {
 		return nil, shortBlob(int64(n), size, err)
 	}
@@ -112,7 +112,7 @@ func (db *Store) readPacked(packs []*pack, p *pack, off int64, h plumbing.Hash, 
 	}
 	if e.typ == packBlob && e.size <= smallMax {
 		// The common case: inflated whole, at once.
-		data := make([]byte, e.size)
+		data := blobBytes(e.size)
 		if err := inflateEntry(p.f, off, e, data); err != nil {
 			return directBlob{}, err
 		}
