@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -108,45 +107,8 @@ func TestBigTreeShortHandshake(t *testing.T) {
 	testutil.NeedTool(t, "fsck.fat", "dosfstools")
 	repo := bigTreeRepo(t)
 
-	sockDir, err := os.MkdirTemp("", "gitblk-sock-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	sock := filepath.Join(sockDir, "nbd.sock")
-	log := &testutil.LogBuffer{}
-	cmd := exec.Command(gitblkBin, "serve", "--listen", "unix:"+sock, "--handshake-timeout", bigHandshake.String(),
+	sock, stop, log, _ := launchServe(t, "--handshake-timeout", bigHandshake.String(),
 		"--cache-dir", t.TempDir(), "--refs", "refs/tags/*", repo, "main")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("gitblk serve: exit after SIGTERM: %v", err)
-			}
-		case <-time.After(serveStopTimeout):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Error("gitblk serve did not exit after SIGTERM")
-		}
-	}
-	defer func() {
-		stop()
-		if t.Failed() {
-			t.Logf("server log:\n%s", log.String())
-		}
-	}()
 
 	deadline := time.Now().Add(serveReadyTimeout)
 	for {

@@ -101,6 +101,30 @@ func commitFiles(t testing.TB, repo string, files map[string]string, msg string)
 // The server's log is written to the test log when the test fails.
 func startServe(t testing.TB, args ...string) (sockPath string, stop func()) {
 	t.Helper()
+	sockPath, stop, log, exited := launchServe(t, args...)
+	deadline := time.Now().Add(serveReadyTimeout)
+	for {
+		if err := probeNBD(sockPath); err == nil {
+			return sockPath, stop
+		} else if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("gitblk serve %s: socket %s not answering NBD after %v: %v\nserver log:\n%s",
+				strings.Join(args, " "), sockPath, serveReadyTimeout, err, log.String())
+		}
+		select {
+		case err := <-exited:
+			exited <- err // let stop see it
+			t.Fatalf("gitblk serve %s exited before serving: %v\nserver log:\n%s", strings.Join(args, " "), err, log.String())
+		case <-time.After(servePollInterval):
+		}
+	}
+}
+
+// launchServe starts `gitblk serve --listen unix:SOCK ARGS...` and returns
+// at once, with startServe's stop, the server's log, and the channel its
+// exit status arrives on (put it back after reading it, for stop).
+func launchServe(t testing.TB, args ...string) (sockPath string, stop func(), log *testutil.LogBuffer, exited chan error) {
+	t.Helper()
 	// A unix socket path is limited to 108 bytes: t.TempDir() can be longer.
 	sockDir, err := os.MkdirTemp("", "gitblk-sock-")
 	if err != nil {
@@ -117,7 +141,7 @@ func startServe(t testing.TB, args ...string) (sockPath string, stop func()) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("startServe: start %s: %v", gitblkBin, err)
 	}
-	exited := make(chan error, 1)
+	exited = make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
 	var once sync.Once
@@ -144,24 +168,7 @@ func startServe(t testing.TB, args ...string) (sockPath string, stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-
-	deadline := time.Now().Add(serveReadyTimeout)
-	for {
-		if err := probeNBD(sockPath); err == nil {
-			return sockPath, stop
-		} else if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("gitblk serve %s: socket %s not answering NBD after %v: %v\nserver log:\n%s",
-				strings.Join(args, " "), sockPath, serveReadyTimeout, err, stderr.String())
-		}
-		select {
-		case err := <-exited:
-			exited <- err // let stop see it
-			t.Fatalf("gitblk serve %s exited before serving: %v\nserver log:\n%s",
-				strings.Join(args, " "), err, stderr.String())
-		case <-time.After(servePollInterval):
-		}
-	}
+	return sockPath, stop, stderr, exited
 }
 
 // probeNBD dials a unix socket and reads the NBD greeting magic.
