@@ -383,13 +383,20 @@ func fatTree(tree *Tree) (*fatTable, []Warning) {
 	t.dirs = []fatDir{{}}
 	parents := make([]uint32, 1, len(tree.Entries)+1) // of each node, while building
 	dirs := map[string]uint32{"": 0}
+	// Siblings are listed together: the last parent found is tried first.
+	lastDir, lastParent := "", uint32(0)
 	for _, e := range tree.Entries {
 		i := strings.LastIndexByte(e.Path, '/')
-		parent, ok := dirs[e.Path[:max(i, 0)]]
-		if !ok {
-			// FollowSymlinks and SkipSymlinks list parents first.
-			problems = append(problems, Warning{Path: e.Path, Msg: "listed without its parent directory"})
-			continue
+		dir := e.Path[:max(i, 0)]
+		parent := lastParent
+		if dir != lastDir {
+			p, ok := dirs[dir]
+			if !ok {
+				// FollowSymlinks and SkipSymlinks list parents first.
+				problems = append(problems, Warning{Path: e.Path, Msg: "listed without its parent directory"})
+				continue
+			}
+			lastDir, lastParent, parent = dir, p, p
 		}
 		idx := uint32(len(t.nodes))
 		nd := fatNode{path: uint32(names.Len())}
@@ -440,38 +447,89 @@ func fatTree(tree *Tree) (*fatTable, []Warning) {
 		t.kids[p.kids+p.nkids] = uint32(i)
 		p.nkids++
 	}
+	sc := &dirScratch{seen: newNameSet(hashString), used: newNameSet(hashShort)}
 	for d := range t.nodes {
 		if !t.nodes[d].dir {
 			continue
 		}
 		dn := t.dirOf(d)
 		kids := t.children(d)
-		seen := make(map[string]string, len(kids))
+		sc.load(t, kids)
 		entries := 2 // "." and ".."
 		if d == 0 {
 			entries = 0
 		}
-		for _, c := range kids {
-			name := t.nameOf(int(c))
-			key := strings.ToUpper(name)
-			if first, ok := seen[key]; ok {
-				problems = append(problems, Warning{Path: t.pathOf(int(c)), Msg: fmt.Sprintf("same name as %q but for case: FAT names are case-insensitive", first)})
+		for j, c := range kids {
+			if first, ok := sc.seen.get(sc.upper[j]); ok {
+				problems = append(problems, Warning{Path: t.pathOf(int(c)), Msg: fmt.Sprintf("same name as %q but for case: FAT names are case-insensitive", t.nameOf(int(first)))})
 			} else {
-				seen[key] = name
+				sc.seen.put(sc.upper[j], c)
 			}
-			entries += 1 + lfnEntries(name)
+			entries += 1 + lfnEntries(sc.names[j])
 		}
 		dn.entries = uint32(min(entries, math.MaxUint32))
 		if entries > maxDirEntries {
 			problems = append(problems, Warning{Path: t.pathOf(d), Msg: fmt.Sprintf("directory needs %d 32-byte entries (long names included): FAT allows %d", entries, maxDirEntries)})
 		}
-		t.assignShortNames(d)
+		t.assignShortNames(kids, sc)
 	}
 	return t, problems
 }
 
+// dirScratch holds one directory's names while fatTree checks them and
+// assigns their 8.3 aliases; it is reused from directory to directory, so
+// that a tree of many small directories costs no allocation per name.
+type dirScratch struct {
+	names []string           // the children's names
+	upper []string           // the same, upper-cased (substrings of one string per directory)
+	arena []byte             // where upper is built
+	ends  []int              // where each upper name ends in arena
+	seen  *nameSet[string]   // upper-cased name -> first child with it
+	used  *nameSet[[11]byte] // 8.3 names taken
+	done  []bool             // children with their 8.3 name
+}
+
+// load reads the names of kids, upper-cased as strings.ToUpper does.
+func (sc *dirScratch) load(t *fatTable, kids []uint32) {
+	sc.names, sc.upper, sc.arena, sc.ends = sc.names[:0], sc.upper[:0], sc.arena[:0], sc.ends[:0]
+	for _, c := range kids {
+		name := t.nameOf(int(c))
+		sc.names = append(sc.names, name)
+		sc.arena = appendUpper(sc.arena, name)
+		sc.ends = append(sc.ends, len(sc.arena))
+	}
+	all := string(sc.arena)
+	start := 0
+	for _, end := range sc.ends {
+		sc.upper = append(sc.upper, all[start:end])
+		start = end
+	}
+	sc.seen.reset(len(kids))
+	sc.used.reset(len(kids))
+	sc.done = append(sc.done[:0], make([]bool, len(kids))...)
+}
+
+// appendUpper appends strings.ToUpper(s) to b, without allocating when s
+// is ASCII.
+func appendUpper(b []byte, s string) []byte {
+	if !isASCII(s) {
+		return append(b, strings.ToUpper(s)...)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
 // badFATName says why a long name cannot be stored, or "".
 func badFATName(name string) string {
+	if plainFATName(name) {
+		return ""
+	}
 	switch {
 	case name == "" || name == "." || name == "..":
 		return fmt.Sprintf("name %q is not a file name", name)
@@ -493,6 +551,35 @@ func badFATName(name string) string {
 	return ""
 }
 
+// fatForbidden marks the ASCII bytes a FAT long name cannot hold.
+var fatForbidden = func() (f [utf8.RuneSelf]bool) {
+	for c := 0; c < 0x20; c++ {
+		f[c] = true
+	}
+	f[0x7F] = true
+	for _, c := range `"*/:<>?\|` {
+		f[c] = true
+	}
+	return f
+}()
+
+// plainFATName reports, quickly, that badFATName has nothing to say: an
+// ASCII name of allowed bytes that is not "." or "..", ends in neither a
+// dot nor a space, and fits. Any other name takes badFATName's full checks.
+func plainFATName(name string) bool {
+	n := len(name)
+	if n == 0 || n > maxNameUnits || name[n-1] == '.' || name[n-1] == ' ' {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		c := name[i]
+		if c >= utf8.RuneSelf || fatForbidden[c] {
+			return false
+		}
+	}
+	return true
+}
+
 // lfnEntries is the number of long-name entries for name: its UTF-16 units
 // plus the NUL unit that is always written (Mirage matches on it).
 func lfnEntries(name string) int {
@@ -503,6 +590,9 @@ func lfnEntries(name string) int {
 // utf16Len is the number of UTF-16 units of name (an invalid byte counts
 // as U+FFFD, one unit), counted without converting it.
 func utf16Len(name string) int {
+	if isASCII(name) {
+		return len(name)
+	}
 	n := 0
 	for _, r := range name {
 		n++
@@ -516,29 +606,47 @@ func utf16Len(name string) int {
 // shortChars are the characters an 8.3 name may hold besides A-Z and 0-9.
 const shortChars = "!#$%&'()-@^_`{}~"
 
-func validShortChar(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(shortChars, c) >= 0
-}
+func validShortChar(c byte) bool { return shortValid[c] }
 
-// exactShortName returns the 8.3 form of name when the upper-cased name is
-// a valid 8.3 name as is.
-func exactShortName(name string) ([11]byte, bool) {
+// shortValid marks the bytes validShortChar accepts.
+var shortValid = func() (v [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		v[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		v[c] = true
+	}
+	for i := 0; i < len(shortChars); i++ {
+		v[shortChars[i]] = true
+	}
+	return v
+}()
+
+// exactShortName returns the 8.3 form of name when its upper-cased form,
+// up (strings.ToUpper(name)), is a valid 8.3 name as is.
+func exactShortName(name, up string) ([11]byte, bool) {
 	var s [11]byte
-	up := strings.ToUpper(name)
 	if len(up) != len(name) { // a non-ASCII rune changed size
 		return s, false
 	}
-	base, ext := up, ""
-	if i := strings.IndexByte(up, '.'); i >= 0 {
-		base, ext = up[:i], up[i+1:]
-	}
-	if len(base) < 1 || len(base) > 8 || len(ext) > 3 || strings.IndexByte(ext, '.') >= 0 || (ext == "" && strings.HasSuffix(up, ".")) {
-		return s, false
-	}
+	dot := -1
 	for i := 0; i < len(up); i++ {
-		if up[i] != '.' && !validShortChar(up[i]) {
+		switch c := up[i]; {
+		case c == '.':
+			if dot >= 0 {
+				return s, false // a second dot
+			}
+			dot = i
+		case !validShortChar(c):
 			return s, false
 		}
+	}
+	base, ext := up, ""
+	if dot >= 0 {
+		base, ext = up[:dot], up[dot+1:]
+	}
+	if len(base) < 1 || len(base) > 8 || len(ext) > 3 || (dot >= 0 && ext == "") {
+		return s, false
 	}
 	copy(s[:], "           ")
 	copy(s[:8], base)
@@ -594,20 +702,30 @@ func mirageShortName(name string) (s [11]byte, dosName, ok bool) {
 			return s, false, false
 		}
 	}
-	var parts []string
-	for _, p := range strings.Split(name, ".") {
+	// The non-empty dot-separated parts: more than two is no DOS name.
+	var parts [2]string
+	np := 0
+	for rest := name; ; {
+		p, after, more := strings.Cut(rest, ".")
 		if p != "" {
-			parts = append(parts, p)
+			if np == len(parts) {
+				return s, false, false
+			}
+			parts[np] = p
+			np++
 		}
+		if !more {
+			break
+		}
+		rest = after
 	}
 	switch {
-	case len(parts) == 1 && len(parts[0]) <= 8:
-		parts = append(parts, "")
-	case len(parts) == 2 && len(parts[0]) <= 8 && len(parts[1]) <= 3:
+	case np == 1 && len(parts[0]) <= 8:
+	case np == 2 && len(parts[0]) <= 8 && len(parts[1]) <= 3:
 	default:
 		return s, false, false
 	}
-	for _, p := range parts {
+	for _, p := range parts[:np] {
 		if strings.HasPrefix(p, " ") || strings.HasSuffix(p, " ") {
 			return s, true, false
 		}
@@ -621,7 +739,7 @@ func mirageShortName(name string) (s [11]byte, dosName, ok bool) {
 	return s, true, true
 }
 
-// assignShortNames gives every child of d a unique 8.3 name, in three
+// assignShortNames gives every child in kids (a directory's, loaded in sc) a unique 8.3 name, in three
 // passes so that the names that need a particular 8.3 name get it:
 //  1. names MirageOS looks up by their 8.3 name only (see mirageShortName)
 //     get exactly that name; a second such name mapping to the same 8.3
@@ -631,17 +749,15 @@ func mirageShortName(name string) (s [11]byte, dosName, ok bool) {
 //  3. the others get BASIS~N.EXT with the lowest N free, in tree order
 //     (deterministic; Windows switches to hashed aliases after ~4, Linux to
 //     random ones after ~9: neither is reproducible).
-func (t *fatTable) assignShortNames(d int) {
-	kids := t.children(d)
-	used := make(map[[11]byte]bool, len(kids))
-	done := make([]bool, len(kids))
+func (t *fatTable) assignShortNames(kids []uint32, sc *dirScratch) {
+	used, done := sc.used, sc.done
 	for i, k := range kids {
 		c := &t.nodes[k]
-		s, dosName, ok := mirageShortName(t.nameOf(int(k)))
+		s, dosName, ok := mirageShortName(sc.names[i])
 		switch {
-		case ok && !used[s]:
+		case ok && !used.has(s):
 			c.short, done[i], c.mirageOK = s, true, true
-			used[s] = true
+			used.put(s, 0)
 		case ok:
 			c.mirage = fatMirageDupShort
 		case dosName:
@@ -652,17 +768,20 @@ func (t *fatTable) assignShortNames(d int) {
 		if done[i] {
 			continue
 		}
-		if s, ok := exactShortName(t.nameOf(int(k))); ok && !used[s] {
+		if s, ok := exactShortName(sc.names[i], sc.upper[i]); ok && !used.has(s) {
 			t.nodes[k].short, done[i] = s, true
-			used[s] = true
+			used.put(s, 0)
 		}
 	}
-	next := map[string]int{} // basis -> next N to try, so many similar names stay linear
+	var next map[string]int // basis -> next N to try, so many similar names stay linear
 	for i, k := range kids {
 		if done[i] {
 			continue
 		}
-		base, ext := shortBasis(t.nameOf(int(k)))
+		if next == nil {
+			next = map[string]int{}
+		}
+		base, ext := shortBasis(sc.names[i])
 		key := base + "." + ext
 		for n := max(next[key], 1); ; n++ {
 			tail := "~" + strconv.Itoa(n)
@@ -674,8 +793,8 @@ func (t *fatTable) assignShortNames(d int) {
 			copy(s[:], "           ")
 			copy(s[:8], b+tail)
 			copy(s[8:], ext)
-			if !used[s] {
-				used[s] = true
+			if !used.has(s) {
+				used.put(s, 0)
 				t.nodes[k].short = s
 				next[key] = n + 1
 				break

@@ -943,3 +943,25 @@ func TestFATGitRepo(t *testing.T) {
 	}
 	mcopyAll(t, img, files, dirs)
 }
+
+// BenchmarkBuildFATCorpus lays out the tree of bench/run's many-files
+// corpus: 600 directories of 10 subdirectories of 50 short-named files
+// (300,000 files, names valid 8.3 names once upper-cased).
+func BenchmarkBuildFATCorpus(b *testing.B) {
+	m := newFmem()
+	for d := 0; d < 600; d++ {
+		for s := 0; s < 10; s++ {
+			for f := 0; f < 50; f++ {
+				m.file(fmt.Sprintf("d%03d/s%d/f%02d.txt", d, s, f), "x")
+			}
+		}
+	}
+	tr := m.tree()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := BuildFAT(tr, m.blobs, Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
