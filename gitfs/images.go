@@ -2,6 +2,7 @@ package gitfs
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -40,6 +41,7 @@ type listing struct {
 	tree  *imager.Tree
 	err   error
 	users int
+	save  func() // writes the listing to the cache once the last user is done; nil for none
 }
 
 type imageKey struct {
@@ -102,10 +104,11 @@ type Built struct {
 	Err      error
 }
 
-// All lays out commit c's images in each of opts, one after another in
-// that order, over one listing of its tree: the first is ready as soon
-// as it alone would be, and the others do not list the tree again. It
-// returns what Image returns for each.
+// All lays out commit c's images in each of opts over one listing of its
+// tree: the others do not list the tree again. Once the tree is listed, as
+// many layouts are made at once as there are cores (in the order of opts
+// when they are fewer), so the first is ready about as soon as it alone
+// would be. It returns what Image returns for each.
 func (im *Images) All(c *Commit, opts ...imager.Options) []Built {
 	out := make([]Built, len(opts))
 	im.mu.Lock()
@@ -116,15 +119,33 @@ func (im *Images) All(c *Commit, opts ...imager.Options) []Built {
 		}
 	}
 	im.mu.Unlock()
-	if missing && len(opts) > 1 {
-		// Hold the listing from the first layout to the last.
-		_, done, _ := im.listing(c)
-		defer done()
+	if !missing || len(opts) < 2 {
+		for i, o := range opts {
+			l, w, err := im.Image(c, o)
+			out[i] = Built{Opts: o, Layout: l, Warnings: w, Err: err}
+		}
+		return out
 	}
-	for i, o := range opts {
-		l, w, err := im.Image(c, o)
-		out[i] = Built{Opts: o, Layout: l, Warnings: w, Err: err}
+	// Hold the listing from the first layout to the last.
+	_, done, _ := im.listing(c)
+	defer done()
+	next := make(chan int, len(opts))
+	for i := range opts {
+		next <- i
 	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(len(opts), runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				l, w, err := im.Image(c, opts[i])
+				out[i] = Built{Opts: opts[i], Layout: l, Warnings: w, Err: err}
+			}
+		}()
+	}
+	wg.Wait()
 	return out
 }
 
@@ -193,23 +214,33 @@ func (im *Images) listing(c *Commit) (*imager.Tree, func(), error) {
 	im.mu.Unlock()
 	done := func() {
 		im.mu.Lock()
-		if l.users--; l.users == 0 && im.lists[c.Tree] == l {
-			delete(im.lists, c.Tree)
+		var save func()
+		if l.users--; l.users == 0 {
+			if im.lists[c.Tree] == l {
+				delete(im.lists, c.Tree)
+			}
+			save, l.save = l.save, nil
 		}
 		im.mu.Unlock()
-	}
-	if first {
-		var save func()
-		l.tree, save, l.err = im.repo.cachedTree(c, true, im.cacheDir)
-		close(l.done)
-		if l.err == nil {
-			// The listing is saved while it is laid out; Close waits.
+		if save != nil {
+			// Saved once the layouts are made, not competing with them for
+			// the cores; Close waits.
 			im.repo.saves.Add(1)
 			go func() {
 				defer im.repo.saves.Done()
 				save()
 			}()
 		}
+	}
+	if first {
+		tree, save, err := im.repo.cachedTree(c, true, im.cacheDir)
+		im.mu.Lock()
+		l.tree, l.err = tree, err
+		if err == nil {
+			l.save = save
+		}
+		im.mu.Unlock()
+		close(l.done)
 	} else {
 		<-l.done
 	}

@@ -3,6 +3,8 @@ package gitfs
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -237,39 +239,59 @@ func TestImagesKeepPinned(t *testing.T) {
 	}
 }
 
-// TestImagesAllShareListing: All lays the formats out in order over one
-// listing, held from the first layout to the last (a layout made alone
-// drops it when done), and returns what Image returns.
+// TestImagesAllShareListing: All lays the formats out over one listing,
+// held until the last layout is made (a layout made alone drops it when
+// done), saves the listing to the cache only after the layouts, and
+// returns what Image returns.
 func TestImagesAllShareListing(t *testing.T) {
 	dir := testutil.NewRepo(t)
 	testutil.WriteFile(t, dir, "a.txt", []byte("a\n"), 0o644)
 	testutil.WriteFile(t, dir, "d/b.txt", []byte("b\n"), 0o644)
 	testutil.CommitAll(t, dir, "one")
 	r := openRepo(t, dir, Options{})
-	im := NewImages(r, 4, t.TempDir())
+	cache := t.TempDir()
+	im := NewImages(r, 4, cache)
 	c, err := r.Resolve("main")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var order []imager.Format
-	var held []bool
+	saved := func() bool {
+		ents, _ := os.ReadDir(filepath.Join(cache, treeCacheSubdir))
+		return len(ents) > 0
+	}
+	var mu sync.Mutex
+	built := map[imager.Format]int{}
+	var held, early []bool
 	im.OnBuild = func(o imager.Options, _ time.Duration, _ error) {
 		im.mu.Lock()
 		_, ok := im.lists[c.Tree]
 		im.mu.Unlock()
-		order, held = append(order, o.Format), append(held, ok)
+		time.Sleep(50 * time.Millisecond) // time for a save started early to finish
+		mu.Lock()
+		built[o.Format]++
+		held, early = append(held, ok), append(early, saved())
+		mu.Unlock()
 	}
 	tarOpts, fatOpts := imager.Options{Format: imager.FormatTar}, imager.Options{Format: imager.FormatFAT}
 	got := im.All(c, tarOpts, fatOpts)
-	if len(order) != 2 || order[0] != imager.FormatTar || order[1] != imager.FormatFAT {
-		t.Fatalf("built %v, want tar then fat", order)
+	if len(built) != 2 || built[imager.FormatTar] != 1 || built[imager.FormatFAT] != 1 {
+		t.Fatalf("built %v, want tar and fat once each", built)
 	}
-	if !held[0] {
-		t.Error("the listing was dropped after the first layout, before the second")
+	for i := range held {
+		if !held[i] {
+			t.Error("the listing was dropped before the last layout was made")
+		}
+		if early[i] {
+			t.Error("the listing was saved to the cache before the layouts were made")
+		}
+	}
+	r.saves.Wait()
+	if !saved() {
+		t.Error("the listing was not saved to the cache after the layouts")
 	}
 	for i, o := range []imager.Options{tarOpts, fatOpts} {
 		l, _, err := im.Image(c, o)
-		if err != nil || got[i].Err != nil || got[i].Layout != l {
+		if err != nil || got[i].Err != nil || got[i].Layout != l || got[i].Opts != o {
 			t.Errorf("%s: All gave %p (%v), Image %p (%v)", o.Format, got[i].Layout, got[i].Err, l, err)
 		}
 	}
@@ -281,7 +303,7 @@ func TestImagesAllShareListing(t *testing.T) {
 	}
 	// Laid out already: All makes nothing more.
 	im.All(c, tarOpts, fatOpts)
-	if len(order) != 2 {
-		t.Errorf("All built again: %v", order)
+	if len(built) != 2 || built[imager.FormatTar] != 1 || built[imager.FormatFAT] != 1 {
+		t.Errorf("All built again: %v", built)
 	}
 }
