@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -86,8 +87,9 @@ type conn struct {
 
 	// Transmission state, fixed once the handshake ends.
 	cur         *pin
-	blockStatus bool     // base:allocation negotiated for cur
-	runs        runCache // zero/data runs of cur
+	blockStatus bool            // base:allocation negotiated for cur
+	runs        runCache        // zero/data runs of cur
+	sock        syscall.RawConn // raw socket for replies sent from files (see serveVecRead); nil: copy
 
 	wmu  sync.Mutex
 	werr error

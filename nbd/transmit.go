@@ -38,6 +38,7 @@ func (cn *conn) transmit() error {
 	if cn.stopping.Load() {
 		return errStopped
 	}
+	cn.sock = cn.sysConn()
 	var h [requestHeaderLen]byte
 	for {
 		if cn.r.Buffered() < requestHeaderLen {
@@ -425,6 +426,9 @@ func (cn *conn) serveRead(r request) (int64, error) {
 				return n, err
 			}
 		}
+	}
+	if vi, ok := cn.cur.exp.Image.(VecImage); ok && !r.inline && cn.sock != nil {
+		return cn.serveVecRead(r, vi, cn.sock)
 	}
 	n := int(r.length)
 	bp := getBuf(n)
