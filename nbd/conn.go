@@ -90,6 +90,7 @@ type conn struct {
 	blockStatus bool            // base:allocation negotiated for cur
 	runs        runCache        // zero/data runs of cur
 	sock        syscall.RawConn // raw socket for replies sent from files (see serveVecRead); nil: copy
+	quickVec    atomic.Bool     // the last read sent from pieces was quick: answer big reads inline
 
 	wmu  sync.Mutex
 	werr error

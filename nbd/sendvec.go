@@ -42,11 +42,22 @@ func (cn *conn) sysConn() syscall.RawConn {
 	return rc
 }
 
+// quickVecRead: a read of pieces that took at most this long (a re-read
+// of cached data: lookups, tar headers, small blobs copied) costs less on
+// the request reader than handing it to a worker, which on a re-read cost
+// a fifth of the server's CPU in thread and goroutine switches. After
+// such a read, the connection answers big reads inline; after a slower
+// one (a first read, inflating), on workers again, so that a copy of many
+// parts at once still uses every core. Only the read is timed: waiting
+// for the socket costs the same on any goroutine.
+const quickVecRead = 100 * time.Microsecond
+
 // serveVecRead answers a validated read of vi as serveRead does, sending
 // lent pieces without copying them. The pieces are all in hand before
 // the reply starts, so a read failure is still a clean NBD_EIO; a
 // failure while sending lent file ranges (after falling back to pread)
-// ends the connection, as any failed write does.
+// ends the connection, as any failed write does. Replies held back by
+// inline reads (see send) go out first, in the same write.
 func (cn *conn) serveVecRead(r request, vi VecImage, sock syscall.RawConn) (int64, error) {
 	n := int(r.length)
 	bp := getBuf(n)
@@ -55,7 +66,10 @@ func (cn *conn) serveVecRead(r request, vi VecImage, sock syscall.RawConn) (int6
 	v := vecPool.Get().(*iovec.List)
 	defer vecPool.Put(v)
 	defer v.Release()
-	if err := readFullVec(vi, data, int64(r.off), v); err != nil {
+	start := time.Now()
+	err := readFullVec(vi, data, int64(r.off), v)
+	cn.quickVec.Store(err == nil && time.Since(start) <= quickVecRead)
+	if err != nil {
 		return 0, cn.readFailed(r, err)
 	}
 	var hdr []byte
@@ -73,6 +87,10 @@ func (cn *conn) serveVecRead(r request, vi VecImage, sock syscall.RawConn) (int6
 		ps[0].Mem = (*bp)[maxReplyHeaderRoom-len(hdr) : maxReplyHeaderRoom+len(ps[0].Mem)]
 	} else {
 		ps = append([]iovec.Piece{{Mem: hdr}}, ps...)
+	}
+	if r.inline && len(cn.held) > 0 {
+		ps = append([]iovec.Piece{{Mem: cn.held}}, ps...)
+		defer func() { cn.held = cn.held[:0] }()
 	}
 	if err := cn.writePieces(ps, sock); err != nil {
 		return 0, err

@@ -173,3 +173,68 @@ func TestVecFileGone(t *testing.T) {
 	}
 	checkFresh(t, ts)
 }
+
+// TestVecPipelined sends many small and big reads without waiting, so
+// that big reads answered inline (after quick ones) meet small replies
+// held back for coalescing, and checks every reply by its cookie.
+func TestVecPipelined(t *testing.T) {
+	vi := newVecImage(t)
+	ts := startServer(t, func(s *Server) {
+		s.Resolve = func(ctx context.Context, name string, peer Peer) (*Export, error) {
+			return &Export{Name: name, Image: vi}, nil
+		}
+	})
+	for _, structured := range []bool{false, true} {
+		rc := dialRaw(t, "unix", ts.sock)
+		rc.open("vec", structured, false)
+		type req struct {
+			off int64
+			n   int
+		}
+		reqs := map[uint64]req{}
+		const count = 200
+		for i := range count {
+			n := 4096 + i*37
+			if i%3 == 0 {
+				n = 200<<10 + i*101
+			}
+			off := int64(i) * 12289 % (vi.Size() - int64(n))
+			reqs[uint64(i+1)] = req{off, n}
+			rc.sendReq(0, cmdRead, uint64(i+1), uint64(off), uint32(n), nil)
+		}
+		for range count {
+			var cookie uint64
+			var got []byte
+			if structured {
+				c := rc.readChunk()
+				if c.typ != replyTypeOffsetData || c.flags&replyFlagDone == 0 {
+					t.Fatalf("chunk type %d flags %#x", c.typ, c.flags)
+				}
+				cookie, got = c.cookie, c.payload[offsetLen:]
+				if rq := reqs[cookie]; be.Uint64(c.payload) != uint64(rq.off) {
+					t.Fatalf("cookie %d: offset %d, want %d", cookie, be.Uint64(c.payload), rq.off)
+				}
+			} else {
+				var errno uint32
+				errno, cookie = rc.readSimple()
+				if errno != 0 {
+					t.Fatalf("cookie %d: error %d", cookie, errno)
+				}
+				got = rc.read(reqs[cookie].n)
+			}
+			rq, ok := reqs[cookie]
+			if !ok {
+				t.Fatalf("reply to unknown or repeated cookie %d", cookie)
+			}
+			delete(reqs, cookie)
+			if want := vi.data[rq.off : rq.off+int64(rq.n)]; !bytes.Equal(got, want) {
+				t.Fatalf("cookie %d: %d bytes at %d differ at %d", cookie, rq.n, rq.off, firstDiff(got, want))
+			}
+		}
+		rc.sendReq(0, cmdDisc, 9999, 0, 0, nil)
+		rc.expectClosed()
+	}
+	if l, r := vi.lent.Load(), vi.released.Load(); l == 0 || l != r {
+		t.Errorf("%d file ranges lent, %d released", l, r)
+	}
+}

@@ -122,7 +122,7 @@ func (cn *conn) request(r request) error {
 		case r.length > maxPayload:
 			return cn.fail(r, errInval, fmt.Sprintf("read of %d bytes exceeds the maximum payload of %d", r.length, maxPayload))
 		}
-		if r.length <= inlineReadMax {
+		if r.length <= inlineReadMax || cn.quickVec.Load() {
 			return cn.inline(r, int64(r.length)+maxReplyHeaderRoom, cn.serveRead)
 		}
 		return cn.dispatch(r, int64(r.length)+maxReplyHeaderRoom, cn.serveRead)
@@ -236,7 +236,7 @@ func (cn *conn) dispatch(r request, cost int64, serve func(request) (int64, erro
 // few microseconds, less than handing it to another goroutine and waking
 // it (random 4 KiB reads spent most of their time in the scheduler).
 // Longer reads go to workers, so that a copy of many parts at once uses
-// every core.
+// every core, except while they are quick (see quickVecRead).
 const inlineReadMax = 64 << 10
 
 // inline runs serve(r) on the calling goroutine once the limiters grant
@@ -427,7 +427,7 @@ func (cn *conn) serveRead(r request) (int64, error) {
 			}
 		}
 	}
-	if vi, ok := cn.cur.exp.Image.(VecImage); ok && !r.inline && cn.sock != nil {
+	if vi, ok := cn.cur.exp.Image.(VecImage); ok && r.length > inlineReadMax && cn.sock != nil {
 		return cn.serveVecRead(r, vi, cn.sock)
 	}
 	n := int(r.length)
