@@ -10,9 +10,9 @@ import (
 // needed: a slice of a blob held in memory (never written again, and kept
 // alive by the slice alone), or a range of a spill file already inflated
 // that far (never rewritten), with a reference that keeps the spill from
-// being dropped until the piece is released. It reports false otherwise;
-// the caller then reads with ReadBlob. The blob log is not lent: it
-// starts over in place when full.
+// being dropped until the piece is released, or a range of the blob log
+// with a hold on its file (see blobLog). It reports false otherwise; the
+// caller then reads with ReadBlob.
 func (db *Store) LendBlob(id plumbing.Hash, off int64, n int) (iovec.Piece, bool) {
 	c := db.blobs
 	if off < 0 || n <= 0 || c.closed.Load() {
@@ -33,6 +33,10 @@ func (db *Store) LendBlob(id plumbing.Hash, off int64, n int) (iovec.Piece, bool
 	e, ok := c.spills[id]
 	if !ok {
 		c.mu.Unlock()
+		if p, ok := c.log.lend(id, off, n); ok {
+			c.hit(n, nil)
+			return p, true
+		}
 		return iovec.Piece{}, false
 	}
 	s := e.Value.(*spill)

@@ -2,6 +2,7 @@ package odb
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"testing"
 
@@ -81,4 +82,72 @@ func TestLendBlob(t *testing.T) {
 		}
 	}
 	r.blobs.mu.Unlock()
+}
+
+// TestLendFromLog: blobs the memory cache dropped into the blob log are
+// lent as ranges of its file, and a lent range keeps its bytes while the
+// log starts over in a new file, until released.
+func TestLendFromLog(t *testing.T) {
+	const files = 60
+	dir, ids, want := packedFiles(t, files, func(i int) string {
+		return fmt.Sprintf("content of file %d, %s\n", i, bytes.Repeat([]byte{'y'}, logLendMin+i))
+	})
+	r := openRepo(t, dir, Options{CacheSize: 1 << 20, CacheDir: t.TempDir(), DiskCacheSize: 64 << 20})
+	read := func() {
+		for _, id := range ids {
+			buf := make([]byte, len(want[id]))
+			if n, err := r.ReadBlob(id, buf, 0); n != len(buf) || !bytes.Equal(buf, want[id]) {
+				t.Fatalf("ReadBlob %s: %d, %v", id, n, err)
+			}
+		}
+	}
+	read()
+	var lent []iovec.Piece
+	var lentIDs []plumbing.Hash
+	for _, id := range ids {
+		if !r.blobs.log.has(id) {
+			continue
+		}
+		if _, ok := r.LendBlob(id, 0, logLendMin-1); ok {
+			t.Fatalf("%s: a range shorter than logLendMin lent from the log", id)
+		}
+		p, ok := r.LendBlob(id, 10, len(want[id])-10)
+		if !ok || p.File == nil {
+			t.Fatalf("%s: in the log, not lent from it", id)
+		}
+		if got := pieceBytes(t, p); !bytes.Equal(got, want[id][10:]) {
+			t.Fatalf("%s: lent bytes differ", id)
+		}
+		lent, lentIDs = append(lent, p), append(lentIDs, id)
+	}
+	if len(lent) == 0 {
+		t.Fatal("nothing in the blob log")
+	}
+	// Make the log start over: put more than its bound through it.
+	l := r.blobs.log
+	l.mu.RLock()
+	first := l.f
+	l.mu.RUnlock()
+	var filler []*memBlob
+	for i := int64(0); i*4096 <= l.max; i++ {
+		b := &memBlob{data: bytes.Repeat([]byte{byte(i)}, 4096)}
+		b.id[0], b.id[1], b.id[2] = 0xee, byte(i), byte(i>>8)
+		filler = append(filler, b)
+	}
+	l.put(filler)
+	l.mu.RLock()
+	again := l.f
+	l.mu.RUnlock()
+	if again == first {
+		t.Fatalf("the log did not start over in a new file (bound %d, end %d, bad %v)", l.max, l.end, l.bad)
+	}
+	for k, p := range lent {
+		if got := pieceBytes(t, p); !bytes.Equal(got, want[lentIDs[k]][10:]) {
+			t.Fatalf("%s: lent bytes changed when the log started over", lentIDs[k])
+		}
+		p.Ref.Release()
+	}
+	if _, err := first.Stat(); err == nil {
+		t.Error("the old log file is still open after its last lent range was released")
+	}
 }
