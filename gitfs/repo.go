@@ -15,6 +15,7 @@ import (
 
 	"github.com/gitblk/gitblk/gitfs/odb"
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/iovec"
 )
 
 // Sentinel errors. The object errors are the object store's: errors.Is
@@ -211,4 +212,12 @@ func (r *Repo) ReadBlobs(reads []imager.BlobRead) {
 	clear(rs)
 	*bp = rs[:0]
 	readsPool.Put(bp)
+}
+
+var _ imager.BlobLender = (*Repo)(nil)
+
+// LendBlob describes n bytes of blob id at off as a piece to send rather
+// than copy, when the caches hold them (see odb.Store.LendBlob).
+func (r *Repo) LendBlob(id imager.BlobID, off int64, n int) (iovec.Piece, bool) {
+	return r.store.LendBlob(plumbing.Hash(id), off, n)
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sort"
 	"sync"
+
+	"github.com/gitblk/gitblk/internal/iovec"
 )
 
 // SectorAlign is the boundary every image is padded to: Mirage's blkfront
@@ -270,6 +272,45 @@ type batchAt struct {
 // ReadAt reads image bytes as io.ReaderAt does. An error reading a blob
 // names the extent (path) and the blob id.
 func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
+	return l.readAt(p, off, nil, nil)
+}
+
+// BlobLender is a BlobReader that can lend cached blob bytes instead of
+// copying them (see iovec): LendBlob returns n bytes of blob id at off as
+// a piece, or false when it cannot without work (the bytes are then read).
+type BlobLender interface {
+	BlobReader
+	LendBlob(id BlobID, off int64, n int) (iovec.Piece, bool)
+}
+
+// lendMin is the shortest blob range ReadVec lends: shorter ones cost
+// less to copy than a piece of their own costs the writer.
+const lendMin = 4 << 10
+
+// ReadVec reads as ReadAt does, but into v: blob ranges of at least
+// lendMin bytes that the blob reader (a BlobLender) can lend are left
+// unfilled in p and put in v as lent pieces, the rest of p becomes
+// pieces between them. On success v holds the n bytes read, in order,
+// until v.Release; on error v is released. Without a BlobLender v holds
+// p[:n] alone.
+func (l *Layout) ReadVec(p []byte, off int64, v *iovec.List) (int, error) {
+	v.Reset(p)
+	lender, _ := l.blobs.(BlobLender)
+	n, err := l.readAt(p, off, v, lender)
+	if err != nil && err != io.EOF {
+		v.Release()
+		return n, err
+	}
+	v.Finish(n)
+	return n, err
+}
+
+// readAt is ReadAt, lending blob ranges to v through lender when both are
+// set (see ReadVec).
+func (l *Layout) readAt(p []byte, off int64, v *iovec.List, lender BlobLender) (int, error) {
+	if lender == nil {
+		v = nil
+	}
 	if off < 0 {
 		return 0, ErrNegative
 	}
@@ -292,7 +333,7 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 	n := 0
 	for r := l.find(off); n < want; r++ {
 		if i := l.member(r); i >= 0 {
-			m, err := l.readMember(i, p[n:want], off, bt, int(off-start))
+			m, err := l.readMember(i, p[n:want], off, bt, int(off-start), v, lender)
 			n += m
 			off += int64(m)
 			if err != nil {
@@ -305,6 +346,14 @@ func (l *Layout) ReadAt(p []byte, off int64) (int, error) {
 		chunk := p[n:want]
 		if int64(len(chunk)) > e.Len-rel {
 			chunk = chunk[:e.Len-rel]
+		}
+		if v != nil && e.Kind == ExtentBlob && len(chunk) >= lendMin {
+			if pc, ok := lender.LendBlob(e.Blob, e.BlobOff+rel, len(chunk)); ok {
+				v.Lend(n, pc)
+				n += len(chunk)
+				off += int64(len(chunk))
+				continue
+			}
 		}
 		if err := e.read(l.blobs, chunk, rel); err != nil {
 			return l.finishBatch(bt, p, n, err)
@@ -361,8 +410,8 @@ func (bt *batch) release() {
 // readMember fills p with member i's bytes from off, as far as the member
 // goes, and returns how many it filled. With a batch, blob pieces are
 // added to it (pos is where p starts in the ReadAt's buffer) instead of
-// read.
-func (l *Layout) readMember(i int, p []byte, off int64, bt *batch, pos int) (int, error) {
+// read. With v, blob pieces lender lends go to v instead (see ReadVec).
+func (l *Layout) readMember(i int, p []byte, off int64, bt *batch, pos int, v *iovec.List, lender BlobLender) (int, error) {
 	var buf [maxPieces]piece
 	start := l.moff(i)
 	n := 0
@@ -387,6 +436,12 @@ func (l *Layout) readMember(i int, p []byte, off int64, bt *batch, pos int) (int
 			clear(chunk)
 		case ExtentBlob:
 			id := l.tab.blob(i)
+			if v != nil && len(chunk) >= lendMin {
+				if lp, ok := lender.LendBlob(id, rel, len(chunk)); ok {
+					v.Lend(pos+n, lp)
+					break
+				}
+			}
 			if bt != nil {
 				bt.reads = append(bt.reads, BlobRead{ID: id, P: chunk, Off: rel})
 				bt.at = append(bt.at, batchAt{pos: pos + n, i: i, part: pc.part})

@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -86,8 +87,10 @@ type conn struct {
 
 	// Transmission state, fixed once the handshake ends.
 	cur         *pin
-	blockStatus bool     // base:allocation negotiated for cur
-	runs        runCache // zero/data runs of cur
+	blockStatus bool            // base:allocation negotiated for cur
+	runs        runCache        // zero/data runs of cur
+	sock        syscall.RawConn // raw socket for replies sent from files (see serveVecRead); nil: copy
+	quickVec    atomic.Bool     // the last read sent from pieces was quick: answer big reads inline
 
 	wmu  sync.Mutex
 	werr error

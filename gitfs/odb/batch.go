@@ -94,9 +94,10 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 			w.cands[j].off-w.cands[j-1].off <= batchGap && w.cands[j].off-w.cands[i].off <= batchSpan {
 			j++
 		}
-		w.alone = db.readRun(reads, packs[w.cands[i].pi], w.cands[i:j], w.alone)
+		w.alone = db.readRun(reads, packs[w.cands[i].pi], w.cands[i:j], w.alone, &w.tiny)
 		i = j
 	}
+	c.putTiny(w.tiny)
 	// The rest (cached big blobs, deltas, loose objects, anything the
 	// run could not finish) one by one.
 	for _, k := range w.alone {
@@ -108,11 +109,14 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 // readRun reads the pack entries of run (in p, sorted by offset) with
 // one pread and serves those that are small whole blobs; it appends the
 // others to alone and returns it. A read of a whole blob is inflated
-// straight into its buffer. Blobs of at most uncachedMax bytes are not
-// put in the memory cache: reading them again this way (a share of one
-// pread, and an inflate call) costs about what a cache hit does, and a
-// tree of many tiny files would otherwise churn the cache and its log.
-func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int) []int {
+// straight into its buffer. Blobs of at most uncachedMax bytes are put
+// in the memory cache only while it has room to spare (they are added to
+// tiny, for putTiny): reading them again from the pack (a share of one
+// pread, and an inflate call) costs little more than a cache hit, and a
+// tree of many tiny files would otherwise churn a full cache and its log;
+// but a re-read of a tree that fits the cache spent a tenth of its time
+// inflating them again.
+func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int, tiny *[]*memBlob) []int {
 	c := db.blobs
 	start := run[0].off
 	bp := getBuf(int(run[len(run)-1].off-start) + batchTail)
@@ -158,6 +162,11 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int
 			if _, err := inflate.Whole(dst, src); err != nil {
 				alone = append(alone, cd.k) // cut short, or damaged: ReadBlob says which
 				continue
+			}
+			if !c.tinyFull.Load() {
+				data := blobBytes(e.size)
+				copy(data, dst)
+				*tiny = append(*tiny, &memBlob{id: rd.ID, data: data})
 			}
 			if whole {
 				// io.ReaderAt's rule, as copyAt has it: EOF when the
@@ -231,6 +240,7 @@ type batchWork struct {
 	cands                 []batchCand
 	hits                  []logHit
 	hs                    []plumbing.Hash
+	tiny                  []*memBlob // tiny blobs read, for putTiny
 	offs                  []int64
 }
 
@@ -238,6 +248,8 @@ var batchWorkPool = sync.Pool{New: func() any { return new(batchWork) }}
 
 func (w *batchWork) release() {
 	clear(w.cands)
+	clear(w.tiny)
+	w.tiny = w.tiny[:0]
 	w.miss, w.unlogged, w.alone, w.cands, w.hits, w.hs, w.offs = w.miss[:0], w.unlogged[:0], w.alone[:0], w.cands[:0], w.hits[:0], w.hs[:0], w.offs[:0]
 	batchWorkPool.Put(w)
 }

@@ -146,37 +146,46 @@ func TestReadBlobsFromLog(t *testing.T) {
 	}
 }
 
-// TestReadBlobsTinyUncached reads many tiny blobs whole, twice, in a
-// batch: they are inflated straight into the reads' buffers and never
-// held in the memory cache (nor, dropped from it, in the blob log), and
-// the second pass gives the same bytes from the pack again.
-func TestReadBlobsTinyUncached(t *testing.T) {
+// TestReadBlobsTiny reads many tiny blobs whole, twice, in a batch,
+// through a memory cache that can hold some of them and one that can hold
+// all: they are kept only while the cache has room (never dropping
+// another blob, so never reaching the blob log), the second pass gives
+// the same bytes, and with room for all of them it is all cache hits.
+func TestReadBlobsTiny(t *testing.T) {
 	const files = 300
 	dir, ids, want := packedFiles(t, files, func(i int) string { return fmt.Sprintf("tiny %d\n", i) })
-	r := openRepo(t, dir, Options{CacheSize: 16 << 10, CacheDir: t.TempDir()})
-	for pass := range 2 {
-		reads := make([]BlobRead, files)
-		for k := range reads {
-			// Some reads ask for more than the blob: N is its size, with EOF.
-			reads[k] = BlobRead{ID: ids[k], P: make([]byte, len(want[ids[k]])+k%2)}
-		}
-		r.ReadBlobs(reads)
-		for k, rd := range reads {
-			wantErr := error(nil)
-			if k%2 == 1 {
-				wantErr = io.EOF
+	for _, cacheSize := range []int64{16 << 10, 1 << 20} {
+		r := openRepo(t, dir, Options{CacheSize: cacheSize, CacheDir: t.TempDir()})
+		var before Stats
+		for pass := range 2 {
+			reads := make([]BlobRead, files)
+			for k := range reads {
+				// Some reads ask for more than the blob: N is its size, with EOF.
+				reads[k] = BlobRead{ID: ids[k], P: make([]byte, len(want[ids[k]])+k%2)}
 			}
-			if rd.Err != wantErr || rd.N != len(want[rd.ID]) || !bytes.Equal(rd.P[:rd.N], want[rd.ID]) {
-				t.Fatalf("pass %d, file %d: %d, %v; want its %d bytes and %v", pass, k, rd.N, rd.Err, len(want[rd.ID]), wantErr)
+			r.ReadBlobs(reads)
+			for k, rd := range reads {
+				wantErr := error(nil)
+				if k%2 == 1 {
+					wantErr = io.EOF
+				}
+				if rd.Err != wantErr || rd.N != len(want[rd.ID]) || !bytes.Equal(rd.P[:rd.N], want[rd.ID]) {
+					t.Fatalf("cache %d, pass %d, file %d: %d, %v; want its %d bytes and %v", cacheSize, pass, k, rd.N, rd.Err, len(want[rd.ID]), wantErr)
+				}
 			}
+			st := r.Stats()
+			if st.MemBytes == 0 || st.MemBytes > cacheSize {
+				t.Errorf("cache %d, pass %d: the memory cache holds %d bytes of tiny blobs", cacheSize, pass, st.MemBytes)
+			}
+			if pass == 1 && cacheSize == 1<<20 && st.Hits-before.Hits != files {
+				t.Errorf("cache %d: second pass: %d cache hits of %d reads", cacheSize, st.Hits-before.Hits, files)
+			}
+			before = st
 		}
-		if st := r.Stats(); st.MemBytes != 0 {
-			t.Errorf("pass %d: the memory cache holds %d bytes of tiny blobs read whole", pass, st.MemBytes)
-		}
-	}
-	for _, id := range ids {
-		if r.blobs.log.has(id) {
-			t.Fatalf("tiny blob %s went to the blob log", id)
+		for _, id := range ids {
+			if r.blobs.log.has(id) {
+				t.Fatalf("cache %d: tiny blob %s went to the blob log", cacheSize, id)
+			}
 		}
 	}
 }

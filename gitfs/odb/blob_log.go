@@ -6,6 +6,9 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
+
+	"github.com/gitblk/gitblk/internal/iovec"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -15,16 +18,64 @@ import (
 // an image bigger than the memory cache (a guest reading its disk again, a
 // second nbdcopy) then costs a pread served from the kernel's page cache
 // instead of a second inflate, and the process's RSS stays at the memory
-// cache's bound. When the log reaches its bound it starts over empty.
+// cache's bound. When the log reaches its bound it starts over empty, in
+// a new file: bytes once written are never rewritten, so a range of the
+// file can be lent (see lend) and sent after the lock is released; a file
+// is closed when its last lent range is released.
 type blobLog struct {
 	c   *blobCache
 	max int64
 
-	mu    sync.RWMutex // readers pread under RLock: a reset cannot overwrite what they read
+	mu    sync.RWMutex // readers pread under RLock: a reset cannot drop what they read
 	f     *os.File
+	cur   *logFile // holds on f
 	end   int64
 	index map[plumbing.Hash]logRef
 	bad   bool // the file could not be made or written: stay off
+}
+
+// logFile counts the holds on one log file: the log's own while it
+// writes there, and one per lent range; the last release closes it.
+type logFile struct {
+	f    *os.File
+	refs atomic.Int64
+}
+
+func newLogFile(f *os.File) *logFile {
+	lf := &logFile{f: f}
+	lf.refs.Store(1)
+	return lf
+}
+
+// Release drops one hold.
+func (lf *logFile) Release() {
+	if lf.refs.Add(-1) == 0 {
+		_ = lf.f.Close()
+	}
+}
+
+// logLendMin is the shortest range the log lends. Shorter ones are read
+// with the batch (neighbours in the log come with one preadv into the
+// reply's buffer): each range lent costs a sendfile of its own and cuts
+// the reply's writev in two, which for blobs of a few KiB cost more
+// syscalls than the copy it saves.
+const logLendMin = 64 << 10
+
+// lend returns n bytes of blob id at off as a range of the log file, with
+// a hold on the file, when the log holds them and n is at least
+// logLendMin.
+func (l *blobLog) lend(id plumbing.Hash, off int64, n int) (iovec.Piece, bool) {
+	if l == nil || n < logLendMin {
+		return iovec.Piece{}, false
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	ref, ok := l.index[id]
+	if !ok || l.cur == nil || off < 0 || off+int64(n) > ref.n {
+		return iovec.Piece{}, false
+	}
+	l.cur.refs.Add(1)
+	return iovec.Piece{File: l.f, Off: ref.off + off, Len: n, Ref: l.cur}, true
 }
 
 // logRef places a blob in the log.
@@ -166,7 +217,7 @@ func (l *blobLog) put(blobs []*memBlob) {
 			l.bad = true
 			return
 		}
-		l.f = f
+		l.f, l.cur = f, newLogFile(f)
 	}
 	// Blobs are appended in one write per chunk of them: a memory cache
 	// of tiny blobs drops thousands at a time.
@@ -193,13 +244,18 @@ func (l *blobLog) put(blobs []*memBlob) {
 			if !flush() {
 				return
 			}
-			// Start over: drop the index; readers are excluded by mu.
+			// Start over in a new file: drop the index; readers are
+			// excluded by mu, and ranges lent from the old file hold it.
 			l.index = map[plumbing.Hash]logRef{}
 			l.end, pendOff = 0, 0
-			if err := l.f.Truncate(0); err != nil {
+			l.cur.Release()
+			l.f, l.cur = nil, nil
+			f, err := l.c.createSpillFile()
+			if err != nil {
 				l.bad = true
 				return
 			}
+			l.f, l.cur = f, newLogFile(f)
 		}
 		if n > int64(cap(pend)-len(pend)) {
 			if !flush() {
@@ -228,9 +284,9 @@ func (l *blobLog) close() {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f != nil {
-		_ = l.f.Close()
-		l.f = nil
+	if l.cur != nil {
+		l.cur.Release()
+		l.f, l.cur = nil, nil
 	}
 	l.index = map[plumbing.Hash]logRef{}
 	l.bad = true

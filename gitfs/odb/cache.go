@@ -64,7 +64,8 @@ type blobCache struct {
 	spills   map[plumbing.Hash]*list.Element // of *spill
 	spillLRU list.List
 	diskUsed int64
-	streams  int // spills with an open stream
+	streams  int         // spills with an open stream
+	tinyFull atomic.Bool // putTiny found no room: tiny blobs stay uncached
 
 	stats cacheStats
 }
@@ -237,6 +238,30 @@ func (c *blobCache) putMem(id plumbing.Hash, data []byte) {
 	c.memBytes += cost
 	c.mu.Unlock()
 	c.log.put(dropped)
+}
+
+// putTiny holds tiny blobs (see readRun) while the memory cache has room
+// for them without dropping any other; once it has none, it says so in
+// tinyFull and tiny blobs are no longer copied for it.
+func (c *blobCache) putTiny(blobs []*memBlob) {
+	if len(blobs) == 0 || c.closed.Load() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range blobs {
+		cost := int64(len(b.data)) + memEntryCost
+		if c.memBytes+cost > c.memMax {
+			c.tinyFull.Store(true)
+			return
+		}
+		if _, ok := c.mem[b.id]; ok {
+			continue
+		}
+		c.mem[b.id] = b
+		c.memLRU.pushFront(b)
+		c.memBytes += cost
+	}
 }
 
 // holds reports whether the caches hold blob id whole: in memory, in the
