@@ -73,15 +73,7 @@ func newVecImage(t *testing.T) *vecImage {
 // file range was released.
 func TestVecReads(t *testing.T) {
 	vi := newVecImage(t)
-	ts := startServer(t, func(s *Server) {
-		inner := s.Resolve
-		s.Resolve = func(ctx context.Context, name string, peer Peer) (*Export, error) {
-			if name == "vec" {
-				return &Export{Name: name, Image: vi}, nil
-			}
-			return inner(ctx, name, peer)
-		}
-	})
+	ts := startVecServer(t, vi)
 	sizes := []int{300 << 10, 65<<10 + 1, 4096, 1 << 20, 2<<20 + 777}
 	for _, network := range []string{"unix", "tcp"} {
 		addr := ts.sock
@@ -153,15 +145,7 @@ func TestVecNbdcopy(t *testing.T) {
 // wrong bytes, and the server goes on serving others.
 func TestVecFileGone(t *testing.T) {
 	vi := newVecImage(t)
-	ts := startServer(t, func(s *Server) {
-		inner := s.Resolve
-		s.Resolve = func(ctx context.Context, name string, peer Peer) (*Export, error) {
-			if name == "vec" {
-				return &Export{Name: name, Image: vi}, nil
-			}
-			return inner(ctx, name, peer)
-		}
-	})
+	ts := startVecServer(t, vi)
 	vi.f.Close()
 	rc := dialRaw(t, "unix", ts.sock)
 	rc.open("vec", false, false)
@@ -237,4 +221,18 @@ func TestVecPipelined(t *testing.T) {
 	if l, r := vi.lent.Load(), vi.released.Load(); l == 0 || l != r {
 		t.Errorf("%d file ranges lent, %d released", l, r)
 	}
+}
+
+// startVecServer starts a test server that also serves img as export "vec".
+func startVecServer(t *testing.T, img Image) *testServer {
+	t.Helper()
+	return startServer(t, func(s *Server) {
+		inner := s.Resolve
+		s.Resolve = func(ctx context.Context, name string, peer Peer) (*Export, error) {
+			if name == "vec" {
+				return &Export{Name: name, Image: img}, nil
+			}
+			return inner(ctx, name, peer)
+		}
+	})
 }
