@@ -70,11 +70,12 @@ func (r *Repo) Tree(c *Commit, exportIgnore bool) (*imager.Tree, error) {
 }
 
 // A tree is listed in segments, in parallel: each directory down to
-// splitDepth is a segment of its own, listed and sized by one of
-// listWorkers goroutines; deeper directories are listed inline by the
-// segment above them. The segments are then joined in git's order. Every
-// segment is listed even after one fails, so the error reported is the
-// first in git's order, whichever goroutine met it first.
+// splitDepth is a segment of its own, listed by one of listWorkers
+// goroutines; deeper directories are listed inline by the segment above
+// them. The segments are then joined in git's order, and the blobs of the
+// whole listing sized in one batch. Every segment is listed even after
+// one fails, so the error reported is the first in git's order, whichever
+// goroutine met it first.
 const (
 	splitDepth  = 2
 	listWorkers = 2
@@ -132,9 +133,6 @@ func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, e
 					w.onPath[a] = true
 				}
 				seg.some, seg.err = w.walk(seg.dir, seg.id, seg.depth)
-				if seg.err == nil {
-					seg.err = r.fillSizes(seg.entries)
-				}
 				l.finish()
 			}
 		}()
@@ -151,6 +149,11 @@ func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, e
 	count(top)
 	out := make([]imager.Entry, 0, n)
 	if _, err := top.join(&out); err != nil {
+		return nil, err
+	}
+	// Sized all at once: a whole tree's blobs are a good part of its
+	// packs, looked up in id order (see odb.Store.BlobSizes).
+	if err := r.fillSizes(out); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"slices"
 	"sync"
@@ -340,4 +341,148 @@ func (x *packIndex) offsetOr(i int) int64 {
 		return -1
 	}
 	return o
+}
+
+// query is an id to look up, with its position in the caller's list: a
+// sorted batch of them is read in order, without going back to the list.
+type query struct {
+	key  uint64   // the id's first 8 bytes, as a number
+	rest [12]byte // the others
+	i    uint32
+}
+
+// compareQuery compares the id at position i with q's.
+func (x *packIndex) compareQuery(i int, q *query) int {
+	if c := cmp.Compare(x.key(i), q.key); c != 0 {
+		return c
+	}
+	return bytes.Compare(x.name(i)[8:], q.rest[:])
+}
+
+// hashOrder returns the ids of hs in id order, with their positions. Ids
+// are uniformly spread (they are hashes), so a counting sort on their
+// leading bits leaves a few in each bucket, sorted then on their own. The
+// counting sort makes two passes of at most 9 bits each, so that each
+// pass writes to few places at a time (cache lines kept) instead of to a
+// bucket anywhere among hundreds of thousands.
+func hashOrder(hs []plumbing.Hash) []query {
+	b := min(max(bits.Len(uint(len(hs)))-2, 1), 18)
+	b1 := min(b, 9)
+	b2 := b - b1
+	qs := make([]query, len(hs))
+	tmp := make([]query, len(hs))
+	// Pass 1, into tmp: on the first b1 bits.
+	var ends [1<<9 + 1]int
+	for i := range hs {
+		ends[binary.BigEndian.Uint64(hs[i][:8])>>(64-b1)+1]++
+	}
+	for d := 1; d <= 1<<b1; d++ {
+		ends[d] += ends[d-1]
+	}
+	next := ends
+	for i := range hs {
+		q := query{key: binary.BigEndian.Uint64(hs[i][:8]), i: uint32(i)}
+		copy(q.rest[:], hs[i][8:])
+		d := q.key >> (64 - b1)
+		tmp[next[d]] = q
+		next[d]++
+	}
+	// Pass 2, bucket by bucket into qs: on the next b2 bits; then each
+	// final bucket sorted.
+	var sub [1<<9 + 1]int
+	for d := 0; d < 1<<b1; d++ {
+		lo, hi := ends[d], ends[d+1]
+		src, dst := tmp[lo:hi], qs[lo:hi]
+		if b2 == 0 {
+			copy(dst, src)
+			sortBucket(dst)
+			continue
+		}
+		clear(sub[:])
+		mask := uint64(1)<<b2 - 1
+		for _, q := range src {
+			sub[(q.key>>(64-b))&mask+1]++
+		}
+		for e := 1; e <= 1<<b2; e++ {
+			sub[e] += sub[e-1]
+		}
+		at := sub
+		for _, q := range src {
+			e := (q.key >> (64 - b)) & mask
+			dst[at[e]] = q
+			at[e]++
+		}
+		for e := 0; e < 1<<b2; e++ {
+			sortBucket(dst[sub[e]:sub[e+1]])
+		}
+	}
+	return qs
+}
+
+// sortBucket sorts a few queries by id: by insertion, or by pdqsort when
+// there are more than a few (ids made to share their leading bits).
+func sortBucket(qs []query) {
+	if len(qs) > 16 {
+		slices.SortFunc(qs, func(a, b query) int { return compareQueries(&a, &b) })
+		return
+	}
+	for j := 1; j < len(qs); j++ {
+		for k := j; k > 0 && compareQueries(&qs[k-1], &qs[k]) > 0; k-- {
+			qs[k-1], qs[k] = qs[k], qs[k-1]
+		}
+	}
+}
+
+// compareQueries compares two queries' ids.
+func compareQueries(a, b *query) int {
+	if c := cmp.Compare(a.key, b.key); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.rest[:], b.rest[:])
+}
+
+// findSorted sets loc[k] to the offset of qs[k]'s id in this index, pack
+// pi, for every k whose id no pack held so far (loc[k].pack < 0). The ids
+// are in id order, so each search starts where the last one ended and
+// gallops forward: a batch holding most of the index reads it once, in
+// order, instead of probing it at random (cache misses).
+func (x *packIndex) findSorted(qs []query, loc []at, pi int32) {
+	pos := 0
+	for k := range qs {
+		if loc[k].pack >= 0 {
+			continue
+		}
+		q := &qs[k]
+		first := int(q.key >> 56)
+		lo, hi := 0, int(x.fanout[first])
+		if first > 0 {
+			lo = int(x.fanout[first-1])
+		}
+		// Entries before pos are below the last id, so below this one.
+		lo = min(max(lo, pos), hi)
+		// Gallop: probe lo, lo+2, lo+6... until an entry is not below.
+		l, r := lo, hi
+		for step := 1; l+step-1 < r; step *= 2 {
+			p := l + step - 1
+			if x.compareQuery(p, q) >= 0 {
+				r = p
+				break
+			}
+			l = p + 1
+		}
+		for l < r {
+			m := int(uint(l+r) >> 1)
+			if x.compareQuery(m, q) < 0 {
+				l = m + 1
+			} else {
+				r = m
+			}
+		}
+		pos = l
+		if l < hi && x.compareQuery(l, q) == 0 {
+			if off := x.offsetOr(l); off >= 0 {
+				loc[k].off, loc[k].pack = off, pi
+			}
+		}
+	}
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -92,43 +95,111 @@ func (db *Store) looseSize(h plumbing.Hash) (int64, error) {
 const sizeWindow = 64 << 10
 
 // BlobSizes sets sizes[i] to the size of blob ids[i], as BlobSize would,
-// but reads the entries of each pack in the order they lie there, the
-// headers of neighbours with one read. On failure it returns the index
-// of an id whose size could not be read, and BlobSize's error for it.
+// but many at a time: the ids are looked up in each pack's index, then
+// the entries of each pack are read in the order they lie there, the
+// headers of neighbours with one read. A batch that asks for a good part
+// of a pack's objects (a whole tree's listing) is looked up in id order,
+// walking each index once from start to end instead of probing it at
+// random, and is split between the cores. On failure it returns the
+// lowest index of an id whose size could not be read, and BlobSize's
+// error for it.
 func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 	if len(sizes) != len(ids) {
 		return 0, fmt.Errorf("odb: BlobSizes: %d ids, %d sizes", len(ids), len(sizes))
-	}
-	type at struct {
-		off  int64
-		i    int32
-		pack int32
 	}
 	packs, err := db.packs.current()
 	if err != nil {
 		packs = nil
 	}
-	// Look the ids up (in the first pack side by side, see FindOffsets),
-	// then read in pack order.
 	loc := make([]at, len(ids))
-	offs := make([]int64, len(ids))
-	for i := range loc {
-		loc[i] = at{i: int32(i), pack: -1}
+	var qs []query // loc's ids, in id order; nil: loc is in ids' order
+	if len(packs) > 0 && len(ids)*denseLookup >= packs[0].idx.n {
+		qs = hashOrder(ids)
+		for k, q := range qs {
+			loc[k] = at{i: int32(q.i), pack: -1}
+		}
+	} else {
+		for k := range loc {
+			loc[k] = at{i: int32(k), pack: -1}
+		}
 	}
+	parts := 1
+	if len(ids) >= parallelSizes {
+		parts = min(runtime.GOMAXPROCS(0), maxSizeParts)
+	}
+	type result struct {
+		bad int
+		err error
+	}
+	res := make([]result, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := len(loc)*p/parts, len(loc)*(p+1)/parts
+		var pq []query
+		if qs != nil {
+			pq = qs[lo:hi]
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[p].bad, res[p].err = db.sizesOf(packs, ids, pq, loc[lo:hi], sizes)
+		}()
+	}
+	wg.Wait()
+	bad, badErr := 0, error(nil)
+	for _, r := range res {
+		if r.err != nil && (badErr == nil || r.bad < bad) {
+			bad, badErr = r.bad, r.err
+		}
+	}
+	return bad, badErr
+}
+
+const (
+	// denseLookup: a batch of at least 1/denseLookup of the first pack's
+	// objects is looked up in id order (see BlobSizes).
+	denseLookup = 8
+	// parallelSizes is the smallest batch BlobSizes splits between cores;
+	// maxSizeParts the most parts it makes.
+	parallelSizes = 16 << 10
+	maxSizeParts  = 4
+)
+
+// at is where the entry of ids[i] lies: in packs[pack] at off (pack -1:
+// in none of them).
+type at struct {
+	off  int64
+	i    int32
+	pack int32
+}
+
+// sizesOf sets the sizes of loc's ids (qs: the same ids with their keys,
+// in id order; nil when loc is not in id order). It stops at the first id
+// it cannot size and returns its index and error.
+func (db *Store) sizesOf(packs []*pack, ids []plumbing.Hash, qs []query, loc []at, sizes []int64) (int, error) {
 	for pi, p := range packs {
-		if pi == 0 {
-			p.idx.FindOffsets(ids, offs)
-			for i, off := range offs {
+		switch {
+		case qs != nil:
+			p.idx.findSorted(qs, loc, int32(pi))
+		case pi == 0:
+			// Side by side, see FindOffsets.
+			hs := make([]plumbing.Hash, len(loc))
+			for k, t := range loc {
+				hs[k] = ids[t.i]
+			}
+			offs := make([]int64, len(loc))
+			p.idx.FindOffsets(hs, offs)
+			for k, off := range offs {
 				if off >= 0 {
-					loc[i].off, loc[i].pack = off, 0
+					loc[k].off, loc[k].pack = off, 0
 				}
 			}
-			continue
-		}
-		for i := range loc {
-			if loc[i].pack < 0 {
-				if off, ferr := p.idx.FindOffset(ids[i]); ferr == nil {
-					loc[i].off, loc[i].pack = off, int32(pi)
+		default:
+			for k := range loc {
+				if loc[k].pack < 0 {
+					if off, ferr := p.idx.FindOffset(ids[loc[k].i]); ferr == nil {
+						loc[k].off, loc[k].pack = off, int32(pi)
+					}
 				}
 			}
 		}
@@ -142,12 +213,7 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 			todo = append(todo, t)
 		}
 	}
-	slices.SortFunc(todo, func(a, b at) int {
-		if a.pack != b.pack {
-			return int(a.pack - b.pack)
-		}
-		return cmp.Compare(a.off, b.off)
-	})
+	sortByPlace(todo)
 	bp := getBuf(sizeWindow + packEntryHeaderMax)
 	defer putBuf(bp)
 	buf := (*bp)[:0]
@@ -195,4 +261,53 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 		sizes[i] = size
 	}
 	return 0, nil
+}
+
+// byPlace orders entries by pack, then offset.
+func byPlace(a, b at) int {
+	if a.pack != b.pack {
+		return cmp.Compare(a.pack, b.pack)
+	}
+	return cmp.Compare(a.off, b.off)
+}
+
+// placeDigit is the bits sortByPlace sorts on at each pass.
+const placeDigit = 11
+
+// sortByPlace sorts loc by pack, then offset. A listing's hundreds of
+// thousands of entries are radix-sorted on (pack, offset): a comparison
+// sort of them costs more than reading their headers.
+func sortByPlace(loc []at) {
+	if len(loc) < 1<<placeDigit {
+		slices.SortFunc(loc, byPlace)
+		return
+	}
+	key := func(t at) uint64 { return uint64(t.pack)<<48 | uint64(t.off) }
+	var all uint64
+	for _, t := range loc {
+		if t.pack < 0 || t.pack >= 1<<15 || t.off < 0 || t.off >= 1<<48 {
+			slices.SortFunc(loc, byPlace)
+			return
+		}
+		all |= key(t)
+	}
+	src, dst := loc, make([]at, len(loc))
+	for shift := 0; shift < bits.Len64(all); shift += placeDigit {
+		var start [1<<placeDigit + 1]int
+		for _, t := range src {
+			start[(key(t)>>shift)&(1<<placeDigit-1)+1]++
+		}
+		for d := 1; d < len(start); d++ {
+			start[d] += start[d-1]
+		}
+		for _, t := range src {
+			d := (key(t) >> shift) & (1<<placeDigit - 1)
+			dst[start[d]] = t
+			start[d]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &loc[0] {
+		copy(loc, src)
+	}
 }
