@@ -101,8 +101,8 @@ const sizeWindow = 64 << 10
 // of a pack's objects (a whole tree's listing) is looked up in id order,
 // walking each index once from start to end instead of probing it at
 // random, and is split between the cores. On failure it returns the
-// lowest index of an id whose size could not be read, and BlobSize's
-// error for it.
+// index of an id whose size could not be read (the lowest of those each
+// part stopped at), and BlobSize's error for it.
 func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 	if len(sizes) != len(ids) {
 		return 0, fmt.Errorf("odb: BlobSizes: %d ids, %d sizes", len(ids), len(sizes))
@@ -182,13 +182,13 @@ func (db *Store) sizesOf(packs []*pack, ids []plumbing.Hash, qs []query, loc []a
 		case qs != nil:
 			p.idx.findSorted(qs, loc, int32(pi))
 		case pi == 0:
-			// Side by side, see FindOffsets.
-			hs := make([]plumbing.Hash, len(loc))
-			for k, t := range loc {
-				hs[k] = ids[t.i]
+			// Side by side, see FindOffsets. Out of id order, loc is a
+			// run of ids in their own order.
+			if len(loc) == 0 {
+				continue
 			}
 			offs := make([]int64, len(loc))
-			p.idx.FindOffsets(hs, offs)
+			p.idx.FindOffsets(ids[loc[0].i:][:len(loc)], offs)
 			for k, off := range offs {
 				if off >= 0 {
 					loc[k].off, loc[k].pack = off, 0
