@@ -940,7 +940,10 @@ func TestFATGitRepo(t *testing.T) {
 // BenchmarkBuildFATCorpus lays out the tree of bench/run's many-files
 // corpus: 600 directories of 10 subdirectories of 50 short-named files
 // (300,000 files, names valid 8.3 names once upper-cased).
-func BenchmarkBuildFATCorpus(b *testing.B) {
+func BenchmarkBuildFATCorpus(b *testing.B) { benchBuildFAT(b, corpusFmem()) }
+
+// corpusFmem is the tree of bench/run's many-files corpus.
+func corpusFmem() *fmem {
 	m := newFmem()
 	for d := 0; d < 600; d++ {
 		for s := 0; s < 10; s++ {
@@ -949,7 +952,7 @@ func BenchmarkBuildFATCorpus(b *testing.B) {
 			}
 		}
 	}
-	benchBuildFAT(b, m)
+	return m
 }
 
 // benchBuildFAT times laying out m's tree as FAT.
