@@ -482,13 +482,16 @@ func fatWorkers(nodes int) int {
 // directory order. With workers > 1 it splits dirs into contiguous ranges
 // of about equal numbers of children, each checked on its own goroutine
 // with its own scratch: a directory's check writes only its own fatDir and
-// its children's names, so the ranges share nothing they write.
+// its children's names, so the ranges share nothing they write. A panic on
+// a goroutine is raised again on the caller's, as the sequential code
+// would raise it, for callers that recover (NBD connections) to see.
 func (t *fatTable) checkDirs(dirs []uint32, workers int, problems []Warning) []Warning {
 	ends := t.splitDirs(dirs, workers)
 	if len(ends) == 1 {
 		return t.checkDirRange(dirs, newDirScratch(), problems)
 	}
 	found := make([][]Warning, len(ends))
+	panics := make([]any, len(ends))
 	var wg sync.WaitGroup
 	start := ends[0]
 	for r, end := range ends[1:] {
@@ -496,14 +499,18 @@ func (t *fatTable) checkDirs(dirs []uint32, workers int, problems []Warning) []W
 			wg.Add(1)
 			go func(r int, dirs []uint32) {
 				defer wg.Done()
-				found[r+1] = t.checkDirRange(dirs, newDirScratch(), nil)
-			}(r, dirs[start:end])
+				defer func() { panics[r] = recover() }()
+				found[r] = t.checkDirRange(dirs, newDirScratch(), nil)
+			}(r+1, dirs[start:end])
 		}
 		start = end
 	}
 	problems = t.checkDirRange(dirs[:ends[0]], newDirScratch(), problems)
 	wg.Wait()
-	for _, p := range found[1:] {
+	for r, p := range found[1:] {
+		if v := panics[r+1]; v != nil {
+			panic(v)
+		}
 		problems = append(problems, p...)
 	}
 	return problems

@@ -202,3 +202,24 @@ func BenchmarkFATTreeCorpus(b *testing.B) {
 		})
 	}
 }
+
+// TestFATCheckDirsPanic checks that a panic on a goroutine checking
+// directories reaches the caller instead of ending the process.
+func TestFATCheckDirsPanic(t *testing.T) {
+	ft, _ := fatTreeOn(parallelFATTree(), 1)
+	var dirs []uint32
+	for i := range ft.nodes {
+		if ft.nodes[i].dir {
+			dirs = append(dirs, uint32(i))
+		}
+	}
+	// The last directory claims children past the end of the index: it is
+	// a range of its own, checked on a goroutine, and panics there.
+	ft.dirs[ft.nodes[dirs[len(dirs)-1]].size].nkids = 1 << 30
+	defer func() {
+		if recover() == nil {
+			t.Errorf("no panic")
+		}
+	}()
+	ft.checkDirs(dirs, 2, nil)
+}
