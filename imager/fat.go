@@ -951,15 +951,20 @@ func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
 		g.rootEntries = need
 		g.rootSectors = need / perSector
 	}
-	var need int64 = -1
-	for g.spc = 1; g.bps*g.spc <= fatMaxClusterLen; g.spc *= 2 {
-		need = clustersNeeded(t, g.clusterBytes(), g.fat32)
-		if need <= maxC {
-			break
+	// The largest cluster needs the fewest clusters: if even it overflows,
+	// fail without trying the smaller ones (a big tree refused by FAT16
+	// would otherwise pay seven passes over its nodes).
+	g.spc = fatMaxClusterLen / g.bps
+	need := clustersNeeded(t, g.clusterBytes(), g.fat32)
+	if need <= maxC {
+		for g.spc = 1; g.spc < fatMaxClusterLen/g.bps; g.spc *= 2 {
+			if n := clustersNeeded(t, g.clusterBytes(), g.fat32); n <= maxC {
+				need = n
+				break
+			}
 		}
 	}
 	if need > maxC {
-		g.spc /= 2
 		var data int64
 		for i := range t.nodes {
 			data += t.size(i)
