@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net"
 	"net/netip"
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gitblk/gitblk/config"
 	"github.com/gitblk/gitblk/follow"
@@ -318,6 +320,15 @@ func (s *server) warm(m *follow.Mirror) []error {
 		}()
 	}
 	wg.Wait()
+	for _, g := range groups {
+		s.prefetch(g.jobs[0].le.r.repo, func(yield func(*liveExport, *imager.Layout) bool) {
+			for _, j := range g.jobs {
+				if j.err == nil && !yield(j.le, j.l) {
+					return
+				}
+			}
+		})
+	}
 	for _, j := range jobs {
 		le, c, opts := j.le, j.c, j.opts
 		if le.id == nil {
@@ -336,6 +347,34 @@ func (s *server) warm(m *follow.Mirror) []error {
 		}
 	}
 	return errs
+}
+
+// prefetch reads, on a goroutine of its own, the first image of a tree
+// that is not a secret export into the repository's memory cache, when it
+// is small enough (see gitfs.Repo.Prefetch): the first guest of a small
+// site is then served from memory. The other formats of the tree share
+// its blobs. Secret exports are never prefetched: their plaintext stays
+// out of the cache until a guest allowed to read it asks.
+func (s *server) prefetch(repo *gitfs.Repo, layouts iter.Seq2[*liveExport, *imager.Layout]) {
+	for le, l := range layouts {
+		if le.x.Secret {
+			continue
+		}
+		go func() {
+			t0 := time.Now()
+			done, err := repo.Prefetch(l)
+			if err != nil {
+				if !errors.Is(err, gitfs.ErrClosed) { // a reload or a stop closed the repository meanwhile
+					s.log.Warn("prefetch", "export", le.x.Name, "err", err)
+				}
+				return
+			}
+			if done {
+				s.log.Info("prefetched", "export", le.x.Name, "bytes", l.Size(), "took", time.Since(t0).Round(time.Microsecond))
+			}
+		}()
+		return
+	}
 }
 
 // list names the exports peer may learn of for NBD_OPT_LIST: secret

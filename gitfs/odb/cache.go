@@ -98,6 +98,9 @@ func (c *blobCache) miss(n int, err error) (int, error) {
 	return n, err
 }
 
+// MemCacheSize is the memory cache's bound in bytes of inflated data.
+func (db *Store) MemCacheSize() int64 { return db.blobs.memMax }
+
 // Stats returns the blob cache's counters.
 func (db *Store) Stats() Stats {
 	c := db.blobs
