@@ -19,6 +19,7 @@ import (
 	"github.com/gitblk/gitblk/config"
 	"github.com/gitblk/gitblk/follow"
 	"github.com/gitblk/gitblk/imager"
+	"github.com/gitblk/gitblk/internal/gcfloor"
 	"github.com/gitblk/gitblk/metrics"
 	"github.com/gitblk/gitblk/nbd"
 	"github.com/gitblk/gitblk/notify"
@@ -256,7 +257,10 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 	// Listeners accept: lay out every export's image now, before saying
 	// ready, so that a service is ready before its first guest (a client
 	// connecting meanwhile waits for the same layout, not a second one).
-	if errs := s.warm(nil); len(errs) > 0 {
+	restoreFloor := gcfloor.Raise(layoutHeapFloor)
+	errs := s.warm(nil)
+	restoreFloor()
+	if len(errs) > 0 {
 		log.Warn("some exports could not be laid out; they are retried per connection", "err", errors.Join(errs...))
 	}
 	log.Info("ready", "startup", time.Since(start).Round(time.Millisecond), "following", fol.len())

@@ -27,7 +27,10 @@ const minHeap = 4 << 20
 // maxPercent bounds the GOGC the floor sets for a tiny heap.
 const maxPercent = 10_000
 
-var once sync.Once
+var (
+	once    sync.Once
+	current *tuner // set by Set
+)
 
 // Set makes floor bytes the smallest heap goal, from now on: after each
 // collection, GOGC is set so that the next one starts when the heap
@@ -43,12 +46,38 @@ func Set(floor int64, gogcFromEnv bool) {
 			{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"},
 		}}
 		t.tune()
+		current = t
 		runtime.SetFinalizer(&sentinel{t}, (*sentinel).gc)
 	})
 }
 
+// Raise makes floor the smallest heap goal until restore is called, when
+// it is above the floor Set gave; without Set it does nothing. It is for
+// a phase whose heap mostly stays live and whose garbage is short-lived,
+// such as a server laying out its images at start: collecting at the
+// usual floor would scan the same live heap several times over. The soft
+// memory limit still bounds the heap.
+func Raise(floor int64) (restore func()) {
+	t := current
+	if t == nil || floor <= 0 {
+		return func() {}
+	}
+	t.mu.Lock()
+	old := t.floor
+	t.floor = max(old, uint64(floor))
+	t.tuneLocked()
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		t.floor = old
+		t.tuneLocked()
+		t.mu.Unlock()
+	}
+}
+
 // tuner holds the floor and the metric it reads.
 type tuner struct {
+	mu     sync.Mutex // Raise and the finalizer both tune
 	floor  uint64
 	sample []metrics.Sample
 	last   int // the GOGC set last, 0 for none
@@ -60,6 +89,13 @@ type tuner struct {
 // by GOGC: the smallest GOGC at least Percent for which either reaches
 // the floor is the one set.
 func (t *tuner) tune() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tuneLocked()
+}
+
+// tuneLocked is tune with t.mu held.
+func (t *tuner) tuneLocked() {
 	metrics.Read(t.sample)
 	var v [3]uint64
 	for i, s := range t.sample {

@@ -52,3 +52,19 @@ func TestFloor(t *testing.T) {
 	t.Logf("128 MiB live: goal %d MiB, GOGC %d", goal>>20, gogc)
 	runtime.KeepAlive(live)
 }
+
+// TestRaise: a raised floor is the goal while it lasts, and the floor Set
+// gave is back after restore.
+func TestRaise(t *testing.T) {
+	const floor, raised = 96 << 20, 200 << 20
+	Set(floor, false) // once per process: TestFloor may have set it
+	restore := Raise(raised)
+	goal, _ := waitGoal(t, func(goal, gogc uint64) bool { return goal >= raised*9/10 })
+	t.Logf("raised: goal %d MiB", goal>>20)
+	if goal > raised*11/10 {
+		t.Errorf("raised: goal %d, want about %d", goal, raised)
+	}
+	restore()
+	goal, _ = waitGoal(t, func(goal, gogc uint64) bool { return goal <= floor*11/10 })
+	t.Logf("restored: goal %d MiB", goal>>20)
+}
