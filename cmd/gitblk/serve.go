@@ -164,21 +164,9 @@ const statusEvery = 10 * time.Second
 // at exit.
 func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.Config, error), log *slog.Logger) error {
 	start := time.Now()
-	reg := metrics.New()
-	repos := newRepoSet(cfg.CacheSize, cfg.CacheDir)
-	defer repos.close()
-	repos.onBuild = func(o imager.Options, d time.Duration, err error) { reg.LayoutBuilt(string(o.Format), d, err) }
-	reg.SetCacheStats(repos.cacheStats)
-	// Mirrors fetch until serving ends: their loops stop before the
-	// repositories close.
-	fctx, stopFollowing := context.WithCancel(ctx)
-	fol := newFollowSet(fctx, log, reg, cfg.CacheDir)
-	defer fol.close()
-	defer stopFollowing()
-	repos.follow = fol
-	// Listen first: a client connecting while the repositories open (or
-	// are first fetched) waits in the listen backlog for its handshake,
-	// instead of finding no socket.
+	// Listen first, before anything else is set up: a client connecting
+	// while the repositories open (or are first fetched) waits in the
+	// listen backlog for its handshake, instead of finding no socket.
 	var lns []net.Listener
 	defer func() {
 		for _, l := range lns {
@@ -192,6 +180,18 @@ func serveConfig(ctx context.Context, cfg *config.Config, load func() (*config.C
 		}
 		lns = append(lns, l)
 	}
+	reg := metrics.New()
+	repos := newRepoSet(cfg.CacheSize, cfg.CacheDir)
+	defer repos.close()
+	repos.onBuild = func(o imager.Options, d time.Duration, err error) { reg.LayoutBuilt(string(o.Format), d, err) }
+	reg.SetCacheStats(repos.cacheStats)
+	// Mirrors fetch until serving ends: their loops stop before the
+	// repositories close.
+	fctx, stopFollowing := context.WithCancel(ctx)
+	fol := newFollowSet(fctx, log, reg, cfg.CacheDir)
+	defer fol.close()
+	defer stopFollowing()
+	repos.follow = fol
 	set, err := prepare(cfg, repos)
 	if err != nil {
 		if ctx.Err() != nil {
