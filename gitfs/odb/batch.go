@@ -115,7 +115,8 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 // pread, and an inflate call) costs little more than a cache hit, and a
 // tree of many tiny files would otherwise churn a full cache and its log;
 // but a re-read of a tree that fits the cache spent a tenth of its time
-// inflating them again.
+// inflating them again. Once the memory cache has no room they go to the
+// blob log instead, while it holds fewer than tinyLogMax blobs.
 func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int, tiny *[]*memBlob) []int {
 	c := db.blobs
 	start := run[0].off
@@ -163,7 +164,7 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int
 				alone = append(alone, cd.k) // cut short, or damaged: ReadBlob says which
 				continue
 			}
-			if !c.tinyFull.Load() {
+			if !c.tinyFull.Load() || c.log.tinyRoom() {
 				data := blobBytes(e.size)
 				copy(data, dst)
 				*tiny = append(*tiny, &memBlob{id: rd.ID, data: data})

@@ -148,14 +148,21 @@ func TestReadBlobsFromLog(t *testing.T) {
 
 // TestReadBlobsTiny reads many tiny blobs whole, twice, in a batch,
 // through a memory cache that can hold some of them and one that can hold
-// all: they are kept only while the cache has room (never dropping
-// another blob, so never reaching the blob log), the second pass gives
-// the same bytes, and with room for all of them it is all cache hits.
+// all: they are kept in memory while the cache has room (never dropping
+// another blob), the rest go to the blob log, the second pass gives the
+// same bytes and is all cache hits. With the log at tinyLogMax blobs,
+// tiny blobs stay out of it and the second pass reads the pack again.
 func TestReadBlobsTiny(t *testing.T) {
 	const files = 300
 	dir, ids, want := packedFiles(t, files, func(i int) string { return fmt.Sprintf("tiny %d\n", i) })
-	for _, cacheSize := range []int64{16 << 10, 1 << 20} {
-		r := openRepo(t, dir, Options{CacheSize: cacheSize, CacheDir: t.TempDir()})
+	for _, tc := range []struct {
+		cacheSize int64
+		logFull   bool
+	}{{16 << 10, false}, {1 << 20, false}, {16 << 10, true}} {
+		r := openRepo(t, dir, Options{CacheSize: tc.cacheSize, CacheDir: t.TempDir()})
+		if tc.logFull {
+			r.blobs.log.count.Store(tinyLogMax)
+		}
 		var before Stats
 		for pass := range 2 {
 			reads := make([]BlobRead, files)
@@ -170,22 +177,35 @@ func TestReadBlobsTiny(t *testing.T) {
 					wantErr = io.EOF
 				}
 				if rd.Err != wantErr || rd.N != len(want[rd.ID]) || !bytes.Equal(rd.P[:rd.N], want[rd.ID]) {
-					t.Fatalf("cache %d, pass %d, file %d: %d, %v; want its %d bytes and %v", cacheSize, pass, k, rd.N, rd.Err, len(want[rd.ID]), wantErr)
+					t.Fatalf("%+v, pass %d, file %d: %d, %v; want its %d bytes and %v", tc, pass, k, rd.N, rd.Err, len(want[rd.ID]), wantErr)
 				}
 			}
 			st := r.Stats()
-			if st.MemBytes == 0 || st.MemBytes > cacheSize {
-				t.Errorf("cache %d, pass %d: the memory cache holds %d bytes of tiny blobs", cacheSize, pass, st.MemBytes)
+			if st.MemBytes == 0 || st.MemBytes > tc.cacheSize {
+				t.Errorf("%+v, pass %d: the memory cache holds %d bytes of tiny blobs", tc, pass, st.MemBytes)
 			}
-			if pass == 1 && cacheSize == 1<<20 && st.Hits-before.Hits != files {
-				t.Errorf("cache %d: second pass: %d cache hits of %d reads", cacheSize, st.Hits-before.Hits, files)
+			hits := st.Hits - before.Hits
+			if pass == 1 && !tc.logFull && hits != files {
+				t.Errorf("%+v: second pass: %d cache hits of %d reads", tc, hits, files)
+			}
+			if pass == 1 && tc.logFull && hits == files {
+				t.Errorf("%+v: second pass: all %d reads hit, with no room in memory or the log", tc, files)
 			}
 			before = st
 		}
+		logged := 0
 		for _, id := range ids {
 			if r.blobs.log.has(id) {
-				t.Fatalf("cache %d: tiny blob %s went to the blob log", cacheSize, id)
+				logged++
 			}
+		}
+		switch {
+		case tc.cacheSize == 1<<20 && logged > 0:
+			t.Errorf("%+v: %d tiny blobs went to the blob log with room in memory", tc, logged)
+		case tc.cacheSize < 1<<20 && !tc.logFull && logged == 0:
+			t.Errorf("%+v: no tiny blob went to the blob log with no room in memory", tc)
+		case tc.logFull && logged > 0:
+			t.Errorf("%+v: %d tiny blobs went to a log at tinyLogMax", tc, logged)
 		}
 	}
 }

@@ -31,7 +31,20 @@ type blobLog struct {
 	cur   *logFile // holds on f
 	end   int64
 	index map[plumbing.Hash]logRef
-	bad   bool // the file could not be made or written: stay off
+	bad   bool         // the file could not be made or written: stay off
+	count atomic.Int64 // len(index), for tinyRoom without the lock
+}
+
+// tinyLogMax bounds the blobs in the log for tiny blobs to be added (see
+// putTiny): each costs an index entry of about 50 bytes, so a tree of
+// 300,000 tiny files would grow the process by 15 MB; a few thousand, as
+// the Go tree has, cost a few hundred KiB and spare their re-read an
+// inflate each.
+const tinyLogMax = 32 << 10
+
+// tinyRoom reports whether tiny blobs may be added to the log.
+func (l *blobLog) tinyRoom() bool {
+	return l != nil && l.count.Load() < tinyLogMax
 }
 
 // logFile counts the holds on one log file: the log's own while it
@@ -235,6 +248,7 @@ func (l *blobLog) put(blobs []*memBlob) {
 		pend, pendOff = pend[:0], l.end
 		return true
 	}
+	defer func() { l.count.Store(int64(len(l.index))) }()
 	for _, b := range blobs {
 		n := int64(len(b.data))
 		if _, ok := l.index[b.id]; ok || n == 0 || n > l.max {

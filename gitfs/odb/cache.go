@@ -245,17 +245,20 @@ func (c *blobCache) putMem(id plumbing.Hash, data []byte) {
 
 // putTiny holds tiny blobs (see readRun) while the memory cache has room
 // for them without dropping any other; once it has none, it says so in
-// tinyFull and tiny blobs are no longer copied for it.
+// tinyFull, and the rest go to the blob log (see blobLog.tinyRoom).
 func (c *blobCache) putTiny(blobs []*memBlob) {
 	if len(blobs) == 0 || c.closed.Load() {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, b := range blobs {
+	for i, b := range blobs {
 		cost := int64(len(b.data)) + memEntryCost
 		if c.memBytes+cost > c.memMax {
 			c.tinyFull.Store(true)
+			c.mu.Unlock()
+			if c.log.tinyRoom() {
+				c.log.put(blobs[i:])
+			}
 			return
 		}
 		if _, ok := c.mem[b.id]; ok {
@@ -265,6 +268,7 @@ func (c *blobCache) putTiny(blobs []*memBlob) {
 		c.memLRU.pushFront(b)
 		c.memBytes += cost
 	}
+	c.mu.Unlock()
 }
 
 // holds reports whether the caches hold blob id whole: in memory, in the
