@@ -116,7 +116,7 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 // tree of many tiny files would otherwise churn a full cache and its log;
 // but a re-read of a tree that fits the cache spent a tenth of its time
 // inflating them again. Once the memory cache has no room they go to the
-// blob log instead, while it holds fewer than tinyLogMax blobs.
+// blob log instead, up to tinyLogMax of them.
 func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int, tiny *[]*memBlob) []int {
 	c := db.blobs
 	start := run[0].off

@@ -161,7 +161,7 @@ func TestReadBlobsTiny(t *testing.T) {
 	}{{16 << 10, false}, {1 << 20, false}, {16 << 10, true}} {
 		r := openRepo(t, dir, Options{CacheSize: tc.cacheSize, CacheDir: t.TempDir()})
 		if tc.logFull {
-			r.blobs.log.count.Store(tinyLogMax)
+			r.blobs.log.tiny.Store(tinyLogMax)
 		}
 		var before Stats
 		for pass := range 2 {

@@ -32,19 +32,28 @@ type blobLog struct {
 	end   int64
 	index map[plumbing.Hash]logRef
 	bad   bool         // the file could not be made or written: stay off
-	count atomic.Int64 // len(index), for tinyRoom without the lock
+	tiny  atomic.Int64 // tiny blobs put (see putTiny)
 }
 
-// tinyLogMax bounds the blobs in the log for tiny blobs to be added (see
-// putTiny): each costs an index entry of about 50 bytes, so a tree of
-// 300,000 tiny files would grow the process by 15 MB; a few thousand, as
-// the Go tree has, cost a few hundred KiB and spare their re-read an
-// inflate each.
-const tinyLogMax = 32 << 10
+// tinyLogMax bounds the tiny blobs (see readRun) the log takes. Each
+// costs a copy on the first read and an index entry of about 50 bytes:
+// the few thousand of a source tree (3,400 in the Go tree) spare their
+// re-read an inflate each, and a tree of 300,000 tiny files, which the
+// log could not hold for long anyway, pays for only the first ones.
+const tinyLogMax = 8 << 10
 
-// tinyRoom reports whether tiny blobs may be added to the log.
+// tinyRoom reports whether the log takes more tiny blobs.
 func (l *blobLog) tinyRoom() bool {
-	return l != nil && l.count.Load() < tinyLogMax
+	return l != nil && l.tiny.Load() < tinyLogMax
+}
+
+// putTiny appends tiny blobs the memory cache has no room for.
+func (l *blobLog) putTiny(blobs []*memBlob) {
+	if !l.tinyRoom() {
+		return
+	}
+	l.tiny.Add(int64(len(blobs)))
+	l.put(blobs)
 }
 
 // logFile counts the holds on one log file: the log's own while it
@@ -248,7 +257,6 @@ func (l *blobLog) put(blobs []*memBlob) {
 		pend, pendOff = pend[:0], l.end
 		return true
 	}
-	defer func() { l.count.Store(int64(len(l.index))) }()
 	for _, b := range blobs {
 		n := int64(len(b.data))
 		if _, ok := l.index[b.id]; ok || n == 0 || n > l.max {

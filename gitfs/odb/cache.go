@@ -256,9 +256,7 @@ func (c *blobCache) putTiny(blobs []*memBlob) {
 		if c.memBytes+cost > c.memMax {
 			c.tinyFull.Store(true)
 			c.mu.Unlock()
-			if c.log.tinyRoom() {
-				c.log.put(blobs[i:])
-			}
+			c.log.putTiny(blobs[i:])
 			return
 		}
 		if _, ok := c.mem[b.id]; ok {
