@@ -396,7 +396,9 @@ func TestDeployMissingObject(t *testing.T) {
 	}
 	end := start + len(victim)
 
-	sock, _ := startServe(t, repo, "main")
+	// A memory cache of 4 MiB is too small for the 3.3 MB image to be
+	// prefetched: the victim is read only when a client asks for it.
+	sock, _ := startServe(t, "--cache-size", "4M", repo, "main")
 	uri := nbdURI(sock, "tar")
 	c := dialNBD(t, uri)
 	if c.size != int64(len(want)) {

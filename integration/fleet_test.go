@@ -503,7 +503,8 @@ func TestFollowDeploy(t *testing.T) {
 		t.Errorf("%v commits pinned with no connection open", v)
 	}
 	// The blob cache counts the file data behind those reads: at least the
-	// 3 MiB file nbdcopy read, at most every byte NBD clients read.
+	// 3 MiB file nbdcopy read, at most every byte NBD clients read and the
+	// server prefetched.
 	var nbdBytes float64
 	for _, m := range fams["gitblk_nbd_read_bytes_total"].GetMetric() {
 		nbdBytes += m.GetCounter().GetValue()
@@ -511,10 +512,14 @@ func TestFollowDeploy(t *testing.T) {
 	hitB, _ := testutil.MetricValue(fams, "gitblk_cache_hit_bytes_total")
 	missB, _ := testutil.MetricValue(fams, "gitblk_cache_miss_bytes_total")
 	misses, _ := testutil.MetricValue(fams, "gitblk_cache_misses_total")
-	if misses == 0 || hitB+missB < 3<<20 || hitB+missB > nbdBytes {
-		t.Errorf("cache: %v misses, %v+%v bytes; NBD clients read %v bytes", misses, hitB, missB, nbdBytes)
+	prefetched, _ := testutil.MetricValue(fams, "gitblk_prefetch_bytes_total")
+	if misses == 0 || hitB+missB < 3<<20 || hitB+missB > nbdBytes+prefetched {
+		t.Errorf("cache: %v misses, %v+%v bytes; NBD clients read %v bytes, %v prefetched", misses, hitB, missB, nbdBytes, prefetched)
 	}
-	t.Logf("blob cache: %v bytes from the cache, %v opened; NBD clients read %v bytes", hitB, missB, nbdBytes)
+	t.Logf("blob cache: %v bytes from the cache, %v opened; NBD clients read %v bytes, %v prefetched", hitB, missB, nbdBytes, prefetched)
+	if prefetched == 0 {
+		t.Error("gitblk_prefetch_bytes_total is 0: the site's images, far below half the memory cache, were not prefetched")
+	}
 	if h := fams["gitblk_layout_build_duration_seconds"]; h == nil || h.GetType() != dto.MetricType_HISTOGRAM {
 		t.Errorf("no layout build time histogram")
 	}

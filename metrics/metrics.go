@@ -290,6 +290,13 @@ func (r *Registry) LayoutBuilt(format string, d time.Duration, err error) {
 	r.set.GetOrCreatePrometheusHistogramExt("gitblk_layout_build_duration_seconds"+labels("format", format), layoutBuckets).Update(d.Seconds())
 }
 
+// Prefetched counts n bytes of an image read into the blob cache before
+// any client asked (see gitfs.Repo.Prefetch): the cache's hit and miss
+// bytes include them.
+func (r *Registry) Prefetched(n int64) {
+	r.counter("gitblk_prefetch_bytes_total").Add(int(n))
+}
+
 // SetExport says what export e.Name serves now. The export's
 // gitblk_export_info series is replaced when anything in it changes.
 func (r *Registry) SetExport(e Export) {

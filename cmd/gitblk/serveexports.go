@@ -370,6 +370,9 @@ func (s *server) prefetch(repo *gitfs.Repo, layouts iter.Seq2[*liveExport, *imag
 				return
 			}
 			if done {
+				if s.reg != nil {
+					s.reg.Prefetched(l.Size())
+				}
 				s.log.Info("prefetched", "export", le.x.Name, "bytes", l.Size(), "took", time.Since(t0).Round(time.Microsecond))
 			}
 		}()
