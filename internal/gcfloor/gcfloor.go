@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 )
 
 // Percent is the GOGC a heap at least as big as the floor keeps.
@@ -29,7 +30,7 @@ const maxPercent = 10_000
 
 var (
 	once    sync.Once
-	current *tuner // set by Set
+	current atomic.Pointer[tuner] // set by Set, read by Raise
 )
 
 // Set makes floor bytes the smallest heap goal, from now on: after each
@@ -46,7 +47,7 @@ func Set(floor int64, gogcFromEnv bool) {
 			{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"},
 		}}
 		t.tune()
-		current = t
+		current.Store(t)
 		runtime.SetFinalizer(&sentinel{t}, (*sentinel).gc)
 	})
 }
@@ -58,7 +59,7 @@ func Set(floor int64, gogcFromEnv bool) {
 // usual floor would scan the same live heap several times over. The soft
 // memory limit still bounds the heap.
 func Raise(floor int64) (restore func()) {
-	t := current
+	t := current.Load()
 	if t == nil || floor <= 0 {
 		return func() {}
 	}
