@@ -5,11 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"iter"
 	"log/slog"
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -320,14 +320,13 @@ func (s *server) warm(m *follow.Mirror) []error {
 		}()
 	}
 	wg.Wait()
+	// One image per tree is prefetched: the tree's other formats share its
+	// blobs. Secret exports never are: their plaintext stays out of the
+	// cache until a guest allowed to read it asks.
 	for _, g := range groups {
-		s.prefetch(g.jobs[0].le.r.repo, func(yield func(*liveExport, *imager.Layout) bool) {
-			for _, j := range g.jobs {
-				if j.err == nil && !yield(j.le, j.l) {
-					return
-				}
-			}
-		})
+		if i := slices.IndexFunc(g.jobs, func(j *job) bool { return j.err == nil && !j.le.x.Secret }); i >= 0 {
+			go s.prefetch(g.jobs[i].le, g.jobs[i].l)
+		}
 	}
 	for _, j := range jobs {
 		le, c, opts := j.le, j.c, j.opts
@@ -349,34 +348,24 @@ func (s *server) warm(m *follow.Mirror) []error {
 	return errs
 }
 
-// prefetch reads, on a goroutine of its own, the first image of a tree
-// that is not a secret export into the repository's memory cache, when it
-// is small enough (see gitfs.Repo.Prefetch): the first guest of a small
-// site is then served from memory. The other formats of the tree share
-// its blobs. Secret exports are never prefetched: their plaintext stays
-// out of the cache until a guest allowed to read it asks.
-func (s *server) prefetch(repo *gitfs.Repo, layouts iter.Seq2[*liveExport, *imager.Layout]) {
-	for le, l := range layouts {
-		if le.x.Secret {
-			continue
+// prefetch reads l, the image of export le, into its repository's memory
+// cache when it is small enough (see gitfs.Repo.Prefetch), so that the
+// first guest of a small site is served from memory. It is for a
+// goroutine of its own.
+func (s *server) prefetch(le *liveExport, l *imager.Layout) {
+	t0 := time.Now()
+	done, err := le.r.repo.Prefetch(l)
+	if err != nil {
+		if !errors.Is(err, gitfs.ErrClosed) { // a reload or a stop closed the repository meanwhile
+			s.log.Warn("prefetch", "export", le.x.Name, "err", err)
 		}
-		go func() {
-			t0 := time.Now()
-			done, err := repo.Prefetch(l)
-			if err != nil {
-				if !errors.Is(err, gitfs.ErrClosed) { // a reload or a stop closed the repository meanwhile
-					s.log.Warn("prefetch", "export", le.x.Name, "err", err)
-				}
-				return
-			}
-			if done {
-				if s.reg != nil {
-					s.reg.Prefetched(l.Size())
-				}
-				s.log.Info("prefetched", "export", le.x.Name, "bytes", l.Size(), "took", time.Since(t0).Round(time.Microsecond))
-			}
-		}()
 		return
+	}
+	if done {
+		if s.reg != nil {
+			s.reg.Prefetched(l.Size())
+		}
+		s.log.Info("prefetched", "export", le.x.Name, "bytes", l.Size(), "took", time.Since(t0).Round(time.Microsecond))
 	}
 }
 
