@@ -68,6 +68,24 @@ func TestCheckDeltaChain(t *testing.T) {
 	}
 }
 
+// TestReadEntryWholeLoop: reading a whole object through a looping delta
+// chain (by id, and by offset: an OFS_DELTA whose base is a REF_DELTA back
+// to it) fails as a chain too deep, without a checkDeltaChain pass first.
+func TestReadEntryWholeLoop(t *testing.T) {
+	a := plumbing.NewHash("1111111111111111111111111111111111111111")
+	b := plumbing.NewHash("2222222222222222222222222222222222222222")
+	loop, offs := handPack(t, []plumbing.Hash{a, b}, [][]byte{refDelta(b), refDelta(a)})
+	if _, _, _, err := readEntryWhole([]*pack{loop}, loop, offs[0], 1<<20, 1<<20); !errors.Is(err, errDeltaChain) {
+		t.Errorf("a <-> b loop: %v, want errDeltaChain", err)
+	}
+	// Entry 0 (a) is REF_DELTA against b; entry 1 (b) is OFS_DELTA back
+	// to entry 0, 21 bytes before it.
+	mixed, offs := handPack(t, []plumbing.Hash{a, b}, [][]byte{refDelta(b), {packOfsDelta<<4 | 5, 21}})
+	if _, _, _, err := readEntryWhole([]*pack{mixed}, mixed, offs[1], 1<<20, 1<<20); !errors.Is(err, errDeltaChain) {
+		t.Errorf("ofs -> ref loop: %v, want errDeltaChain", err)
+	}
+}
+
 // indexOf writes ids at offs as a pack index, with go-git's encoder, and
 // parses it back with ours.
 func indexOf(t testing.TB, ids []plumbing.Hash, offs []int64) *packIndex {

@@ -83,18 +83,24 @@ func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (
 		}
 		return typ, e.size, data, nil
 	}
-	if _, err := checkDeltaChain(packs, p, off); err != nil {
-		return 0, 0, nil, err
-	}
+	// No checkDeltaChain pass first: this walk follows the route that
+	// checks (OFS_DELTA by offset, REF_DELTA by id) one level at a time,
+	// bounded by maxDeltaChain, so a looping chain fails here as one too
+	// deep, without reading every header twice more.
 	levelMax := max(limit, minLevelMax)
-	// Down the chain to a whole object, by headers.
+	// Down the chain to a whole object. Each level is read once, header
+	// and the start of its data: a delta between two versions of a tree
+	// is a few dozen bytes, so most levels inflate from that read on the
+	// way up, without another.
 	type level struct {
 		p   *pack
 		off int64
-		e   *packEntry
+		e   packEntry
+		src []byte // the entry's bytes from its zlib stream on, as far as read
 	}
 	var chain []level
-	q, qoff := p, off
+	var arena []byte
+	q, qoff, src := p, off, head[e.dataOff-off:]
 	for e.isDelta() {
 		if len(chain) > maxDeltaChain {
 			return 0, 0, nil, fmt.Errorf("%w (pack entry at %d)", errDeltaChain, off)
@@ -102,7 +108,7 @@ func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (
 		if e.size > levelMax {
 			return 0, 0, nil, fmt.Errorf("pack entry at %d: delta of %d bytes is over the %d-byte limit here", qoff, e.size, levelMax)
 		}
-		chain = append(chain, level{q, qoff, e})
+		chain = append(chain, level{q, qoff, *e, src})
 		if e.typ == packOfsDelta {
 			qoff = e.baseOff
 		} else {
@@ -111,9 +117,20 @@ func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (
 				return 0, 0, nil, errNotHere // a loose base: go-git reads it
 			}
 		}
-		if e, err = readPackEntry(q.f, qoff); err != nil {
+		if len(arena) < levelRead {
+			arena = make([]byte, levelRead*levelsPerArena)
+		}
+		b := arena[:levelRead:levelRead]
+		arena = arena[levelRead:]
+		n, err := q.f.ReadAt(b, qoff)
+		if n == 0 {
+			return 0, 0, nil, fmt.Errorf("pack entry at %d: %w", qoff, err)
+		}
+		pe, err := parsePackEntry(b[:n], qoff)
+		if err != nil {
 			return 0, 0, nil, err
 		}
+		e, src = &pe, b[pe.dataOff-qoff:n]
 	}
 	typ := plumbing.ObjectType(e.typ)
 	if typ == plumbing.BlobObject {
@@ -123,15 +140,15 @@ func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (
 		return 0, 0, nil, fmt.Errorf("pack entry at %d: delta base of %d bytes is over the %d-byte limit here", qoff, e.size, levelMax)
 	}
 	data := make([]byte, e.size)
-	if err := inflateEntry(q.f, qoff, e, data); err != nil {
+	if err := inflateFrom(q.f, qoff, e, src, data); err != nil {
 		return 0, 0, nil, err
 	}
 	// Up the chain, one delta at a time.
 	for i := len(chain) - 1; i >= 0; i-- {
-		l := chain[i]
+		l := &chain[i]
 		bp := getBuf(int(l.e.size))
 		delta := (*bp)[:l.e.size]
-		if err := inflateEntry(l.p.f, l.off, l.e, delta); err != nil {
+		if err := inflateFrom(l.p.f, l.off, &l.e, l.src, delta); err != nil {
 			putBuf(bp)
 			return 0, 0, nil, err
 		}
@@ -150,6 +167,24 @@ func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (
 		data = out
 	}
 	return typ, int64(len(data)), data, nil
+}
+
+// levelRead is how much of each level of a delta chain is read at first,
+// and levelsPerArena how many levels share an allocation.
+const (
+	levelRead      = 512
+	levelsPerArena = 32
+)
+
+// inflateFrom inflates entry e (at off of f) into dst from src, the part
+// of its stream already read, or, when src holds less than the whole
+// stream (or is damaged), with inflateEntry, which reads it again and
+// says what is wrong.
+func inflateFrom(f *os.File, off int64, e *packEntry, src, dst []byte) error {
+	if _, err := inflate.Whole(dst, src); err == nil {
+		return nil
+	}
+	return inflateEntry(f, off, e, dst)
 }
 
 // applyDelta applies delta to base and says the result's size. A result
