@@ -248,19 +248,36 @@ func (x *packIndex) FindHash(off int64) (plumbing.Hash, error) {
 
 func (x *packIndex) buildRev() {
 	rev := make([]uint32, x.n)
+	// Sort numbers, offset above position, when they fit in 64 bits (any
+	// pack under a terabyte): several times faster than sorting positions
+	// with a comparison that decodes two offsets each time. An offset
+	// that does not decode sorts as 0, as FindHash looks it up.
+	shift := uint(bits.Len(uint(x.n)))
+	keys := make([]uint64, x.n)
+	fits := true
+	for i := range keys {
+		o, _ := x.offset(i)
+		if uint64(o)>>(64-shift) != 0 {
+			fits = false
+			break
+		}
+		keys[i] = uint64(o)<<shift | uint64(i)
+	}
+	if fits {
+		slices.Sort(keys)
+		for i, k := range keys {
+			rev[i] = uint32(k & (1<<shift - 1))
+		}
+		x.rev = rev
+		return
+	}
 	for i := range rev {
 		rev[i] = uint32(i)
 	}
 	slices.SortFunc(rev, func(a, b uint32) int {
 		oa, _ := x.offset(int(a))
 		ob, _ := x.offset(int(b))
-		switch {
-		case oa < ob:
-			return -1
-		case oa > ob:
-			return 1
-		}
-		return 0
+		return cmp.Compare(oa, ob)
 	})
 	x.rev = rev
 }

@@ -2,6 +2,7 @@ package odb
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -132,5 +133,36 @@ func TestPackIndexMalformed(t *testing.T) {
 		if _, err := parsePackIndex(b); err == nil {
 			t.Errorf("%s: accepted", what)
 		}
+	}
+}
+
+// TestFindHashHugeOffsets: FindHash names every entry back when offsets
+// are too big to share 64 bits with a position (a pack over 2^55 bytes
+// here), the case buildRev sorts with a comparison instead of numbers.
+func TestFindHashHugeOffsets(t *testing.T) {
+	const n = 300
+	x := &packIndex{n: n, recs: make([]byte, n*idxRecord), large: make([]byte, 8*n)}
+	offs := make([]int64, n)
+	for i := range n {
+		var h plumbing.Hash
+		binary.BigEndian.PutUint32(h[:], uint32(i)) // ids in order
+		copy(x.recs[i*idxRecord:], h[:])
+		// Offsets in another order than ids, every other one huge.
+		off := int64((i*7919)%n+1) * 24
+		if i%2 == 1 {
+			off += 1 << 60
+		}
+		offs[i] = off
+		binary.BigEndian.PutUint32(x.recs[i*idxRecord+hashLen:], idxLargeFlag|uint32(i))
+		binary.BigEndian.PutUint64(x.large[i*8:], uint64(off))
+	}
+	for i, off := range offs {
+		h, err := x.FindHash(off)
+		if err != nil || binary.BigEndian.Uint32(h[:]) != uint32(i) {
+			t.Fatalf("FindHash(%d) = %s, %v; want entry %d", off, h, err, i)
+		}
+	}
+	if _, err := x.FindHash(1 << 59); err != plumbing.ErrObjectNotFound {
+		t.Fatalf("offset of no entry: %v", err)
 	}
 }
