@@ -23,6 +23,7 @@ const buildExamples = `  gitblk build -o site.tar /srv/site.git main
 const copyChunk = 1 << 20
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	preloadInflater()
 	fs := newFlags("build", "build [flags] REPO REF\n       gitblk build [-o FILE] --config FILE --export NAME", buildExamples, stderr)
 	var cf commonFlags
 	cf.register(fs)

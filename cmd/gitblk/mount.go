@@ -18,6 +18,7 @@ const mountExamples = `  gitblk mount . HEAD /mnt/site &
 `
 
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	preloadInflater()
 	fs := newFlags("mount", "mount [flags] REPO REF MOUNTPOINT\n       gitblk mount --config FILE --export NAME MOUNTPOINT", mountExamples, stderr)
 	var cf commonFlags
 	cf.register(fs)

@@ -53,6 +53,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 var _ flag.Value = (*stringList)(nil)
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	preloadInflater()
 	fs := newFlags("serve", "serve [flags] REPO REF\n       gitblk serve --follow URL [flags] REF\n       gitblk serve --config FILE", serveExamples, stderr)
 	var cf commonFlags
 	var listens, refs stringList

@@ -93,6 +93,11 @@ func (l *libdeflateLib) put(d *decompressor) {
 // whole is Inflater.Whole with libdeflate. The Go buffers are C's only
 // during the call (purego.SyscallN's go:uintptrescapes keeps them on the
 // heap and alive until it returns).
+// errCutShort is made once: callers try streams they may have read only
+// part of (odb inflates a pack entry from its first read, and reads the
+// rest only when that fails), so this error is common and cheap.
+var errCutShort = fmt.Errorf("%w: damaged or cut short", ErrData)
+
 func (l *libdeflateLib) whole(dst, src []byte) (int, error) {
 	d, err := l.get()
 	if err != nil {
@@ -113,7 +118,7 @@ func (l *libdeflateLib) whole(dst, src []byte) (int, error) {
 	case ldInsufficientSpace:
 		return 0, fmt.Errorf("%w: inflates to more than %d bytes", ErrData, len(dst))
 	case ldBadData, ldShortOutput:
-		return 0, fmt.Errorf("%w: damaged or cut short", ErrData)
+		return 0, errCutShort
 	}
 	return 0, fmt.Errorf("inflate: libdeflate: failed (%d)", int32(r))
 }

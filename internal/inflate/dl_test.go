@@ -69,3 +69,20 @@ func TestFallback(t *testing.T) {
 		t.Errorf("%s=fast: %s, %v", EnvVar, f.Name(), err)
 	}
 }
+
+// TestSelfTestStream: the libraries' self-test stream inflates with
+// compress/zlib to its text, so that the self-test checks them against
+// Go's own zlib.
+func TestSelfTestStream(t *testing.T) {
+	r, err := zlib.NewReader(bytes.NewReader(selfTestStream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, selfTestText()) {
+		t.Errorf("compress/zlib inflates selfTestStream to %d bytes, %v", len(got), err)
+	}
+	if err := selfTest(Go()); err != nil {
+		t.Errorf("compress/zlib fails the self-test: %v", err)
+	}
+}
