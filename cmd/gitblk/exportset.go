@@ -196,6 +196,11 @@ func prepare(cfg *config.Config, rs *repoSet) (*exportSet, error) {
 		}
 		set.tls = t
 	}
+	type refOf struct {
+		r   *openRepo
+		ref string
+	}
+	checked := map[refOf]bool{}
 	for i := range cfg.Exports {
 		x := &cfg.Exports[i]
 		path, m, err := rs.followed(cfg, x)
@@ -212,10 +217,11 @@ func prepare(cfg *config.Config, rs *repoSet) (*exportSet, error) {
 				return nil, x.Errorf("decrypt", "%v", err)
 			}
 		}
-		if x.Ref != "" {
+		if x.Ref != "" && !checked[refOf{r, x.Ref}] {
 			if _, err := r.repo.Resolve(x.Ref); err != nil {
 				return nil, x.Errorf("ref", "%v", err)
 			}
+			checked[refOf{r, x.Ref}] = true // the tar and fat exports of one ref check it once
 		}
 		set.exports[x.Name] = le
 		if len(x.Refs) > 0 {

@@ -268,16 +268,28 @@ func (s *server) warm(m *follow.Mirror) []error {
 	}
 	var errs []error
 	var jobs []*job
+	// A ref is resolved once per repository: the tar and fat exports of
+	// one ref (and the default export) share its commit.
+	type refOf struct {
+		r   *gitfs.Repo
+		ref string
+	}
+	resolved := map[refOf]*gitfs.Commit{}
 	for _, le := range s.cur.Load().sorted() {
 		if le.x.Ref == "" || m != nil && le.m != m {
 			continue
 		}
-		c, err := le.r.repo.Resolve(le.x.Ref)
+		k := refOf{le.r.repo, le.x.Ref}
+		c, err := resolved[k], error(nil)
+		if c == nil {
+			c, err = le.r.repo.Resolve(le.x.Ref)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("export %q: %w", le.x.Name, err))
 			s.log.Error("resolve", "export", le.x.Name, "ref", le.x.Ref, "err", err)
 			continue
 		}
+		resolved[k] = c
 		jobs = append(jobs, &job{le: le, c: c, opts: le.x.Image.Options("")})
 	}
 	// One goroutine per commit of a repository, laying its formats out in
@@ -325,7 +337,8 @@ func (s *server) warm(m *follow.Mirror) []error {
 	// cache until a guest allowed to read it asks.
 	for _, g := range groups {
 		if i := slices.IndexFunc(g.jobs, func(j *job) bool { return j.err == nil && !j.le.x.Secret }); i >= 0 {
-			go s.prefetch(g.jobs[i].le, g.jobs[i].l)
+			le, l := g.jobs[i].le, g.jobs[i].l
+			runInBackground(func() { s.prefetch(le, l) })
 		}
 	}
 	for _, j := range jobs {
