@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"os"
 	"slices"
@@ -51,11 +52,16 @@ type packIndex struct {
 
 // readPackIndex reads and checks the index file at path.
 func readPackIndex(path string) (*packIndex, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	x, err := parsePackIndex(b)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	x, err := parsePackIndexAt(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -64,20 +70,44 @@ func readPackIndex(path string) (*packIndex, error) {
 
 // parsePackIndex parses an index file's bytes into a table of its own.
 func parsePackIndex(b []byte) (*packIndex, error) {
+	return parsePackIndexAt(bytes.NewReader(b), int64(len(b)))
+}
+
+// idxChunk is how much of an index file one read takes: the file is read
+// a piece at a time into the table, never whole (a pack of a million
+// objects has an index of 28 MB, most of which the table copies).
+const idxChunk = 256 << 10
+
+// parsePackIndexAt parses the size bytes of an index file read from r
+// into a table of its own, checking as it copies that the ids are
+// strictly increasing and agree with the fan-out table (binary search
+// relies on both). The CRC-32s of a version 2 index are not read.
+func parsePackIndexAt(r io.ReaderAt, size int64) (*packIndex, error) {
 	x := &packIndex{}
-	v2 := len(b) >= 8 && string(b[:4]) == idxMagic
-	if v2 {
-		if binary.BigEndian.Uint32(b[4:8]) != 2 {
-			return nil, fmt.Errorf("%w: version %d", errBadIndex, binary.BigEndian.Uint32(b[4:8]))
+	base := int64(0)
+	v2 := false
+	if size >= 8 {
+		var head [8]byte
+		if err := readIdx(r, head[:], 0); err != nil {
+			return nil, err
 		}
-		b = b[8:]
+		if string(head[:4]) == idxMagic {
+			if v := binary.BigEndian.Uint32(head[4:]); v != 2 {
+				return nil, fmt.Errorf("%w: version %d", errBadIndex, v)
+			}
+			v2, base = true, 8
+		}
 	}
-	if len(b) < idxFanout+idxTrailer {
+	if size-base < idxFanout+idxTrailer {
 		return nil, fmt.Errorf("%w: truncated", errBadIndex)
+	}
+	var fan [idxFanout]byte
+	if err := readIdx(r, fan[:], base); err != nil {
+		return nil, err
 	}
 	prev := uint32(0)
 	for i := range x.fanout {
-		c := binary.BigEndian.Uint32(b[i*4:])
+		c := binary.BigEndian.Uint32(fan[i*4:])
 		if c < prev {
 			return nil, fmt.Errorf("%w: fan-out table not sorted", errBadIndex)
 		}
@@ -85,52 +115,122 @@ func parsePackIndex(b []byte) (*packIndex, error) {
 	}
 	n := int64(prev)
 	x.n = int(n)
-	rest := b[idxFanout:]
+	at := base + idxFanout // where the records start
+	rest := size - at
+	buf := make([]byte, idxChunk)
+	order := idOrder{x: x}
 	if !v2 {
-		if int64(len(rest)) != n*idxV1EntryLen+idxTrailer {
+		if rest != n*idxV1EntryLen+idxTrailer {
 			return nil, fmt.Errorf("%w: size does not match %d objects", errBadIndex, n)
 		}
 		x.recs = make([]byte, n*idxRecord)
-		for i := int64(0); i < n; i++ {
-			e := rest[i*idxV1EntryLen:]
-			r := x.recs[i*idxRecord:]
-			copy(r[:hashLen], e[4:idxV1EntryLen])
-			copy(r[hashLen:idxRecord], e[:4])
-			if e[0]&0x80 != 0 {
-				return nil, fmt.Errorf("%w: offset over 2 GiB in a version 1 index", errBadIndex)
+		err := eachIdxChunk(r, buf, at, n, idxV1EntryLen, func(i0 int64, b []byte) error {
+			for j := 0; j < len(b); j += idxV1EntryLen {
+				e, i := b[j:j+idxV1EntryLen], i0+int64(j/idxV1EntryLen)
+				if e[0]&0x80 != 0 {
+					return fmt.Errorf("%w: offset over 2 GiB in a version 1 index", errBadIndex)
+				}
+				rec := x.recs[i*idxRecord : (i+1)*idxRecord]
+				copy(rec[:hashLen], e[4:])
+				copy(rec[hashLen:], e[:4])
+				if err := order.next(int(i), rec[:hashLen]); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		return x, x.checkSorted()
+		return x, nil
 	}
 	small := n * (hashLen + 4 + 4)
-	if int64(len(rest)) < small+idxTrailer || (int64(len(rest))-small-idxTrailer)%8 != 0 {
+	if rest < small+idxTrailer || (rest-small-idxTrailer)%8 != 0 {
 		return nil, fmt.Errorf("%w: size does not match %d objects", errBadIndex, n)
 	}
-	names, offsets := rest[:n*hashLen], rest[n*(hashLen+4):small]
 	x.recs = make([]byte, n*idxRecord)
-	for i := int64(0); i < n; i++ {
-		r := x.recs[i*idxRecord:]
-		copy(r[:hashLen], names[i*hashLen:])
-		copy(r[hashLen:idxRecord], offsets[i*4:i*4+4])
+	err := eachIdxChunk(r, buf, at, n, hashLen, func(i0 int64, b []byte) error {
+		recs := x.recs[i0*idxRecord:]
+		for j := 0; j < len(b); j += hashLen {
+			id := recs[:hashLen]
+			copy(id, b[j:j+hashLen])
+			if err := order.next(int(i0)+j/hashLen, id); err != nil {
+				return err
+			}
+			recs = recs[idxRecord:]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	x.large = bytes.Clone(rest[small : len(rest)-idxTrailer])
-	return x, x.checkSorted()
+	err = eachIdxChunk(r, buf, at+n*(hashLen+4), n, 4, func(i0 int64, b []byte) error {
+		recs := x.recs[i0*idxRecord:]
+		for j := 0; j < len(b); j += 4 {
+			copy(recs[hashLen:idxRecord], b[j:j+4])
+			recs = recs[idxRecord:]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	x.large = make([]byte, rest-small-idxTrailer)
+	if err := readIdx(r, x.large, at+small); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
 
-// checkSorted checks that ids are strictly increasing and agree with the
-// fan-out table: binary search relies on both.
-func (x *packIndex) checkSorted() error {
-	for i := 1; i < x.n; i++ {
-		if bytes.Compare(x.name(i-1), x.name(i)) >= 0 {
-			return fmt.Errorf("%w: ids not sorted at %d", errBadIndex, i)
+// readIdx fills p from r at off; an index shorter than that is
+// truncated.
+func readIdx(r io.ReaderAt, p []byte, off int64) error {
+	if _, err := r.ReadAt(p, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: truncated", errBadIndex)
 		}
+		return fmt.Errorf("%w: %w", errBadIndex, err)
 	}
-	for i := 0; i < x.n; i++ {
-		f := x.name(i)[0]
-		if uint32(i) >= x.fanout[f] || (f > 0 && uint32(i) < x.fanout[f-1]) {
-			return fmt.Errorf("%w: fan-out table disagrees with id %d", errBadIndex, i)
+	return nil
+}
+
+// eachIdxChunk reads n records of size bytes each from r at off, a
+// bufful at a time, and calls f with each bufful and the number of its
+// first record.
+func eachIdxChunk(r io.ReaderAt, buf []byte, off, n, size int64, f func(i0 int64, b []byte) error) error {
+	per := int64(len(buf)) / size
+	for i := int64(0); i < n; {
+		k := min(per, n-i)
+		b := buf[:k*size]
+		if err := readIdx(r, b, off+i*size); err != nil {
+			return err
 		}
+		if err := f(i, b); err != nil {
+			return err
+		}
+		i += k
 	}
+	return nil
+}
+
+// idOrder checks ids as they are read: each above the one before it, and
+// where the fan-out table puts its first byte.
+type idOrder struct {
+	x       *packIndex
+	prev    []byte // the id before, in x.recs
+	prevKey uint64
+}
+
+func (o *idOrder) next(i int, id []byte) error {
+	key := binary.BigEndian.Uint64(id)
+	if o.prev != nil && (key < o.prevKey || key == o.prevKey && bytes.Compare(o.prev[8:], id[8:]) >= 0) {
+		return fmt.Errorf("%w: ids not sorted at %d", errBadIndex, i)
+	}
+	f := id[0]
+	if uint32(i) >= o.x.fanout[f] || (f > 0 && uint32(i) < o.x.fanout[f-1]) {
+		return fmt.Errorf("%w: fan-out table disagrees with id %d", errBadIndex, i)
+	}
+	o.prev, o.prevKey = id, key
 	return nil
 }
 
