@@ -39,12 +39,16 @@ type BlobID [20]byte
 func (id BlobID) String() string { return hex.EncodeToString(id[:]) }
 
 // Entry is one item of a tree.
+//
+// The fields are in this order so that an Entry takes 64 bytes, not 72,
+// and its pointers come first: the collector scans the strings and skips
+// the rest (a big tree's listing is hundreds of thousands of them).
 type Entry struct {
 	Path   string // slash-separated, relative to the root, no leading or trailing slash
-	Kind   Kind
+	Target string // symlink target (the blob's content), for symlinks only
 	Size   int64  // content size for files and symlinks; 0 for directories and submodules
 	Blob   BlobID // content of files and symlinks; the tree id for directories; the commit id for submodules
-	Target string // symlink target (the blob's content), for symlinks only
+	Kind   Kind
 }
 
 // Tree is what an image is built from: a commit's entries in git's tree
