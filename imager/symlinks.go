@@ -126,8 +126,13 @@ func plainGitOrder(t *Tree) bool {
 }
 
 // gitNameLess compares sibling names as git sorts tree entries: a
-// directory compares as its name followed by "/".
+// directory compares as its name followed by "/". The common prefix is
+// compared at once; byte by byte only from where one name ends.
 func gitNameLess(a string, aDir bool, b string, bDir bool) bool {
+	n := min(len(a), len(b))
+	if c := strings.Compare(a[:n], b[:n]); c != 0 {
+		return c < 0
+	}
 	at := func(s string, dir bool, i int) int {
 		switch {
 		case i < len(s):
@@ -137,7 +142,7 @@ func gitNameLess(a string, aDir bool, b string, bDir bool) bool {
 		}
 		return -1
 	}
-	for i := 0; ; i++ {
+	for i := n; ; i++ {
 		x, y := at(a, aDir, i), at(b, bDir, i)
 		if x != y {
 			return x < y

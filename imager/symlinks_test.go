@@ -273,3 +273,29 @@ func TestPlainGitOrder(t *testing.T) {
 		t.Error("a/ before a-b taken")
 	}
 }
+
+// TestGitNameLess: gitNameLess orders names as git orders tree entries
+// (a directory as its name and "/"), checked against comparing those
+// strings, for names that are prefixes of one another, equal, or apart,
+// directories or not.
+func TestGitNameLess(t *testing.T) {
+	names := []string{"", "a", "a-", "a.b", "a/", "a0", "ab", "abc", "b", "\xff", "a\x00", "A"}
+	for _, a := range names {
+		for _, b := range names {
+			for _, aDir := range []bool{false, true} {
+				for _, bDir := range []bool{false, true} {
+					ka, kb := a, b
+					if aDir {
+						ka += "/"
+					}
+					if bDir {
+						kb += "/"
+					}
+					if got, want := gitNameLess(a, aDir, b, bDir), ka < kb; got != want {
+						t.Errorf("gitNameLess(%q, %t, %q, %t) = %t, want %t", a, aDir, b, bDir, got, want)
+					}
+				}
+			}
+		}
+	}
+}
