@@ -233,6 +233,11 @@ type treeWalker struct {
 	buf    []byte        // scratch for the paths of a directory
 	nest   int           // trees being walked
 	spare  [][]treeEntry // for the parsed entries of each of them, reused
+	// spareData holds the bytes of each tree being walked, reused for the
+	// next tree at its level: the names of spare's entries point into
+	// them until the paths are cut from w.buf. A big tree's trees are
+	// megabytes of fresh memory otherwise.
+	spareData [][]byte
 }
 
 // maxTreePath bounds a path's length: a tree that contains itself (ids
@@ -259,12 +264,13 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) (bool, error)
 	defer func() { w.nest-- }()
 	if lvl == len(w.spare) {
 		w.spare = append(w.spare, nil)
+		w.spareData = append(w.spareData, nil)
 	}
-	ents, err := w.r.readTree(dir, id, w.spare[lvl][:0])
+	ents, data, err := w.r.readTree(dir, id, w.spare[lvl][:0], w.spareData[lvl])
 	if err != nil {
 		return false, err
 	}
-	defer func() { w.spare[lvl] = ents[:0] }()
+	defer func() { w.spare[lvl], w.spareData[lvl] = ents[:0], data[:0] }()
 	if w.attrs != nil {
 		pushed := false
 		for _, e := range ents {
@@ -368,16 +374,18 @@ func joinPath(dir, name string) string {
 }
 
 // readTree reads and parses tree object id (at path dir).
-func (r *Repo) readTree(dir string, id plumbing.Hash, dst []treeEntry) ([]treeEntry, error) {
-	data, err := r.store.ReadObject(id, plumbing.TreeObject, maxTreeBytes)
+// The tree's bytes are read into buf when it has room, and returned (the
+// entries' names point into them).
+func (r *Repo) readTree(dir string, id plumbing.Hash, dst []treeEntry, buf []byte) ([]treeEntry, []byte, error) {
+	data, err := r.store.ReadObjectTo(buf, id, plumbing.TreeObject, maxTreeBytes)
 	if err != nil {
-		return nil, atPath(displayDir(dir), err)
+		return nil, buf, atPath(displayDir(dir), err)
 	}
 	ents, err := parseTree(data, dst)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tree %s at %q: %v", ErrCorruptObject, id, displayDir(dir), err)
+		return nil, buf, fmt.Errorf("%w: tree %s at %q: %v", ErrCorruptObject, id, displayDir(dir), err)
 	}
-	return ents, nil
+	return ents, data, nil
 }
 
 func displayDir(dir string) string {

@@ -75,13 +75,13 @@ func TestReadEntryWholeLoop(t *testing.T) {
 	a := plumbing.NewHash("1111111111111111111111111111111111111111")
 	b := plumbing.NewHash("2222222222222222222222222222222222222222")
 	loop, offs := handPack(t, []plumbing.Hash{a, b}, [][]byte{refDelta(b), refDelta(a)})
-	if _, _, _, err := readEntryWhole([]*pack{loop}, loop, offs[0], 1<<20, 1<<20); !errors.Is(err, errDeltaChain) {
+	if _, _, _, err := readEntryWhole([]*pack{loop}, loop, offs[0], 1<<20, 1<<20, nil); !errors.Is(err, errDeltaChain) {
 		t.Errorf("a <-> b loop: %v, want errDeltaChain", err)
 	}
 	// Entry 0 (a) is REF_DELTA against b; entry 1 (b) is OFS_DELTA back
 	// to entry 0, 21 bytes before it.
 	mixed, offs := handPack(t, []plumbing.Hash{a, b}, [][]byte{refDelta(b), {packOfsDelta<<4 | 5, 21}})
-	if _, _, _, err := readEntryWhole([]*pack{mixed}, mixed, offs[1], 1<<20, 1<<20); !errors.Is(err, errDeltaChain) {
+	if _, _, _, err := readEntryWhole([]*pack{mixed}, mixed, offs[1], 1<<20, 1<<20, nil); !errors.Is(err, errDeltaChain) {
 		t.Errorf("ofs -> ref loop: %v, want errDeltaChain", err)
 	}
 }

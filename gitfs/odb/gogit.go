@@ -100,7 +100,7 @@ type gitStorage struct {
 
 // EncodedObject is go-git's, from our packs first.
 func (s *gitStorage) EncodedObject(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
-	typ, size, data, found, err := s.db.readPackedObject(h, maxDirectObject, largeObjectThreshold)
+	typ, size, data, found, err := s.db.readPackedObject(h, maxDirectObject, largeObjectThreshold, nil)
 	if !found || errors.Is(err, errTooBig) {
 		return s.Storage.EncodedObject(t, h)
 	}

@@ -35,7 +35,7 @@ var errTooBig = errors.New("odb: object over the size limit")
 // closed under us: the caller then asks go-git. An object over max bytes,
 // or a blob over blobMax, is errTooBig, with its type and size (data nil)
 // when the size is known.
-func (db *Store) readPackedObject(h plumbing.Hash, max, blobMax int64) (typ plumbing.ObjectType, size int64, data []byte, found bool, err error) {
+func (db *Store) readPackedObject(h plumbing.Hash, max, blobMax int64, dst []byte) (typ plumbing.ObjectType, size int64, data []byte, found bool, err error) {
 	packs, err := db.packs.current()
 	if err != nil {
 		return 0, 0, nil, false, nil
@@ -44,15 +44,16 @@ func (db *Store) readPackedObject(h plumbing.Hash, max, blobMax int64) (typ plum
 	if !ok {
 		return 0, 0, nil, false, nil
 	}
-	typ, size, data, err = readEntryWhole(packs, p, off, max, blobMax)
+	typ, size, data, err = readEntryWhole(packs, p, off, max, blobMax, dst)
 	if errors.Is(err, errNotHere) || isClosedFile(err) {
 		return 0, 0, nil, false, nil
 	}
 	return typ, size, data, true, err
 }
 
-// readEntryWhole rebuilds the object at off of p.
-func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (plumbing.ObjectType, int64, []byte, error) {
+// readEntryWhole rebuilds the object at off of p, into dst's memory when
+// it has room (see Store.ReadObjectTo).
+func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64, dst []byte) (plumbing.ObjectType, int64, []byte, error) {
 	// One read for the header and, for a small object, its data.
 	bp := getBuf(firstRead)
 	defer putBuf(bp)
@@ -72,7 +73,7 @@ func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (
 		if e.size > limit || (typ == plumbing.BlobObject && e.size > blobLimit) {
 			return typ, e.size, nil, errTooBig
 		}
-		data := make([]byte, e.size)
+		data := sized(dst, e.size)
 		if _, err := inflate.Whole(data, head[e.dataOff-off:]); err == nil {
 			return typ, e.size, data, nil
 		}
@@ -152,11 +153,11 @@ func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64) (
 			putBuf(bp)
 			return 0, 0, nil, err
 		}
-		lim := levelMax
+		lim, into := levelMax, []byte(nil)
 		if i == 0 {
-			lim = limit
+			lim, into = limit, dst // the object itself; the levels below are never in dst
 		}
-		out, size, err := applyDelta(data, delta, lim)
+		out, size, err := applyDelta(data, delta, lim, into)
 		putBuf(bp)
 		if errors.Is(err, errTooBig) {
 			return typ, size, nil, err
@@ -187,9 +188,18 @@ func inflateFrom(f *os.File, off int64, e *packEntry, src, dst []byte) error {
 	return inflateEntry(f, off, e, dst)
 }
 
+// sized returns dst's memory as n bytes when it has room, else new memory.
+func sized(dst []byte, n int64) []byte {
+	if int64(cap(dst)) >= n {
+		return dst[:n]
+	}
+	return make([]byte, n)
+}
+
 // applyDelta applies delta to base and says the result's size. A result
-// over max bytes is errTooBig, with its size.
-func applyDelta(base, delta []byte, max int64) ([]byte, int64, error) {
+// over max bytes is errTooBig, with its size. The result is built in
+// dst's memory when it has room; dst must not overlap base.
+func applyDelta(base, delta []byte, max int64, dst []byte) ([]byte, int64, error) {
 	baseSize, rest, err := leb128(delta)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", errBadDelta, err)
@@ -204,7 +214,7 @@ func applyDelta(base, delta []byte, max int64) ([]byte, int64, error) {
 	if size > max {
 		return nil, size, errTooBig
 	}
-	out := make([]byte, 0, size)
+	out := sized(dst, size)[:0]
 	for len(rest) > 0 {
 		c := rest[0]
 		rest = rest[1:]
@@ -255,8 +265,8 @@ func isClosedFile(err error) bool { return errors.Is(err, os.ErrClosed) }
 
 // readObjectDirect is ReadObject from our packs, without a go-git
 // storage; found is false when go-git must look (see readPackedObject).
-func (db *Store) readObjectDirect(id plumbing.Hash, typ plumbing.ObjectType, max int64) ([]byte, bool, error) {
-	got, size, data, found, err := db.readPackedObject(id, max, max)
+func (db *Store) readObjectDirect(id plumbing.Hash, typ plumbing.ObjectType, max int64, dst []byte) ([]byte, bool, error) {
+	got, size, data, found, err := db.readPackedObject(id, max, max, dst)
 	switch {
 	case !found:
 		return nil, false, nil

@@ -71,7 +71,7 @@ func TestReadObjectDeltasMatchGit(t *testing.T) {
 			t.Fatalf("%s %s: %d bytes, %v; git has %d", o[1], o[0], len(got), err, len(want))
 		}
 		// Read by this package, not go-git.
-		if gt, _, data, found, err := db.readPackedObject(plumbing.NewHash(o[0]), 1<<20, 1<<20); !found || err != nil || gt != typ || !bytes.Equal(data, want) {
+		if gt, _, data, found, err := db.readPackedObject(plumbing.NewHash(o[0]), 1<<20, 1<<20, nil); !found || err != nil || gt != typ || !bytes.Equal(data, want) {
 			t.Fatalf("%s %s from the packs: found %v, %v, type %v", o[1], o[0], found, err, gt)
 		}
 		other := plumbing.CommitObject
@@ -105,10 +105,10 @@ func TestApplyDeltaRefusesMalformed(t *testing.T) {
 	base := []byte("0123456789")
 	hdr := func(baseSize, size int64) []byte { return append(deltaVarint(baseSize), deltaVarint(size)...) }
 	good := append(hdr(10, 7), 0x91, 2, 4, 3, 'x', 'y', 'z') // copy 4 bytes at 2, insert "xyz"
-	if out, _, err := applyDelta(base, good, 100); err != nil || string(out) != "2345xyz" {
+	if out, _, err := applyDelta(base, good, 100, nil); err != nil || string(out) != "2345xyz" {
 		t.Fatalf("good delta: %q, %v", out, err)
 	}
-	if _, size, err := applyDelta(base, good, 6); err != errTooBig || size != 7 {
+	if _, size, err := applyDelta(base, good, 6, nil); err != errTooBig || size != 7 {
 		t.Fatalf("over the limit: size %d, %v", size, err)
 	}
 	for what, d := range map[string][]byte{
@@ -121,7 +121,7 @@ func TestApplyDeltaRefusesMalformed(t *testing.T) {
 		"copy offset cut":     append(hdr(10, 4), 0x91),
 		"no header":           {0x80},
 	} {
-		if out, _, err := applyDelta(base, d, 100); err == nil {
+		if out, _, err := applyDelta(base, d, 100, nil); err == nil {
 			t.Errorf("%s: made %q", what, out)
 		}
 	}

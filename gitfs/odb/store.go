@@ -201,7 +201,15 @@ func (db *Store) BlobSize(id plumbing.Hash) (int64, error) {
 // ReadObject reads object id, which must be of type typ and at most max
 // bytes, whole: a tree, a commit, a small blob such as a .gitattributes.
 func (db *Store) ReadObject(id plumbing.Hash, typ plumbing.ObjectType, max int64) ([]byte, error) {
-	if data, found, err := db.readObjectDirect(id, typ, max); found {
+	return db.ReadObjectTo(nil, id, typ, max)
+}
+
+// ReadObjectTo is ReadObject reading into dst's memory when it has room
+// for the object: a caller reading many objects one after another (the
+// trees of a listing) reuses one buffer rather than touch fresh memory
+// for each. The bytes returned may be dst's.
+func (db *Store) ReadObjectTo(dst []byte, id plumbing.Hash, typ plumbing.ObjectType, max int64) ([]byte, error) {
+	if data, found, err := db.readObjectDirect(id, typ, max, dst); found {
 		if err != nil {
 			return nil, objectErr(typ.String(), id, err)
 		}
