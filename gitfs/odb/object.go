@@ -74,12 +74,7 @@ func readEntryWhole(packs []*pack, p *pack, off int64, limit, blobLimit int64, d
 			return typ, e.size, nil, errTooBig
 		}
 		data := sized(dst, e.size)
-		if _, err := inflate.Whole(data, head[e.dataOff-off:]); err == nil {
-			return typ, e.size, data, nil
-		}
-		// Longer than the first read, or damaged: inflateEntry reads
-		// what it needs and says what is wrong.
-		if err := inflateEntry(p.f, off, e, data); err != nil {
+		if err := inflateFrom(p.f, off, e, head[e.dataOff-off:], data); err != nil {
 			return 0, 0, nil, err
 		}
 		return typ, e.size, data, nil

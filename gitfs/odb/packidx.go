@@ -504,41 +504,38 @@ func hashOrder(hs []plumbing.Hash) []query {
 		next[d]++
 	}
 	// Pass 2, bucket by bucket: each is copied to a scratch slice (one,
-	// reused: a bucket is a few hundred queries, not a second
-	// copy of the whole list in fresh memory) and spread back on the next
-	// b2 bits; then each final bucket is sorted. (Sharing the buckets
-	// between two cores was no faster on the 300k corpus.)
-	buckets := func(from, to int) {
-		var sub [1<<9 + 1]int
-		var tmp []query
-		for d := from; d < to; d++ {
-			lo, hi := ends[d], ends[d+1]
-			dst := qs[lo:hi]
-			if b2 == 0 {
-				sortBucket(dst)
-				continue
-			}
-			tmp = append(tmp[:0], dst...)
-			clear(sub[:])
-			mask := uint64(1)<<b2 - 1
-			for _, q := range tmp {
-				sub[(q.key>>(64-b))&mask+1]++
-			}
-			for e := 1; e <= 1<<b2; e++ {
-				sub[e] += sub[e-1]
-			}
-			at := sub
-			for _, q := range tmp {
-				e := (q.key >> (64 - b)) & mask
-				dst[at[e]] = q
-				at[e]++
-			}
-			for e := 0; e < 1<<b2; e++ {
-				sortBucket(dst[sub[e]:sub[e+1]])
-			}
+	// reused: a bucket is a few hundred queries, not a second copy of the
+	// whole list in fresh memory) and spread back on the next b2 bits;
+	// then each final bucket is sorted. (Sharing the buckets between two
+	// cores was no faster on the 300k corpus.)
+	var sub [1<<9 + 1]int
+	var tmp []query
+	for d := 0; d < 1<<b1; d++ {
+		lo, hi := ends[d], ends[d+1]
+		dst := qs[lo:hi]
+		if b2 == 0 {
+			sortBucket(dst)
+			continue
+		}
+		tmp = append(tmp[:0], dst...)
+		clear(sub[:])
+		mask := uint64(1)<<b2 - 1
+		for _, q := range tmp {
+			sub[(q.key>>(64-b))&mask+1]++
+		}
+		for e := 1; e <= 1<<b2; e++ {
+			sub[e] += sub[e-1]
+		}
+		at := sub
+		for _, q := range tmp {
+			e := (q.key >> (64 - b)) & mask
+			dst[at[e]] = q
+			at[e]++
+		}
+		for e := 0; e < 1<<b2; e++ {
+			sortBucket(dst[sub[e]:sub[e+1]])
 		}
 	}
-	buckets(0, 1<<b1)
 	return qs
 }
 
