@@ -157,7 +157,10 @@ func (d *Decrypted) ReadBlob(id imager.BlobID, p []byte, off int64) (int, error)
 		if off < 0 {
 			return 0, fmt.Errorf("secrets: negative offset %d", off)
 		}
-		return bytes.NewReader(b).ReadAt(p, off)
+		var n int
+		var err error
+		withPlaintextInRegisters(func() { n, err = bytes.NewReader(b).ReadAt(p, off) })
+		return n, err
 	}
 	return d.blobs.ReadBlob(id, p, off)
 }

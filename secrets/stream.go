@@ -126,8 +126,9 @@ func openAge(r io.ReaderAt, size int64, id *Identity) (*agePayload, error) {
 
 // decryptInto decrypts and authenticates every chunk of p, read from r,
 // into dst (len p.plain). Only ciphertext passes through the heap: each
-// chunk is opened in place into dst. On failure dst may hold part of the
-// plaintext; the caller zeroes it.
+// chunk is opened in place into dst, and the registers it passes through
+// are kept off the signal stacks (withPlaintextInRegisters). On failure
+// dst may hold part of the plaintext; the caller zeroes it.
 func (p *agePayload) decryptInto(dst []byte, r io.ReaderAt) error {
 	if int64(len(dst)) != p.plain {
 		return fmt.Errorf("secrets: %d bytes for %d of plaintext", len(dst), p.plain)
@@ -144,7 +145,9 @@ func (p *agePayload) decryptInto(dst []byte, r io.ReaderAt) error {
 			nonce[11] = ageLastChunkFlag
 		}
 		out := dst[i*ageChunkSize : i*ageChunkSize+n-ageTagSize : i*ageChunkSize+n-ageTagSize]
-		got, err := p.aead.Open(out[:0], nonce[:], ct[:n], nil)
+		var got []byte
+		var err error
+		withPlaintextInRegisters(func() { got, err = p.aead.Open(out[:0], nonce[:], ct[:n], nil) })
 		if err != nil {
 			return fmt.Errorf("chunk %d: %w", i, err)
 		}
