@@ -6,7 +6,8 @@ import "golang.org/x/sys/cpu"
 // register, over clearing only the SSE halves.
 var useAVX = cpu.X86.HasAVX
 
-// clearVectorRegisters zeroes X0-X15 (all of Y0-Y15, Z0-Z15 with AVX).
+// clearVectorRegisters zeroes X0-X15; with AVX, VZEROALL clears them
+// whole (Y0-Y15, and Z0-Z15 where AVX-512 exists).
 //
 //go:noescape
 func clearVectorRegisters()
