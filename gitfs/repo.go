@@ -214,6 +214,14 @@ func (r *Repo) ReadBlobs(reads []imager.BlobRead) {
 	readsPool.Put(bp)
 }
 
+var _ imager.BlobWarmer = (*Repo)(nil)
+
+// WarmBlob has big blob id inflated into the caches in the background
+// (see odb.Store.WarmBlob).
+func (r *Repo) WarmBlob(id imager.BlobID, size int64) {
+	r.store.WarmBlob(plumbing.Hash(id), size)
+}
+
 var _ imager.BlobLender = (*Repo)(nil)
 
 // LendBlob describes n bytes of blob id at off as a piece to send rather

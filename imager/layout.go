@@ -112,7 +112,7 @@ type memberOffsets interface {
 
 // Layout is an immutable image: a sorted, contiguous table of regions. It
 // is safe for concurrent use and can be shared by every reader of one
-// image.
+// image. Only its read-ahead hints change as it is read (readahead.go).
 type Layout struct {
 	size  int64
 	blobs BlobReader
@@ -122,9 +122,10 @@ type Layout struct {
 	nmem  int     // number of members
 	moffs []int64 // member i starts at moffs[i], unless the table knows (memberOffsets)
 	mof   memberOffsets
-	mend  int64    // where the members end (and the tail starts)
-	zeros []uint64 // bit i set: member i has a zero piece (for ExtentAt)
-	holes []uint64 // bit i set: member i has a zero piece of at least SectorAlign bytes (for NextHole)
+	mend  int64      // where the members end (and the tail starts)
+	zeros []uint64   // bit i set: member i has a zero piece (for ExtentAt)
+	holes []uint64   // bit i set: member i has a zero piece of at least SectorAlign bytes (for NextHole)
+	ra    *readahead // nil: no read-ahead (the blob reader cannot warm)
 }
 
 var _ Image = (*Layout)(nil)
@@ -364,6 +365,7 @@ func (l *Layout) readAt(p []byte, off int64, v *iovec.List, lender BlobLender) (
 	if m, err := l.finishBatch(bt, p, n, nil); err != nil {
 		return m, err
 	}
+	l.readahead(start, off)
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -770,7 +772,7 @@ func (b *Builder) PadTo(desc string, align int64) {
 // the immutable Layout reading blobs through blobs.
 func (b *Builder) Layout(blobs BlobReader) *Layout {
 	b.PadTo("padding to 4 KiB", SectorAlign)
-	l := &Layout{size: b.pos, blobs: blobs}
+	l := &Layout{size: b.pos, blobs: blobs, ra: newReadahead(blobs)}
 	if b.tab == nil {
 		l.head = slices.Clip(b.extents)
 	} else {

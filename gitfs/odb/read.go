@@ -210,8 +210,17 @@ const wholeDeltaMax = 1 << 20
 // object in a pack): it becomes the spill's stream unless another reader
 // got there first.
 func (c *blobCache) readNewSpill(id plumbing.Hash, size int64, rc io.ReadCloser, at *packedAt, p []byte, off int64) (int, error) {
-	s := c.addSpill(&spill{id: id, size: size})
+	s := c.startSpill(id, size, rc, at)
 	defer c.unref(s)
+	return s.readAt(c, p, off)
+}
+
+// startSpill registers the spill of big blob id (size bytes), whose
+// stream rc was just opened, and returns it with a reference held: rc
+// becomes its stream, unless another reader got there first (rc is then
+// closed).
+func (c *blobCache) startSpill(id plumbing.Hash, size int64, rc io.ReadCloser, at *packedAt) *spill {
+	s := c.addSpill(&spill{id: id, size: size})
 	s.mu.Lock()
 	if s.rc == nil && s.pos == 0 && s.filled.Load() == 0 {
 		s.rc = rc // hand our fresh stream to the new spill
@@ -222,5 +231,5 @@ func (c *blobCache) readNewSpill(id plumbing.Hash, size int64, rc io.ReadCloser,
 		s.mu.Unlock()
 		_ = rc.Close()
 	}
-	return s.readAt(c, p, off)
+	return s
 }

@@ -16,8 +16,9 @@ import (
 // pages. The pages of both mappings would count in the process's resident
 // memory while they last, though they are the page cache's (as a spill
 // written with pwrite is): dropRSS unmaps them as the inflater goes, so
-// they do not. Only blobs up to wholeSpillMax are inflated so, one at a
-// time, so that a first read waits for at most that much inflating.
+// they do not. Only blobs up to wholeSpillMax are inflated so, a few at
+// a time (wholeSpill), so that a first read waits for at most that much
+// inflating.
 const wholeSpillMax = 64 << 20
 
 // dropEvery is how often dropRSS unmaps the mappings' pages.
@@ -45,8 +46,9 @@ func dropRSS(done <-chan struct{}, stopped chan<- struct{}, ms ...[]byte) {
 	}
 }
 
-// wholeSpill admits one fillWhole at a time.
-var wholeSpill = make(chan struct{}, 1)
+// wholeSpill admits warmWorkers+1 fillWholes at once: the reader's own
+// and those of the blobs warmed ahead of it (warm.go).
+var wholeSpill = make(chan struct{}, warmWorkers+1)
 
 // fillWhole inflates the blob, a whole object in a pack at at, into the
 // spill file at once; s.mu is held. It reports whether it did; when it

@@ -58,6 +58,7 @@ type Store struct {
 
 	packs packList
 	blobs *blobCache
+	warm  warmer
 }
 
 // Open opens the object store of the git directory gitDir, whose objects
@@ -105,6 +106,7 @@ func (db *Store) Close() error {
 		db.closeSlots()
 		db.packs.close()
 		err = db.blobs.close()
+		db.warm.wait()
 	})
 	return err
 }
