@@ -98,14 +98,18 @@ func (ra *readahead) continues(off, end int64) bool {
 
 // readahead is called after each read of [off, end): when the read
 // continues a stream, the big blobs that start within warmAhead after it
-// are warmed, each once.
+// are warmed, each once. A layout without big blobs (a tree of small
+// files) follows no stream, so its reads touch no shared state here.
 func (l *Layout) readahead(off, end int64) {
 	ra := l.ra
-	if ra == nil || end <= off || !ra.continues(off, end) {
+	if ra == nil || end <= off {
 		return
 	}
 	ra.once.Do(func() { ra.big = l.bigMembers() })
 	big := ra.big
+	if len(big) == 0 || !ra.continues(off, end) {
+		return
+	}
 	j := sort.Search(len(big), func(j int) bool { return big[j].off >= end })
 	for ; j < len(big) && big[j].off < end+warmAhead; j++ {
 		if b := &big[j]; !b.sent.Load() && !b.sent.Swap(true) {
