@@ -64,8 +64,9 @@ type blobCache struct {
 	spills   map[plumbing.Hash]*list.Element // of *spill
 	spillLRU list.List
 	diskUsed int64
-	streams  int         // spills with an open stream
-	tinyFull atomic.Bool // putTiny found no room: tiny blobs stay uncached
+	streams  int          // spills with an open stream
+	mapped   atomic.Int64 // bytes of the spills mapped for small reads, at most memMax (spill_map_linux.go)
+	tinyFull atomic.Bool  // putTiny found no room: tiny blobs stay uncached
 
 	stats cacheStats
 }
@@ -427,6 +428,7 @@ func (c *blobCache) close() error {
 			s.rc = nil
 		}
 		if s.f != nil {
+			s.unmap(c)
 			_ = s.f.Close()
 		}
 		s.mu.Unlock()

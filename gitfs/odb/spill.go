@@ -27,7 +27,25 @@ type spill struct {
 	rc  io.ReadCloser // open inflate stream, or nil
 	pos int64         // position of rc in the blob
 	at  *packedAt     // the blob is a whole object there: fillWhole may inflate it at once
+
+	// A read-only mapping of the complete file, for small reads (see
+	// mappedRead): mapUsers counts readers copying from it, so that
+	// unmap waits for them; mapMu guards making and dropping it.
+	mapping    atomic.Pointer[[]byte]
+	mapUsers   atomic.Int32
+	smallReads atomic.Int32 // reads short enough for the mapping, before it is made
+	mapMu      sync.Mutex
+	mapState   mapState // guarded by mapMu
 }
+
+// mapState says whether a spill without a mapping may get one.
+type mapState uint8
+
+const (
+	mapNone    mapState = iota // not mapped yet: it may be
+	mapRefused                 // mmap failed: it is read with pread
+	mapDropped                 // the spill was dropped: it is not mapped again
+)
 
 // readAt serves a read from the spill, growing it as needed.
 func (s *spill) readAt(c *blobCache, p []byte, off int64) (int, error) {
@@ -48,12 +66,16 @@ func (s *spill) readAt(c *blobCache, p []byte, off int64) (int, error) {
 				return 0, err
 			}
 		}
-		n, err := s.f.ReadAt(want, off)
-		if n < len(want) {
-			if err == nil || errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
+		if ok, err := s.mappedRead(c, want, off); err != nil {
+			return 0, err
+		} else if !ok {
+			n, err := s.f.ReadAt(want, off)
+			if n < len(want) {
+				if err == nil || errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return n, fmt.Errorf("odb: blob %s: reading the spill file: %w", s.id, err)
 			}
-			return n, fmt.Errorf("odb: blob %s: reading the spill file: %w", s.id, err)
 		}
 	} else if err := s.streamRead(c, want, off); err != nil {
 		return 0, err
@@ -230,6 +252,7 @@ func (s *spill) dropLocked(c *blobCache) {
 		c.streams--
 	}
 	if s.f != nil {
+		s.unmap(c)
 		_ = s.f.Close()
 	}
 }

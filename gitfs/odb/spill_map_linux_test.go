@@ -1,0 +1,159 @@
+//go:build linux
+
+package odb
+
+import (
+	"bytes"
+	"math/rand"
+	"sync"
+	"testing"
+
+	"github.com/gitblk/gitblk/internal/testutil"
+)
+
+// spillOf returns the spill of id and whether it is mapped, or nil.
+func spillOf(t *testing.T, db *Store, id string) (*spill, bool) {
+	t.Helper()
+	s := db.blobs.getSpill(blobID(t, id))
+	if s == nil {
+		return nil, false
+	}
+	db.blobs.unref(s)
+	return s, s.mapping.Load() != nil
+}
+
+// smallReads makes n random reads of at most mapReadMax bytes of blob id,
+// from several goroutines, and checks each against want.
+func smallReads(t *testing.T, db *Store, id string, want []byte, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan string, 4)
+	for g := range 4 {
+		wg.Add(1)
+		go func(seed int64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(seed))
+			for range n / 4 {
+				off := rng.Int63n(int64(len(want)))
+				p := make([]byte, 1+rng.Intn(mapReadMax))
+				k, err := db.ReadBlob(blobID(t, id), p, off)
+				end := min(off+int64(len(p)), int64(len(want)))
+				if int64(k) != end-off || (err != nil && end == off+int64(len(p))) || !bytes.Equal(p[:k], want[off:end]) {
+					errs <- "read of blob " + id + " differs from git cat-file"
+					return
+				}
+			}
+		}(int64(g))
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// Small reads of a complete spill come from its mapping once it has had
+// mapAfter of them; a spill read a few times only is not mapped; the
+// bytes are the blob's either way; dropping a spill and closing the
+// store unmap and give the room back.
+func TestMappedSpillReads(t *testing.T) {
+	dir, ids := testutil.BlobRepo(t)
+	db := openRepo(t, dir, Options{CacheDir: t.TempDir()})
+	big := bigBlobs(t, dir, ids, db.blobs.smallMax)
+	var mappedWant int64
+	for id, size := range big {
+		want := testutil.GitBytes(t, dir, "cat-file", "blob", id)
+		whole := make([]byte, size)
+		if n, err := db.ReadBlob(blobID(t, id), whole, 0); int64(n) != size || err != nil {
+			t.Fatalf("ReadBlob(%s) = %d, %v", id, n, err)
+		}
+		smallReads(t, db, id, want, 8)
+		if _, mapped := spillOf(t, db, id); mapped {
+			t.Errorf("blob %s mapped after 8 small reads, want %d first", id, mapAfter)
+		}
+		smallReads(t, db, id, want, 400)
+		s, mapped := spillOf(t, db, id)
+		if s == nil || !mapped {
+			t.Fatalf("blob %s (%d bytes) not mapped after 400 small reads (cache %d)", id, size, db.blobs.memMax)
+		}
+		mappedWant += size
+	}
+	if got := db.blobs.mapped.Load(); got != mappedWant {
+		t.Errorf("mapped bytes %d, want %d", got, mappedWant)
+	}
+
+	// Evicting the spills unmaps them.
+	db.blobs.mu.Lock()
+	for db.blobs.evictSpillLocked(false) {
+	}
+	db.blobs.mu.Unlock()
+	if got := db.blobs.mapped.Load(); got != 0 {
+		t.Errorf("after evicting every spill, %d bytes still mapped", got)
+	}
+	for id := range big { // read afresh, mapped again
+		smallReads(t, db, id, testutil.GitBytes(t, dir, "cat-file", "blob", id), 400)
+	}
+	if db.blobs.mapped.Load() == 0 {
+		t.Errorf("spills read again were not mapped again")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.blobs.mapped.Load(); got != 0 {
+		t.Errorf("after Close, %d bytes still mapped", got)
+	}
+}
+
+// A spill bigger than the memory cache is never mapped: its pages would
+// count in the RSS beyond --cache-size. Its reads are right all the same.
+func TestMappedSpillBound(t *testing.T) {
+	dir, ids := testutil.BlobRepo(t)
+	db := openRepo(t, dir, Options{CacheDir: t.TempDir(), CacheSize: 1 << 20})
+	for id := range bigBlobs(t, dir, ids, db.blobs.memMax) {
+		smallReads(t, db, id, testutil.GitBytes(t, dir, "cat-file", "blob", id), 400)
+		if _, mapped := spillOf(t, db, id); mapped {
+			t.Errorf("blob %s, over the %d-byte cache, was mapped", id, db.blobs.memMax)
+		}
+	}
+	if got := db.blobs.mapped.Load(); got != 0 {
+		t.Errorf("%d bytes mapped beyond the bound", got)
+	}
+}
+
+// Closing the store while readers copy from mappings neither faults nor
+// races (run with -race): Close waits for the copies in progress, and
+// later reads fail cleanly.
+func TestMappedSpillCloseWhileReading(t *testing.T) {
+	dir, ids := testutil.BlobRepo(t)
+	db, err := openStore(dir, Options{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bigBlobs(t, dir, ids, db.blobs.smallMax)
+	for id := range big {
+		smallReads(t, db, id, testutil.GitBytes(t, dir, "cat-file", "blob", id), 100)
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for id, size := range big {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, 4096)
+			<-start
+			for off := int64(0); ; off = (off + 4096*7) % size {
+				if _, err := db.ReadBlob(blobID(t, id), p, off); err != nil {
+					return // closed
+				}
+			}
+		}()
+	}
+	close(start)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if got := db.blobs.mapped.Load(); got != 0 {
+		t.Errorf("after Close, %d bytes still mapped", got)
+	}
+}
