@@ -91,6 +91,7 @@ type conn struct {
 	runs        runCache        // zero/data runs of cur
 	sock        syscall.RawConn // raw socket for replies sent from files (see serveVecRead); nil: copy
 	quickVec    atomic.Bool     // the last read sent from pieces was quick: answer big reads inline
+	onWorkers   atomic.Int32    // requests being served by workers (see dispatch)
 
 	wmu  sync.Mutex
 	werr error

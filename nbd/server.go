@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -137,7 +138,8 @@ type Server struct {
 	MaxConns            int // open connections; more are closed at once
 
 	mu        sync.Mutex
-	global    *limiter // buffer bytes across connections
+	global    *limiter    // buffer bytes across connections
+	spinning  atomic.Bool // a connection is waiting briefly for its next request (spin_linux.go)
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	shutdown  bool

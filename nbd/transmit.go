@@ -48,6 +48,7 @@ func (cn *conn) transmit() error {
 			if err := cn.flushHeld(); err != nil {
 				return err
 			}
+			cn.awaitRequest()
 		}
 		if _, err := io.ReadFull(cn.r, h[:]); err != nil {
 			if cn.stopping.Load() {
@@ -228,8 +229,10 @@ func (cn *conn) dispatch(r request, cost int64, serve func(request) (int64, erro
 		return errStopped
 	}
 	cn.work.Add(1)
+	cn.onWorkers.Add(1)
 	go func() {
 		defer cn.work.Done()
+		defer cn.onWorkers.Add(-1)
 		defer cn.lim.release(cost)
 		defer global.release(cost)
 		defer func() {
