@@ -65,7 +65,7 @@ type blobCache struct {
 	spillLRU list.List
 	diskUsed int64
 	streams  int          // spills with an open stream
-	mapped   atomic.Int64 // bytes of the spills mapped for small reads, at most memMax (spill_map_linux.go)
+	mapped   atomic.Int64 // bytes of the spills mapped for small reads; memBytes+mapped stays within memMax (spill_map_linux.go)
 	tinyFull atomic.Bool  // putTiny found no room: tiny blobs stay uncached
 
 	stats cacheStats
@@ -223,8 +223,8 @@ func (c *blobCache) putMem(id plumbing.Hash, data []byte) {
 		return
 	}
 	var dropped []*memBlob
-	if c.memBytes+cost > c.memMax {
-		room := c.memMax / memEvictOf * memEvictTo
+	if mapped := c.mapped.Load(); c.memBytes+mapped+cost > c.memMax {
+		room := c.memMax/memEvictOf*memEvictTo - mapped
 		for c.memBytes+cost > room {
 			b := c.memLRU.tail
 			if b == nil {
@@ -254,7 +254,7 @@ func (c *blobCache) putTiny(blobs []*memBlob) {
 	c.mu.Lock()
 	for i, b := range blobs {
 		cost := int64(len(b.data)) + memEntryCost
-		if c.memBytes+cost > c.memMax {
+		if c.memBytes+c.mapped.Load()+cost > c.memMax {
 			c.tinyFull.Store(true)
 			c.mu.Unlock()
 			c.log.putTiny(blobs[i:])

@@ -19,9 +19,10 @@ import (
 // and the request reader's brief wait (nbd/spin_linux.go) together.
 //
 // The pages of a mapping that have been read count in the process's
-// RSS, though they are page cache, so the spills mapped at once are
-// bounded by the memory cache's size (--cache-size): a spill that does
-// not fit is read with pread. Long reads never use a mapping: they are
+// RSS, though they are page cache, so mapped spills share the memory
+// cache's bound (--cache-size): a spill is mapped only while the small
+// blobs held and the spills mapped leave room for all of it (else it is
+// read with pread), and small blobs make room around what is mapped. Long reads never use a mapping: they are
 // few per byte, and sent from the file to the socket when they can be.
 // Nor does a spill read by a few small reads only: a sequential reader's
 // requests cut a blob's first and last pieces short, and mapping every
@@ -75,7 +76,10 @@ func (s *spill) mapFile(c *blobCache) *[]byte {
 		s.mapState = mapRefused
 		return nil
 	}
-	if c.mapped.Add(s.size) > c.memMax {
+	c.mu.Lock()
+	held := c.memBytes
+	c.mu.Unlock()
+	if c.mapped.Add(s.size)+held > c.memMax {
 		c.mapped.Add(-s.size) // no room now; there may be later
 		return nil
 	}

@@ -104,8 +104,11 @@ func TestMappedSpillReads(t *testing.T) {
 	}
 }
 
-// A spill bigger than the memory cache is never mapped: its pages would
-// count in the RSS beyond --cache-size. Its reads are right all the same.
+// A spill is mapped only while the memory cache leaves room for it: its
+// pages count in the RSS, within --cache-size with the small blobs held.
+// A spill bigger than the cache is never mapped, nor one that would not
+// fit beside the small blobs, and small blobs make room around what is
+// mapped. Reads are right all the same.
 func TestMappedSpillBound(t *testing.T) {
 	dir, ids := testutil.BlobRepo(t)
 	db := openRepo(t, dir, Options{CacheDir: t.TempDir(), CacheSize: 1 << 20})
@@ -117,6 +120,40 @@ func TestMappedSpillBound(t *testing.T) {
 	}
 	if got := db.blobs.mapped.Load(); got != 0 {
 		t.Errorf("%d bytes mapped beyond the bound", got)
+	}
+
+	// A cache with room for one big blob beside the small ones: the
+	// second is not mapped while the first is, and small blobs added
+	// later keep memory and mappings within the bound.
+	big := bigBlobs(t, dir, ids, 2<<20)
+	var first, second string
+	for id := range big {
+		if first == "" || big[id] > big[first] {
+			first, second = id, first
+		} else if second == "" {
+			second = id
+		}
+	}
+	if second == "" {
+		t.Fatalf("the test repository has fewer than two blobs over 2 MiB")
+	}
+	limit := big[first] + big[first]/4
+	db2 := openRepo(t, dir, Options{CacheDir: t.TempDir(), CacheSize: limit})
+	smallReads(t, db2, first, testutil.GitBytes(t, dir, "cat-file", "blob", first), 400)
+	if _, mapped := spillOf(t, db2, first); !mapped {
+		t.Fatalf("blob %s (%d bytes) not mapped in a %d-byte cache holding nothing else", first, big[first], limit)
+	}
+	smallReads(t, db2, second, testutil.GitBytes(t, dir, "cat-file", "blob", second), 400)
+	if _, mapped := spillOf(t, db2, second); mapped {
+		t.Errorf("blob %s mapped beside %s: %d bytes mapped in a %d-byte cache", second, first, db2.blobs.mapped.Load(), limit)
+	}
+	checkAllBlobs(t, db2, dir, ids) // small blobs into the memory cache too
+	c := db2.blobs
+	c.mu.Lock()
+	mem := c.memBytes
+	c.mu.Unlock()
+	if m := c.mapped.Load(); mem+m > limit {
+		t.Errorf("memory cache %d bytes + mapped %d bytes > bound %d", mem, m, limit)
 	}
 }
 
