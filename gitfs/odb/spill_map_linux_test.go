@@ -3,8 +3,6 @@
 package odb
 
 import (
-	"bytes"
-	"math/rand"
 	"sync"
 	"testing"
 
@@ -22,34 +20,12 @@ func spillOf(t *testing.T, db *Store, id string) (*spill, bool) {
 	return s, s.mapping.Load() != nil
 }
 
-// smallReads makes n random reads of at most mapReadMax bytes of blob id,
-// from several goroutines, and checks each against want.
+// smallReads makes n random reads of blob id, almost all of at most
+// mapReadMax bytes, from 4 goroutines, each checked against want.
 func smallReads(t *testing.T, db *Store, id string, want []byte, n int) {
 	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan string, 4)
-	for g := range 4 {
-		wg.Add(1)
-		go func(seed int64) {
-			defer wg.Done()
-			rng := rand.New(rand.NewSource(seed))
-			for range n / 4 {
-				off := rng.Int63n(int64(len(want)))
-				p := make([]byte, 1+rng.Intn(mapReadMax))
-				k, err := db.ReadBlob(blobID(t, id), p, off)
-				end := min(off+int64(len(p)), int64(len(want)))
-				if int64(k) != end-off || (err != nil && end == off+int64(len(p))) || !bytes.Equal(p[:k], want[off:end]) {
-					errs <- "read of blob " + id + " differs from git cat-file"
-					return
-				}
-			}
-		}(int64(g))
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
+	read := func(id string, p []byte, off int64) (int, error) { return db.ReadBlob(blobID(t, id), p, off) }
+	testutil.ReadConcurrently(t, read, []string{id}, map[string][]byte{id: want}, 4, n/4, nil)
 }
 
 // Small reads of a complete spill come from its mapping once it has had
