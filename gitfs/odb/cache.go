@@ -235,6 +235,11 @@ func (c *blobCache) putMem(id plumbing.Hash, data []byte) {
 			c.memBytes -= int64(len(b.data)) + memEntryCost
 			dropped = append(dropped, b)
 		}
+		if c.memBytes+mapped+cost > c.memMax { // the mapped spills leave no room: to the log
+			c.mu.Unlock()
+			c.log.put(append(dropped, &memBlob{id: id, data: data}))
+			return
+		}
 	}
 	b := &memBlob{id: id, data: data}
 	c.mem[id] = b

@@ -80,7 +80,11 @@ func (s *spill) mapFile(c *blobCache) *[]byte {
 	held := c.memBytes
 	c.mu.Unlock()
 	if c.mapped.Add(s.size)+held > c.memMax {
-		c.mapped.Add(-s.size) // no room now; there may be later
+		// No room now; there may be later. Another mapAfter small reads
+		// come before the next try, so that a spill that does not fit
+		// costs its readers no lock per read.
+		c.mapped.Add(-s.size)
+		s.smallReads.Store(0)
 		return nil
 	}
 	b, err := unix.Mmap(int(s.f.Fd()), 0, int(s.size), unix.PROT_READ, unix.MAP_SHARED)
