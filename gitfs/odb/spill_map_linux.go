@@ -72,8 +72,8 @@ func (s *spill) mapFile(c *blobCache) *[]byte {
 	if m := s.mapping.Load(); m != nil || s.mapState != mapNone {
 		return m // mapped by another reader, refused, or dropped
 	}
-	if s.size <= 0 || s.size > int64(^uint(0)>>1) {
-		s.mapState = mapRefused
+	if s.size <= 0 || s.size > c.memMax || s.size > int64(^uint(0)>>1) {
+		s.mapState = mapRefused // never fits
 		return nil
 	}
 	c.mu.Lock()
