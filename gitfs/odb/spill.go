@@ -30,22 +30,15 @@ type spill struct {
 
 	// A read-only mapping of the complete file, for small reads (see
 	// mappedRead): mapUsers counts readers copying from it, so that
-	// unmap waits for them; mapMu guards making and dropping it.
+	// unmap waits for them; mapMu serializes making and dropping it;
+	// noMap is set once it must not be made (mmap failed, too big, or
+	// the spill dropped).
 	mapping    atomic.Pointer[[]byte]
 	mapUsers   atomic.Int32
 	smallReads atomic.Int32 // reads short enough for the mapping, before it is made
 	mapMu      sync.Mutex
-	mapState   mapState // guarded by mapMu
+	noMap      atomic.Bool
 }
-
-// mapState says whether a spill without a mapping may get one.
-type mapState uint8
-
-const (
-	mapNone    mapState = iota // not mapped yet: it may be
-	mapRefused                 // mmap failed: it is read with pread
-	mapDropped                 // the spill was dropped: it is not mapped again
-)
 
 // readAt serves a read from the spill, growing it as needed.
 func (s *spill) readAt(c *blobCache, p []byte, off int64) (int, error) {

@@ -43,6 +43,9 @@ func (s *spill) mappedRead(c *blobCache, p []byte, off int64) (ok bool, err erro
 	defer s.mapUsers.Add(-1)
 	m := s.mapping.Load()
 	if m == nil {
+		if s.noMap.Load() {
+			return false, nil
+		}
 		if s.smallReads.Load() < mapAfter {
 			s.smallReads.Add(1)
 			return false, nil
@@ -65,20 +68,22 @@ func (s *spill) mappedRead(c *blobCache, p []byte, off int64) (ok bool, err erro
 }
 
 // mapFile maps s, once, if the mapped spills leave room for it, and
-// returns the mapping or nil.
+// returns the mapping or nil. It reads the cache's size before it takes
+// mapMu: unmap may be called with c.mu held, so mapMu is never held
+// while c.mu is taken.
 func (s *spill) mapFile(c *blobCache) *[]byte {
-	s.mapMu.Lock()
-	defer s.mapMu.Unlock()
-	if m := s.mapping.Load(); m != nil || s.mapState != mapNone {
-		return m // mapped by another reader, refused, or dropped
-	}
-	if s.size <= 0 || s.size > c.memMax || s.size > int64(^uint(0)>>1) {
-		s.mapState = mapRefused // never fits
-		return nil
-	}
 	c.mu.Lock()
 	held := c.memBytes
 	c.mu.Unlock()
+	s.mapMu.Lock()
+	defer s.mapMu.Unlock()
+	if m := s.mapping.Load(); m != nil || s.noMap.Load() {
+		return m // mapped by another reader, refused, or dropped
+	}
+	if s.size <= 0 || s.size > c.memMax || s.size > int64(^uint(0)>>1) {
+		s.noMap.Store(true) // never fits
+		return nil
+	}
 	if c.mapped.Add(s.size)+held > c.memMax {
 		// No room now; there may be later. Another mapAfter small reads
 		// come before the next try, so that a spill that does not fit
@@ -90,7 +95,7 @@ func (s *spill) mapFile(c *blobCache) *[]byte {
 	b, err := unix.Mmap(int(s.f.Fd()), 0, int(s.size), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		c.mapped.Add(-s.size)
-		s.mapState = mapRefused // reads use pread
+		s.noMap.Store(true) // reads use pread
 		return nil
 	}
 	s.mapping.Store(&b)
@@ -101,7 +106,7 @@ func (s *spill) mapFile(c *blobCache) *[]byte {
 // its room back; s is not mapped again. Called when the spill is dropped.
 func (s *spill) unmap(c *blobCache) {
 	s.mapMu.Lock()
-	s.mapState = mapDropped
+	s.noMap.Store(true)
 	m := s.mapping.Swap(nil)
 	s.mapMu.Unlock()
 	if m == nil {
