@@ -22,11 +22,12 @@ import (
 // RSS, though they are page cache, so mapped spills share the memory
 // cache's bound (--cache-size): a spill is mapped only while the small
 // blobs held and the spills mapped leave room for all of it (else it is
-// read with pread), and small blobs make room around what is mapped. Long reads never use a mapping: they are
-// few per byte, and sent from the file to the socket when they can be.
-// Nor does a spill read by a few small reads only: a sequential reader's
-// requests cut a blob's first and last pieces short, and mapping every
-// big blob for those would only add their pages to the RSS.
+// read with pread), and small blobs make room around what is mapped.
+// Long reads never use a mapping: they are few per byte, and sent from
+// the file to the socket when they can be. Nor does a spill read by a
+// few small reads only: a sequential reader's requests cut a blob's
+// first and last pieces short, and mapping every big blob for those
+// would only add their pages to the RSS.
 const (
 	mapReadMax = 64 << 10 // longest read served from a mapping
 	mapAfter   = 16       // small reads of a spill before it is mapped
@@ -39,10 +40,7 @@ func (s *spill) mappedRead(c *blobCache, p []byte, off int64) (ok bool, err erro
 	if len(p) > mapReadMax || s.f == nil || s.filled.Load() < s.size {
 		return false, nil
 	}
-	s.mapUsers.Add(1) // before the load: unmap waits for this
-	defer s.mapUsers.Add(-1)
-	m := s.mapping.Load()
-	if m == nil {
+	if s.mapping.Load() == nil {
 		if s.noMap.Load() {
 			return false, nil
 		}
@@ -50,9 +48,18 @@ func (s *spill) mappedRead(c *blobCache, p []byte, off int64) (ok bool, err erro
 			s.smallReads.Add(1)
 			return false, nil
 		}
-		if m = s.mapFile(c); m == nil {
+		if s.mapFile(c) == nil {
 			return false, nil
 		}
+	}
+	// Counted in only around the copy, and before the load that it
+	// guards: unmap waits for readers that loaded the mapping, never
+	// for one waiting on a lock in mapFile.
+	s.mapUsers.Add(1)
+	defer s.mapUsers.Add(-1)
+	m := s.mapping.Load()
+	if m == nil {
+		return false, nil // dropped meanwhile
 	}
 	// A mapped page the kernel cannot read back (an I/O error on the
 	// cache directory's disk) would be a fault: it becomes this read's
