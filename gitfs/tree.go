@@ -62,11 +62,11 @@ func (r *Repo) Tree(c *Commit, exportIgnore bool) (*imager.Tree, error) {
 		}
 		attrs.info = parseAttrFile("", b, true)
 	}
-	ents, err := r.listTree(root, attrs)
+	ents, plain, err := r.listTree(root, attrs)
 	if err != nil {
 		return nil, err
 	}
-	return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents}, nil
+	return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents, Plain: plain}, nil
 }
 
 // A tree is listed in segments, in parallel: each directory down to
@@ -93,7 +93,10 @@ type segment struct {
 	entries []imager.Entry // in order, but for the subdirectories in kids
 	kids    []segKid
 	some    bool // a non-directory entry below, kids aside
-	err     error
+	// notPlain: a tree object of the segment lists siblings out of git's
+	// order or twice, or a symlink was listed (see imager.Tree.Plain).
+	notPlain bool
+	err      error
 }
 
 // segKid is a subdirectory listed as a segment of its own: its entry dir
@@ -113,8 +116,11 @@ type lister struct {
 	pending int // segments queued or being listed
 }
 
-// listTree lists the tree root, depth first, in git's order.
-func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, error) {
+// listTree lists the tree root, depth first, in git's order, and reports
+// whether the listing is plain (see imager.Tree.Plain): entries come out
+// depth first by construction, so it is plain when every tree object's
+// names were in strict git order and none was a symlink.
+func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, bool, error) {
 	l := &lister{r: r}
 	l.cond.L = &l.mu
 	top := &segment{id: root, attrs: attrs}
@@ -138,10 +144,11 @@ func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, e
 		}()
 	}
 	wg.Wait()
-	n := 0
+	n, plain := 0, true
 	var count func(s *segment)
 	count = func(s *segment) {
 		n += len(s.entries) + len(s.kids)
+		plain = plain && !s.notPlain
 		for _, k := range s.kids {
 			count(k.seg)
 		}
@@ -149,14 +156,14 @@ func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, e
 	count(top)
 	out := make([]imager.Entry, 0, n)
 	if _, err := top.join(&out); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// Sized all at once: a whole tree's blobs are a good part of its
 	// packs, looked up in id order (see odb.Store.BlobSizes).
 	if err := r.fillSizes(out); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return out, nil
+	return out, plain, nil
 }
 
 func (l *lister) push(s *segment) {
@@ -305,13 +312,20 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) (bool, error)
 	}
 	paths, at := string(w.buf), 0
 	nonDir := false
-	for _, e := range ents {
+	prevName, prevDir := "", false
+	for k, e := range ents {
 		p := paths[at : at+prefix+len(e.name)]
 		at += prefix + len(e.name)
 		typ := e.mode & modeTypeMask
 		if typ != modeDir {
 			nonDir = true
 		}
+		// Checked on the tree object's names, ignored ones included.
+		name := p[prefix:]
+		if k > 0 && (name == prevName || !imager.GitNameLess(prevName, prevDir, name, typ == modeDir)) {
+			seg.notPlain = true
+		}
+		prevName, prevDir = name, typ == modeDir
 		if w.attrs != nil && w.attrs.exportIgnored(p, typ == modeDir || typ == modeGitlink) {
 			continue
 		}
@@ -342,6 +356,7 @@ func (w *treeWalker) walk(dir string, id plumbing.Hash, depth int) (bool, error)
 			}
 			seg.entries = append(seg.entries, imager.Entry{Path: p, Kind: k, Blob: blob, Size: -1})
 		case modeSymlink:
+			seg.notPlain = true
 			seg.entries = append(seg.entries, imager.Entry{Path: p, Kind: imager.KindSymlink, Blob: blob, Size: -1})
 		case modeGitlink:
 			seg.entries = append(seg.entries, imager.Entry{Path: p, Kind: imager.KindSubmodule, Blob: blob})

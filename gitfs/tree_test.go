@@ -289,3 +289,103 @@ func TestTreeEmptyDirectoriesDeep(t *testing.T) {
 		t.Fatalf("git archive lists only %d entries: the test tree is not what it should be", len(want))
 	}
 }
+
+// TestTreePlain: a listing is marked plain (imager.Tree.Plain) exactly
+// when imager would find it so itself: not with a symlink, nor when a
+// crafted tree object lists siblings out of git's order or twice, deep in
+// the tree or near the root (segments of their own).
+func TestTreePlain(t *testing.T) {
+	dir := testutil.NewRepo(t)
+	for _, p := range []string{"a0", "a.b", "a-b/c", "a/b/c/d/e/f", "a/b/c/d/e/g", "a/b/x", "z/y/x/w", "z/y/x.txt", "zz"} {
+		testutil.WriteFile(t, dir, p, []byte(p), 0o644)
+	}
+	commit := testutil.CommitAll(t, dir, "plain")
+	r := openRepo(t, dir, Options{})
+	listing := func(commit string) *imager.Tree {
+		t.Helper()
+		c, err := r.Resolve(commit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := r.Tree(c, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	// imagerPlain is imager's own check: FollowSymlinks returns a tree it
+	// finds plain as is.
+	imagerPlain := func(tr *imager.Tree) bool {
+		cp := *tr
+		cp.Plain = false
+		got, _ := imager.FollowSymlinks(&cp)
+		return got == &cp
+	}
+	if tr := listing(commit); !tr.Plain || !imagerPlain(tr) {
+		t.Errorf("plain tree: Plain %v, imager finds it plain: %v; want both", tr.Plain, imagerPlain(tr))
+	}
+	rich, richCommit := richRepo(t)
+	rr := openRepo(t, rich, Options{})
+	c, err := rr.Resolve(richCommit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr, err := rr.Tree(c, false); err != nil || tr.Plain {
+		t.Errorf("tree with symlinks: Plain %v, err %v; want false", tr != nil && tr.Plain, err)
+	}
+
+	// Crafted trees, written as raw objects: siblings swapped, or twice.
+	blob := testutil.Git(t, dir, "rev-parse", commit+":a0")
+	rawTree := func(names ...string) string {
+		t.Helper()
+		var b bytes.Buffer
+		for _, n := range names {
+			id := blob
+			mode := "100644"
+			if strings.HasSuffix(n, "/") {
+				n, mode, id = strings.TrimSuffix(n, "/"), "40000", testutil.Git(t, dir, "rev-parse", commit+":a-b")
+			}
+			fmt.Fprintf(&b, "%s %s\x00", mode, n)
+			raw := make([]byte, 20)
+			for i := range raw {
+				v, _ := strconv.ParseUint(id[2*i:2*i+2], 16, 8)
+				raw[i] = byte(v)
+			}
+			b.Write(raw)
+		}
+		out, err := testutil.GitOutput(dir, &b, "hash-object", "-t", "tree", "--literally", "-w", "--stdin")
+		if err != nil {
+			t.Fatalf("git hash-object: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	commitOf := func(tree string) string { return testutil.Git(t, dir, "commit-tree", "-m", "crafted", tree) }
+	deep := func(tree string) string { // tree four levels down
+		for _, n := range []string{"d3", "d2", "d1", "d0"} {
+			tree = mktree(t, dir, "040000 tree "+tree+"\t"+n)
+		}
+		return tree
+	}
+	for _, tc := range []struct {
+		name  string
+		tree  string
+		plain bool
+	}{
+		{"sorted", rawTree("a", "b", "c/"), true},
+		{"swapped at the root", rawTree("b", "a"), false},
+		{"twice at the root", rawTree("a", "a"), false},
+		{"file and directory of one name", rawTree("a", "a/"), false},
+		{"directory sorts as name/", rawTree("a.b", "a/"), true},
+		{"sorted deep", deep(rawTree("a", "b")), true},
+		{"swapped deep", deep(rawTree("b", "a")), false},
+		{"twice deep", deep(rawTree("b", "b")), false},
+	} {
+		tr := listing(commitOf(tc.tree))
+		if tr.Plain != tc.plain {
+			t.Errorf("%s: Plain %v, want %v", tc.name, tr.Plain, tc.plain)
+		}
+		if tr.Plain && !imagerPlain(tr) {
+			t.Errorf("%s: Plain, but imager does not find it plain", tc.name)
+		}
+	}
+}

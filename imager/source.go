@@ -58,6 +58,14 @@ type Tree struct {
 	CommitID string    // hex object id of the commit, "" when there is none
 	Time     time.Time // commit time: used as every entry's mtime
 	Entries  []Entry
+	// Plain promises what FollowSymlinks and SkipSymlinks otherwise check
+	// entry by entry before returning a tree as is: no symlinks or link
+	// targets, paths non-empty without a leading or trailing slash, every
+	// entry's parent an earlier directory entry still open (depth first),
+	// siblings strictly in git's order with distinct names. A lister that
+	// checked this as it read each tree object sets it, sparing builders
+	// a pass over every path; false only means unchecked.
+	Plain bool
 }
 
 // BlobReader reads ranges of blobs. ReadBlob behaves as io.ReaderAt.ReadAt

@@ -50,7 +50,7 @@ const (
 // A tree that has no symlinks and is already in that order, with every
 // parent listed, is returned as is (no copy, no index).
 func FollowSymlinks(t *Tree) (*Tree, []Warning) {
-	if plainGitOrder(t) {
+	if t.Plain || plainGitOrder(t) {
 		return t, nil
 	}
 	ix := newTreeIndex(t)
@@ -64,7 +64,7 @@ func FollowSymlinks(t *Tree) (*Tree, []Warning) {
 // Directories missing from t's listing are added, as FollowSymlinks does.
 // A tree that needs no change is returned as is, as FollowSymlinks does.
 func SkipSymlinks(t *Tree) (*Tree, []Warning) {
-	if plainGitOrder(t) {
+	if t.Plain || plainGitOrder(t) {
 		return t, nil
 	}
 	ix := newTreeIndex(t)
@@ -114,7 +114,7 @@ func plainGitOrder(t *Tree) bool {
 		}
 		top := &stack[len(stack)-1]
 		isDir := e.Kind == KindDir
-		if top.haveLast && (top.last == name || !gitNameLess(top.last, top.lastDir, name, isDir)) {
+		if top.haveLast && (top.last == name || !GitNameLess(top.last, top.lastDir, name, isDir)) {
 			return false
 		}
 		top.last, top.lastDir, top.haveLast = name, isDir, true
@@ -125,10 +125,10 @@ func plainGitOrder(t *Tree) bool {
 	return true
 }
 
-// gitNameLess compares sibling names as git sorts tree entries: a
-// directory compares as its name followed by "/". The common prefix is
-// compared at once; byte by byte only from where one name ends.
-func gitNameLess(a string, aDir bool, b string, bDir bool) bool {
+// GitNameLess reports whether sibling a sorts before b as git sorts tree
+// entries: a directory compares as its name followed by "/". The common
+// prefix is compared at once; byte by byte only from where one name ends.
+func GitNameLess(a string, aDir bool, b string, bDir bool) bool {
 	n := min(len(a), len(b))
 	if c := strings.Compare(a[:n], b[:n]); c != 0 {
 		return c < 0

@@ -274,7 +274,7 @@ func TestPlainGitOrder(t *testing.T) {
 	}
 }
 
-// TestGitNameLess: gitNameLess orders names as git orders tree entries
+// TestGitNameLess: GitNameLess orders names as git orders tree entries
 // (a directory as its name and "/"), checked against comparing those
 // strings, for names that are prefixes of one another, equal, or apart,
 // directories or not.
@@ -291,8 +291,8 @@ func TestGitNameLess(t *testing.T) {
 					if bDir {
 						kb += "/"
 					}
-					if got, want := gitNameLess(a, aDir, b, bDir), ka < kb; got != want {
-						t.Errorf("gitNameLess(%q, %t, %q, %t) = %t, want %t", a, aDir, b, bDir, got, want)
+					if got, want := GitNameLess(a, aDir, b, bDir), ka < kb; got != want {
+						t.Errorf("GitNameLess(%q, %t, %q, %t) = %t, want %t", a, aDir, b, bDir, got, want)
 					}
 				}
 			}
