@@ -51,6 +51,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"runtime"
 	"sort"
 	"strconv"
@@ -313,13 +314,14 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	// One error lists every problem: those of the names and sizes, then
 	// those of the type tried (forced, or FAT32 when FAT16 does not fit).
 	t, problems := fatTree(tree)
+	cc := countClusters(t)
 	typ := opts.FATType
 	var g *fatGeometry
 	if typ == 0 {
 		var p16 []Warning
-		if g, p16 = planFAT(t, 16, bps); g == nil {
+		if g, p16 = planFAT(t, &cc, 16, bps); g == nil {
 			var p32 []Warning
-			if g, p32 = planFAT(t, 32, bps); g == nil {
+			if g, p32 = planFAT(t, &cc, 32, bps); g == nil {
 				typ, problems = 32, append(problems, p32...)
 			} else {
 				w := p16[0]
@@ -332,7 +334,7 @@ func BuildFAT(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 		}
 	} else {
 		var p []Warning
-		g, p = planFAT(t, typ, bps)
+		g, p = planFAT(t, &cc, typ, bps)
 		problems = append(problems, p...)
 	}
 	if len(problems) > 0 {
@@ -926,7 +928,7 @@ func (g *fatGeometry) dataStart() int64 {
 
 // planFAT chooses the geometry of a FAT16 or FAT32 volume for the tree, or
 // returns why it does not fit.
-func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
+func planFAT(t *fatTable, cc *clusterCounts, fatType int, bps int64) (*fatGeometry, []Warning) {
 	g := &fatGeometry{fat32: fatType == 32, bps: bps}
 	var problems []Warning
 	root := t.dirOf(0)
@@ -937,6 +939,9 @@ func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
 	} else {
 		g.reserved = fat16Reserved
 		for i := range t.nodes {
+			if cc.maxFile <= fat16MaxFile {
+				break
+			}
 			n := &t.nodes[i]
 			if size := t.size(i); !n.dir && size > fat16MaxFile && size <= fat32MaxFile { // larger ones are already refused
 				problems = append(problems, Warning{Path: t.pathOf(i), Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", size)})
@@ -955,10 +960,10 @@ func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
 	// fail without trying the smaller ones (a big tree refused by FAT16
 	// would otherwise pay seven passes over its nodes).
 	g.spc = fatMaxClusterLen / g.bps
-	need := clustersNeeded(t, g.clusterBytes(), g.fat32)
+	need := cc.needed(t, g.clusterBytes(), g.fat32)
 	if need <= maxC {
 		for g.spc = 1; g.spc < fatMaxClusterLen/g.bps; g.spc *= 2 {
-			if n := clustersNeeded(t, g.clusterBytes(), g.fat32); n <= maxC {
+			if n := cc.needed(t, g.clusterBytes(), g.fat32); n <= maxC {
 				need = n
 				break
 			}
@@ -988,22 +993,51 @@ func planFAT(t *fatTable, fatType int, bps int64) (*fatGeometry, []Warning) {
 	return g, nil
 }
 
-// clustersNeeded counts the data clusters of files and directories (the
-// FAT16 root lives outside the data area).
-func clustersNeeded(t *fatTable, cb int64, fat32 bool) int64 {
-	var n int64
-	for i := range t.nodes {
-		f := &t.nodes[i]
-		switch {
-		case f.dir && (i != 0 || fat32):
-			ents := int64(t.dirOf(i).entries)
-			n += (ents*dirEntrySize + cb - 1) / cb
-			if ents == 0 {
-				n++ // an empty FAT32 root still has a cluster
-			}
-		case !f.dir:
-			n += (t.size(i) + cb - 1) / cb
+// Cluster sizes a volume may have: fatMinClusterLen << k bytes for k
+// below fatClusterSizes, up to fatMaxClusterLen.
+const (
+	fatMinClusterShift = 9
+	fatMinClusterLen   = 1 << fatMinClusterShift
+	fatClusterSizes    = 7
+)
+
+// clusterCounts is what planning a volume needs of every node, gathered
+// in one pass: planFAT tries several types and cluster sizes, and a pass
+// over a big tree's nodes for each costs more than the rest of the plan.
+type clusterCounts struct {
+	// byLen[k]: data clusters of fatMinClusterLen << k bytes that the
+	// files and directories other than the root need.
+	byLen   [fatClusterSizes]int64
+	maxFile int64 // the largest file's size
+}
+
+// countClusters gathers t's clusterCounts.
+func countClusters(t *fatTable) clusterCounts {
+	var cc clusterCounts
+	for i := 1; i < len(t.nodes); i++ {
+		var b int64
+		if t.nodes[i].dir {
+			b = int64(t.dirOf(i).entries) * dirEntrySize
+		} else {
+			b = t.size(i)
+			cc.maxFile = max(cc.maxFile, b)
 		}
+		for k := range cc.byLen {
+			cc.byLen[k] += (b + fatMinClusterLen<<k - 1) >> (fatMinClusterShift + k)
+		}
+	}
+	return cc
+}
+
+// needed is the number of data clusters of cb bytes (a power of two from
+// fatMinClusterLen to fatMaxClusterLen) the volume needs: the FAT16 root
+// lives outside the data area; an empty FAT32 root still has a cluster.
+func (cc *clusterCounts) needed(t *fatTable, cb int64, fat32 bool) int64 {
+	k := bits.TrailingZeros64(uint64(cb)) - fatMinClusterShift
+	n := cc.byLen[k]
+	if fat32 {
+		ents := int64(t.dirOf(0).entries)
+		n += max((ents*dirEntrySize+cb-1)/cb, 1)
 	}
 	return n
 }

@@ -966,3 +966,45 @@ func benchBuildFAT(b *testing.B, m *fmem) {
 		}
 	}
 }
+
+// TestClusterCounts: the one-pass counts give, at every cluster size and
+// for both types, the clusters a node-by-node count gives (a file of
+// cb bytes takes one cluster, of cb+1 two; the FAT16 root none, the
+// FAT32 root at least one).
+func TestClusterCounts(t *testing.T) {
+	if fatMinClusterLen<<(fatClusterSizes-1) != fatMaxClusterLen {
+		t.Fatalf("cluster sizes %d << %d do not end at %d", fatMinClusterLen, fatClusterSizes-1, fatMaxClusterLen)
+	}
+	m := newFmem().file("empty", "").file("one", "1")
+	for _, n := range []int64{511, 512, 513, 4095, 4096, 4097, 32767, 32768, 32769, 3 << 20} {
+		m.synthFile(fmt.Sprintf("d/s%d", n), n)
+	}
+	for i := 0; i < 40; i++ {
+		m.file(fmt.Sprintf("wide/a-long-name-of-some-length-%03d.txt", i), "x")
+	}
+	for _, tr := range []*Tree{m.tree(), newFmem().tree()} {
+		ft, problems := fatTree(tr)
+		if len(problems) > 0 {
+			t.Fatal(problems)
+		}
+		cc := countClusters(ft)
+		for cb := int64(fatMinClusterLen); cb <= fatMaxClusterLen; cb *= 2 {
+			for _, fat32 := range []bool{false, true} {
+				var want int64
+				for i := range ft.nodes {
+					switch n := &ft.nodes[i]; {
+					case n.dir && i == 0 && !fat32:
+					case n.dir:
+						ents := int64(ft.dirOf(i).entries)
+						want += max((ents*dirEntrySize+cb-1)/cb, 1)
+					default:
+						want += (ft.size(i) + cb - 1) / cb
+					}
+				}
+				if got := cc.needed(ft, cb, fat32); got != want {
+					t.Errorf("%d entries, %d-byte clusters, FAT32 %v: %d clusters, want %d", len(tr.Entries), cb, fat32, got, want)
+				}
+			}
+		}
+	}
+}
