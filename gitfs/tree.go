@@ -478,7 +478,7 @@ func (r *Repo) readSmall(id plumbing.Hash, path string, max int64) ([]byte, erro
 // fillSizes sets the Size of every file and symlink entry (Size -1) from
 // object headers, read in pack order, and reads symlink targets.
 func (r *Repo) fillSizes(ents []imager.Entry) error {
-	var todo []int32
+	todo := make([]int32, 0, len(ents)) // most entries are files: no regrowth
 	for i := range ents {
 		if ents[i].Size < 0 {
 			todo = append(todo, int32(i))

@@ -482,24 +482,42 @@ func (x *packIndex) compareQuery(i int, q *query) int {
 // counting sort makes two passes of at most 9 bits each, so that each
 // pass writes to few places at a time (cache lines kept) instead of to a
 // bucket anywhere among hundreds of thousands.
-func hashOrder(hs []plumbing.Hash) []query {
-	b := min(max(bits.Len(uint(len(hs)))-2, 1), 18)
-	b1 := min(b, 9)
+func hashOrder(hs []plumbing.Hash) []query { return hashOrderPart(hs, 0, 1) }
+
+// maxOrderParts is the most parts hashOrderPart cuts a batch into.
+const maxOrderParts = 1 << 9
+
+// hashOrderPart is hashOrder of the ids of hs whose first bits, read as a
+// number below parts (a power of two, at most maxOrderParts), are part:
+// the parts of a batch, each sorted on a core of its own, are the batch
+// in id order. Each part reads all of hs but writes only its own ids.
+func hashOrderPart(hs []plumbing.Hash, part, parts int) []query {
+	pb := bits.Len(uint(parts)) - 1 // bits naming the part
+	b := min(max(bits.Len(uint(len(hs)))-2, 1, pb), 18)
+	b1 := max(min(b, 9), pb)
 	b2 := b - b1
-	qs := make([]query, len(hs))
-	// Pass 1, into qs: on the first b1 bits.
+	// Pass 1: count on the first b1 bits; the part's buckets are the
+	// ones from d0 to d1.
 	var ends [1<<9 + 1]int
 	for i := range hs {
 		ends[binary.BigEndian.Uint64(hs[i][:8])>>(64-b1)+1]++
 	}
-	for d := 1; d <= 1<<b1; d++ {
+	d0, d1 := part<<(b1-pb), (part+1)<<(b1-pb)
+	ends[d0] = 0 // ends[d+1] counts bucket d: from here, where it starts
+	for d := d0 + 1; d <= d1; d++ {
 		ends[d] += ends[d-1]
 	}
+	qs := make([]query, ends[d1])
+	// Spread the part's ids into qs, by bucket.
 	next := ends
 	for i := range hs {
-		q := query{key: binary.BigEndian.Uint64(hs[i][:8]), i: uint32(i)}
+		key := binary.BigEndian.Uint64(hs[i][:8])
+		d := int(key >> (64 - b1))
+		if d < d0 || d >= d1 {
+			continue
+		}
+		q := query{key: key, i: uint32(i)}
 		copy(q.rest[:], hs[i][8:])
-		d := q.key >> (64 - b1)
 		qs[next[d]] = q
 		next[d]++
 	}
@@ -510,7 +528,7 @@ func hashOrder(hs []plumbing.Hash) []query {
 	// cores was no faster on the 300k corpus.)
 	var sub [1<<9 + 1]int
 	var tmp []query
-	for d := 0; d < 1<<b1; d++ {
+	for d := d0; d < d1; d++ {
 		lo, hi := ends[d], ends[d+1]
 		dst := qs[lo:hi]
 		if b2 == 0 {

@@ -100,9 +100,9 @@ const sizeWindow = 64 << 10
 // headers of neighbours with one read. A batch that asks for a good part
 // of a pack's objects (a whole tree's listing) is looked up in id order,
 // walking each index once from start to end instead of probing it at
-// random, and is split between the cores. On failure it returns the
-// index of an id whose size could not be read (the lowest of those each
-// part stopped at), and BlobSize's error for it.
+// random; a big batch is split between the cores, sorting included. On
+// failure it returns the index of an id whose size could not be read (the
+// lowest of those each part stopped at), and BlobSize's error for it.
 func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 	if len(sizes) != len(ids) {
 		return 0, fmt.Errorf("odb: BlobSizes: %d ids, %d sizes", len(ids), len(sizes))
@@ -111,21 +111,13 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 	if err != nil {
 		packs = nil
 	}
-	loc := make([]at, len(ids))
-	var qs []query // loc's ids, in id order; nil: loc is in ids' order
-	if len(packs) > 0 && len(ids)*denseLookup >= packs[0].idx.n {
-		qs = hashOrder(ids)
-		for k, q := range qs {
-			loc[k] = at{i: int32(q.i), pack: -1}
-		}
-	} else {
-		for k := range loc {
-			loc[k] = at{i: int32(k), pack: -1}
-		}
-	}
+	// A dense batch is looked up in id order, each part of it (ids
+	// starting with the same bits) put in order by the core that sizes it.
+	dense := len(packs) > 0 && len(ids)*denseLookup >= packs[0].idx.n
 	parts := 1
 	if len(ids) >= parallelSizes {
 		parts = min(runtime.GOMAXPROCS(0), maxSizeParts)
+		parts = 1 << (bits.Len(uint(parts)) - 1) // a power of two, for hashOrderPart
 	}
 	type result struct {
 		bad int
@@ -134,15 +126,25 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 	res := make([]result, parts)
 	var wg sync.WaitGroup
 	for p := range parts {
-		lo, hi := len(loc)*p/parts, len(loc)*(p+1)/parts
-		var pq []query
-		if qs != nil {
-			pq = qs[lo:hi]
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[p].bad, res[p].err = db.sizesOf(packs, ids, pq, loc[lo:hi], sizes)
+			var qs []query // loc's ids, in id order; nil: loc is in ids' order
+			var loc []at
+			if dense {
+				qs = hashOrderPart(ids, p, parts)
+				loc = make([]at, len(qs))
+				for k, q := range qs {
+					loc[k] = at{i: int32(q.i), pack: -1}
+				}
+			} else {
+				lo, hi := len(ids)*p/parts, len(ids)*(p+1)/parts
+				loc = make([]at, hi-lo)
+				for k := range loc {
+					loc[k] = at{i: int32(lo + k), pack: -1}
+				}
+			}
+			res[p].bad, res[p].err = db.sizesOf(packs, ids, qs, loc, sizes)
 		}()
 	}
 	wg.Wait()

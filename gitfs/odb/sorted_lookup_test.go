@@ -14,8 +14,26 @@ import (
 
 // TestHashOrder: hashOrder returns every position once, in id order, for
 // batches of every size, with repeated ids and with many ids sharing
-// their leading bits (a bucket sorted by pdqsort).
+// their leading bits (a bucket sorted by pdqsort); so do the parts of
+// hashOrderPart, one after another, however many parts.
 func TestHashOrder(t *testing.T) {
+	for _, parts := range []int{1, 2, 4, maxOrderParts} {
+		t.Run(fmt.Sprintf("parts=%d", parts), func(t *testing.T) {
+			testHashOrder(t, func(hs []plumbing.Hash) []query {
+				if parts == 1 {
+					return hashOrder(hs)
+				}
+				var qs []query
+				for p := range parts {
+					qs = append(qs, hashOrderPart(hs, p, parts)...)
+				}
+				return qs
+			})
+		})
+	}
+}
+
+func testHashOrder(t *testing.T, hashOrder func([]plumbing.Hash) []query) {
 	_, ids := bigIndex(t, 50000)
 	rng := rand.New(rand.NewPCG(1, 2))
 	shared := make([]plumbing.Hash, 200) // same first 4 bytes
