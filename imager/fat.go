@@ -563,11 +563,11 @@ func (t *fatTable) checkDirRange(dirs []uint32, sc *dirScratch, problems []Warni
 		if d == 0 {
 			entries = 0
 		}
+		distinct := true // no two children's names are one upper-cased
 		for j, c := range kids {
-			if first, ok := sc.seen.get(sc.upper[j]); ok {
+			if first, dup := sc.seen.add(sc.upper[j], c); dup {
+				distinct = false
 				problems = append(problems, Warning{Path: t.pathOf(int(c)), Msg: fmt.Sprintf("same name as %q but for case: FAT names are case-insensitive", t.nameOf(int(first)))})
-			} else {
-				sc.seen.put(sc.upper[j], c)
 			}
 			entries += 1 + lfnEntries(sc.names[j])
 		}
@@ -575,7 +575,7 @@ func (t *fatTable) checkDirRange(dirs []uint32, sc *dirScratch, problems []Warni
 		if entries > maxDirEntries {
 			problems = append(problems, Warning{Path: t.pathOf(d), Msg: fmt.Sprintf("directory needs %d 32-byte entries (long names included): FAT allows %d", entries, maxDirEntries)})
 		}
-		t.assignShortNames(kids, sc)
+		t.assignShortNames(kids, sc, distinct)
 	}
 	return problems
 }
@@ -853,34 +853,60 @@ func mirageShortName(name string) (s [11]byte, dosName, ok bool) {
 //  3. the others get BASIS~N.EXT with the lowest N free, in tree order
 //     (deterministic; Windows switches to hashed aliases after ~4, Linux to
 //     random ones after ~9: neither is reproducible).
-func (t *fatTable) assignShortNames(kids []uint32, sc *dirScratch) {
+//
+// distinct says that no two of the names are one once upper-cased. Then,
+// when no name took pass 1, pass 2's names cannot collide (an upper-cased
+// valid 8.3 name is its 8.3 form, spaces aside, and they have none), so
+// they are entered in the set of names taken only if pass 3 needs it.
+func (t *fatTable) assignShortNames(kids []uint32, sc *dirScratch, distinct bool) {
 	used, done := sc.used, sc.done
+	mirage := 0
 	for i, k := range kids {
 		c := &t.nodes[k]
 		s, dosName, ok := mirageShortName(sc.names[i])
 		switch {
-		case ok && !used.has(s):
+		case !ok:
+			if dosName {
+				c.mirage = fatMirageBadShort
+			}
+		case used.has(s):
+			c.mirage = fatMirageDupShort
+		default:
 			c.short, done[i], c.mirageOK = s, true, true
 			used.put(s, 0)
-		case ok:
-			c.mirage = fatMirageDupShort
-		case dosName:
-			c.mirage = fatMirageBadShort
+			mirage++
 		}
 	}
+	unchecked := distinct && mirage == 0 // pass 2 may skip the set
+	inSet := true                        // every name given so far is in used
 	for i, k := range kids {
 		if done[i] {
 			continue
 		}
-		if s, ok := exactShortName(sc.names[i], sc.upper[i]); ok && !used.has(s) {
+		s, ok := exactShortName(sc.names[i], sc.upper[i])
+		switch {
+		case !ok:
+		case unchecked:
 			t.nodes[k].short, done[i] = s, true
-			used.put(s, 0)
+			inSet = false
+		default:
+			if _, taken := used.add(s, 0); !taken {
+				t.nodes[k].short, done[i] = s, true
+			}
 		}
 	}
 	var next map[string]int // basis -> next N to try, so many similar names stay linear
 	for i, k := range kids {
 		if done[i] {
 			continue
+		}
+		if !inSet {
+			for j, kj := range kids {
+				if done[j] {
+					used.put(t.nodes[kj].short, 0)
+				}
+			}
+			inSet = true
 		}
 		if next == nil {
 			next = map[string]int{}
@@ -897,8 +923,7 @@ func (t *fatTable) assignShortNames(kids []uint32, sc *dirScratch) {
 			copy(s[:], "           ")
 			copy(s[:8], b+tail)
 			copy(s[8:], ext)
-			if !used.has(s) {
-				used.put(s, 0)
+			if _, taken := used.add(s, 0); !taken {
 				t.nodes[k].short = s
 				next[key] = n + 1
 				break

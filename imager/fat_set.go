@@ -55,6 +55,20 @@ func (s *nameSet[K]) put(k K, v uint32) {
 	s.keys[i], s.vals[i], s.full[i] = k, v, true
 }
 
+// add puts k with value v unless k is there; it returns the value k has
+// and whether k was there already: a lookup and an insertion for one
+// probe sequence. The set must hold fewer keys than reset was told.
+func (s *nameSet[K]) add(k K, v uint32) (uint32, bool) {
+	i := s.hash(s.seed, k) & s.mask
+	for ; s.full[i]; i = (i + 1) & s.mask {
+		if s.keys[i] == k {
+			return s.vals[i], true
+		}
+	}
+	s.keys[i], s.vals[i], s.full[i] = k, v, true
+	return v, false
+}
+
 func hashString(seed maphash.Seed, s string) uint64 { return maphash.String(seed, s) }
 
 func hashShort(seed maphash.Seed, s [11]byte) uint64 { return maphash.Bytes(seed, s[:]) }

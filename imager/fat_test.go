@@ -298,7 +298,11 @@ func TestFATTools(t *testing.T) {
 func TestFATShortNames(t *testing.T) {
 	m := newFmem()
 	names := []string{"readme.txt", "LONGNA~1.TXT", "longname1.txt", "longname2.txt", "Long Name With Spaces.markdown",
-		".hidden", "name.with.dots.tar.gz", "mixed+chars,;=[].txt", "日本語.txt", "a", "ab cd", "x.y.z"}
+		".hidden", "name.with.dots.tar.gz", "mixed+chars,;=[].txt", "日本語.txt", "a", "ab cd", "x.y.z",
+		// No name here is MirageOS's own 8.3 name: the exact names are
+		// given theirs without the set of names taken, until an alias
+		// needs it.
+		"lower/longna~1.txt", "lower/longname1.txt", "lower/readme.txt"}
 	for _, n := range names {
 		m.file(n, n)
 	}
@@ -327,6 +331,9 @@ func TestFATShortNames(t *testing.T) {
 		"a":                              "A",
 		"ab cd":                          "ABCD~1",
 		"x.y.z":                          "XY~1.Z",
+		"lower/longna~1.txt":             "LONGNA~1.TXT",
+		"lower/longname1.txt":            "LONGNA~2.TXT",
+		"lower/readme.txt":               "README.TXT",
 	}
 	for n, w := range want {
 		if got[n] != w {
