@@ -125,28 +125,32 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 	}
 	res := make([]result, parts)
 	var wg sync.WaitGroup
-	for p := range parts {
+	part := func(p int) {
+		var qs []query // loc's ids, in id order; nil: loc is in ids' order
+		var loc []at
+		if dense {
+			qs = hashOrderPart(ids, p, parts)
+			loc = make([]at, len(qs))
+			for k, q := range qs {
+				loc[k] = at{i: int32(q.i), pack: -1}
+			}
+		} else {
+			lo, hi := len(ids)*p/parts, len(ids)*(p+1)/parts
+			loc = make([]at, hi-lo)
+			for k := range loc {
+				loc[k] = at{i: int32(lo + k), pack: -1}
+			}
+		}
+		res[p].bad, res[p].err = db.sizesOf(packs, ids, qs, loc, sizes)
+	}
+	for p := 1; p < parts; p++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var qs []query // loc's ids, in id order; nil: loc is in ids' order
-			var loc []at
-			if dense {
-				qs = hashOrderPart(ids, p, parts)
-				loc = make([]at, len(qs))
-				for k, q := range qs {
-					loc[k] = at{i: int32(q.i), pack: -1}
-				}
-			} else {
-				lo, hi := len(ids)*p/parts, len(ids)*(p+1)/parts
-				loc = make([]at, hi-lo)
-				for k := range loc {
-					loc[k] = at{i: int32(lo + k), pack: -1}
-				}
-			}
-			res[p].bad, res[p].err = db.sizesOf(packs, ids, qs, loc, sizes)
+			part(p)
 		}()
 	}
+	part(0) // on this goroutine: no wait for a second to start
 	wg.Wait()
 	bad, badErr := 0, error(nil)
 	for _, r := range res {
