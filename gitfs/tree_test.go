@@ -300,19 +300,7 @@ func TestTreePlain(t *testing.T) {
 		testutil.WriteFile(t, dir, p, []byte(p), 0o644)
 	}
 	commit := testutil.CommitAll(t, dir, "plain")
-	r := openRepo(t, dir, Options{})
-	listing := func(commit string) *imager.Tree {
-		t.Helper()
-		c, err := r.Resolve(commit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr, err := r.Tree(c, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tr
-	}
+	listing := func(commit string) *imager.Tree { return listTree(t, dir, commit, false) }
 	// imagerPlain is imager's own check: FollowSymlinks returns a tree it
 	// finds plain as is.
 	imagerPlain := func(tr *imager.Tree) bool {
@@ -325,13 +313,8 @@ func TestTreePlain(t *testing.T) {
 		t.Errorf("plain tree: Plain %v, imager finds it plain: %v; want both", tr.Plain, imagerPlain(tr))
 	}
 	rich, richCommit := richRepo(t)
-	rr := openRepo(t, rich, Options{})
-	c, err := rr.Resolve(richCommit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tr, err := rr.Tree(c, false); err != nil || tr.Plain {
-		t.Errorf("tree with symlinks: Plain %v, err %v; want false", tr != nil && tr.Plain, err)
+	if tr := listTree(t, rich, richCommit, false); tr.Plain {
+		t.Error("tree with symlinks: Plain, want false")
 	}
 
 	// Crafted trees, written as raw objects: siblings swapped, or twice.
