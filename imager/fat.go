@@ -963,13 +963,11 @@ func planFAT(t *fatTable, cc *clusterCounts, fatType int, bps int64) (*fatGeomet
 		g.reserved = fat32Reserved
 	} else {
 		g.reserved = fat16Reserved
-		for i := range t.nodes {
-			if cc.maxFile <= fat16MaxFile {
-				break
-			}
-			n := &t.nodes[i]
-			if size := t.size(i); !n.dir && size > fat16MaxFile && size <= fat32MaxFile { // larger ones are already refused
-				problems = append(problems, Warning{Path: t.pathOf(i), Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", size)})
+		if cc.maxFile > fat16MaxFile { // else no file is over FAT16's limit: no pass over the nodes
+			for i := range t.nodes {
+				if size := t.size(i); !t.nodes[i].dir && size > fat16MaxFile && size <= fat32MaxFile { // larger ones are already refused
+					problems = append(problems, Warning{Path: t.pathOf(i), Msg: fmt.Sprintf("is %d bytes: FAT16 files must stay under 2 GiB (Mirage reads sizes as int32); FAT32 allows up to 4 GiB - 1", size)})
+				}
 			}
 		}
 		perSector := bps / dirEntrySize
