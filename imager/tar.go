@@ -190,17 +190,18 @@ func (h *tarHeader) marshalFrom(b []byte, t *tarTemplate) {
 	octal(b[tarChksumOff:tarChksumOff+tarChksumLen], sum)
 }
 
-// octal writes v as len(field)-1 zero-padded octal digits and a NUL.
-// Callers keep v in range (sizes and times are clamped before).
+// octal writes v as len(field)-1 zero-padded octal digits and a NUL,
+// from the last digit back (a header's fields are written for every
+// member read, so not through strconv). Callers keep v in range (sizes
+// and times are clamped before).
 func octal(field []byte, v int64) {
-	var buf [24]byte
-	s := strconv.AppendInt(buf[:0], v, 8)
 	digits := len(field) - 1
-	for i := 0; i < digits-len(s); i++ {
-		field[i] = '0'
-	}
-	copy(field[max(digits-len(s), 0):digits], s)
 	field[digits] = 0
+	u := uint64(v)
+	for i := digits - 1; i >= 0; i-- {
+		field[i] = '0' + byte(u&7)
+		u >>= 3
+	}
 }
 
 // paxRecord appends the pax record "<len> key=value\n", where len counts the

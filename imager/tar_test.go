@@ -719,3 +719,23 @@ func BenchmarkTarReadManyFiles(b *testing.B) {
 		}
 	}
 }
+
+// TestTarOctal: header fields hold the value as zero-padded octal digits
+// and a NUL, for every field width and values up to the largest each
+// holds.
+func TestTarOctal(t *testing.T) {
+	for _, width := range []int{tarModeLen, tarSizeLen, tarChksumLen} {
+		max := int64(1)<<(3*(width-1)) - 1
+		for _, v := range []int64{0, 1, 7, 8, 0o644, 0o755, 511, 512, 1 << 20, 1<<33 - 1, max / 2, max} {
+			if v > max {
+				continue
+			}
+			field := bytes.Repeat([]byte{'x'}, width)
+			octal(field, v)
+			want := fmt.Sprintf("%0*o\x00", width-1, v)
+			if string(field) != want {
+				t.Errorf("octal(%d bytes, %d) = %q, want %q", width, v, field, want)
+			}
+		}
+	}
+}
