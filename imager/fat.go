@@ -1177,7 +1177,7 @@ func (t *fatTable) offset(m int) int64 {
 	return g.dataStart()*g.bps + int64(t.nodes[t.mem[m]].cluster-2)*g.clusterBytes()
 }
 
-func (t *fatTable) pieces(m int, buf []piece) []piece {
+func (t *fatTable) pieces(m int) (ps pieces) {
 	i := int(t.mem[m])
 	n := &t.nodes[i]
 	var data, total int64
@@ -1191,12 +1191,12 @@ func (t *fatTable) pieces(m int, buf []piece) []piece {
 		data, total, kind = t.size(i), t.clusters(i)*t.g.clusterBytes(), ExtentBlob
 	}
 	if data > 0 {
-		buf = append(buf, piece{len: data, kind: kind, part: fatPartData})
+		ps.add(piece{len: data, kind: kind, part: fatPartData})
 	}
 	if total > data {
-		buf = append(buf, piece{len: total - data, kind: ExtentZero, part: fatPartSlack})
+		ps.add(piece{len: total - data, kind: ExtentZero, part: fatPartSlack})
 	}
-	return buf
+	return ps
 }
 
 func (t *fatTable) blob(m int) BlobID { return t.nodes[t.mem[m]].blob }

@@ -86,13 +86,32 @@ type piece struct {
 // maxPieces bounds the pieces of one member.
 const maxPieces = 4
 
+// pieces holds a member's pieces. Tables return it by value: a buffer
+// passed through the memberTable interface would escape to the heap, one
+// allocation per member looked at, and a read looks at many.
+type pieces struct {
+	p [maxPieces]piece
+	n int // pieces added: more than maxPieces is a table's bug (Builder.members says so)
+}
+
+// add appends pc; beyond maxPieces it only counts it.
+func (ps *pieces) add(pc piece) {
+	if ps.n < maxPieces {
+		ps.p[ps.n] = pc
+	}
+	ps.n++
+}
+
+// all is the pieces, in order.
+func (ps *pieces) all() []piece { return ps.p[:min(ps.n, maxPieces)] }
+
 // memberTable is a format's compact table of members. A member's pieces
 // are contiguous, non-empty, never two zeros in a row, and a member's
 // blob piece (at most one) reads its blob from offset 0. Tables are
 // immutable and safe for concurrent use.
 type memberTable interface {
-	// pieces appends the pieces of member i to buf, in order.
-	pieces(i int, buf []piece) []piece
+	// pieces returns the pieces of member i, in order.
+	pieces(i int) pieces
 	// gen fills p with the bytes of member i's generated piece part,
 	// from rel bytes into the piece; len(p) stays inside the piece.
 	gen(i int, part uint8, p []byte, rel int64)
@@ -203,7 +222,6 @@ func (l *Layout) Extents() iter.Seq[Extent] {
 			pending, have = e, true
 			return true
 		}
-		var buf [maxPieces]piece
 		for r := range l.regions() {
 			i := l.member(r)
 			if i < 0 {
@@ -213,7 +231,8 @@ func (l *Layout) Extents() iter.Seq[Extent] {
 				continue
 			}
 			off := l.moff(i)
-			for _, p := range l.tab.pieces(i, buf[:0]) {
+			ps := l.tab.pieces(i)
+			for _, p := range ps.all() {
 				e := Extent{Off: off, Len: p.len, Kind: p.kind, Desc: l.tab.desc(i, p.part)}
 				if p.kind == ExtentBlob {
 					e.Blob = l.tab.blob(i)
@@ -414,10 +433,10 @@ func (bt *batch) release() {
 // added to it (pos is where p starts in the ReadAt's buffer) instead of
 // read. With v, blob pieces lender lends go to v instead (see ReadVec).
 func (l *Layout) readMember(i int, p []byte, off int64, bt *batch, pos int, v *iovec.List, lender BlobLender) (int, error) {
-	var buf [maxPieces]piece
 	start := l.moff(i)
 	n := 0
-	for _, pc := range l.tab.pieces(i, buf[:0]) {
+	ps := l.tab.pieces(i)
+	for _, pc := range ps.all() {
 		end := start + pc.len
 		if off >= end {
 			start = end
@@ -514,7 +533,6 @@ func (l *Layout) ExtentAt(off int64) (n int64, zero bool) {
 		return 0, false
 	}
 	pos, first := off, true
-	var buf [maxPieces]piece
 	for r := l.find(off); r < l.regions(); r++ {
 		i := l.member(r)
 		if i < 0 {
@@ -539,7 +557,8 @@ func (l *Layout) ExtentAt(off int64) (n int64, zero bool) {
 			continue
 		}
 		start := l.moff(i)
-		for _, pc := range l.tab.pieces(i, buf[:0]) {
+		ps := l.tab.pieces(i)
+		for _, pc := range ps.all() {
 			end := start + pc.len
 			if end <= pos {
 				start = end
@@ -588,7 +607,6 @@ func (l *Layout) NextHole(off, end int64) (start, n int64) {
 	if off < 0 || off >= l.size {
 		return 0, 0
 	}
-	var buf [maxPieces]piece
 	for r := l.find(off); r < l.regions(); r++ {
 		i := l.member(r)
 		if i < 0 {
@@ -616,7 +634,8 @@ func (l *Layout) NextHole(off, end int64) (start, n int64) {
 		if pos >= end {
 			return 0, 0
 		}
-		for _, pc := range l.tab.pieces(i, buf[:0]) {
+		ps := l.tab.pieces(i)
+		for _, pc := range ps.all() {
 			pend := pos + pc.len
 			if pc.kind == ExtentZero && pc.len >= SectorAlign && pend > off {
 				s := max(pos, off)
@@ -704,14 +723,18 @@ func (b *Builder) members(tab memberTable, n int) {
 	}
 	b.zeros = make([]uint64, (n+63)/64)
 	b.holes = make([]uint64, (n+63)/64)
-	var buf [maxPieces]piece
 	for i := range n {
 		off := b.pos
 		var ln int64
 		prevZero := false
-		for k, p := range tab.pieces(i, buf[:0]) {
+		ps := tab.pieces(i)
+		if ps.n > maxPieces {
+			b.err = fmt.Errorf("imager: internal: member %d: %d pieces, at most %d", i, ps.n, maxPieces)
+			return
+		}
+		for k, p := range ps.all() {
 			z := p.kind == ExtentZero
-			if p.len <= 0 || (z && prevZero) || k >= maxPieces {
+			if p.len <= 0 || (z && prevZero) {
 				b.err = fmt.Errorf("imager: internal: member %d (%s): bad piece %d", i, tab.desc(i, p.part), k)
 				return
 			}

@@ -414,12 +414,12 @@ func TestLayoutMemoryPerFile(t *testing.T) {
 // bytes of value i, then i%3 zeros.
 type fakeMembers int
 
-func (fakeMembers) pieces(i int, buf []piece) []piece {
-	buf = append(buf, piece{len: int64(i + 1), kind: ExtentData})
+func (fakeMembers) pieces(i int) (ps pieces) {
+	ps.add(piece{len: int64(i + 1), kind: ExtentData})
 	if i%3 > 0 {
-		buf = append(buf, piece{len: int64(i % 3), kind: ExtentZero, part: 1})
+		ps.add(piece{len: int64(i % 3), kind: ExtentZero, part: 1})
 	}
-	return buf
+	return ps
 }
 
 func (fakeMembers) gen(i int, _ uint8, p []byte, _ int64) {
@@ -464,5 +464,40 @@ func TestLayoutMembersAroundPlain(t *testing.T) {
 			t.Fatalf("%d members: image differs:\n got %v\nwant %v", n, got, want)
 		}
 		checkTable(t, l)
+	}
+}
+
+// badMembers is a memberTable whose member 1 breaks the pieces' rules:
+// too many pieces, an empty one, or two zeros in a row.
+type badMembers struct {
+	fakeMembers
+	bad func(ps *pieces)
+}
+
+func (m badMembers) pieces(i int) pieces {
+	ps := m.fakeMembers.pieces(i)
+	if i == 1 {
+		m.bad(&ps)
+	}
+	return ps
+}
+
+// TestLayoutMembersBadPieces: a table breaking the pieces' rules makes
+// the Builder fail, naming the member, instead of laying out bad extents.
+func TestLayoutMembersBadPieces(t *testing.T) {
+	for name, bad := range map[string]func(ps *pieces){
+		"too many": func(ps *pieces) {
+			for ps.n <= maxPieces {
+				ps.add(piece{len: 1, kind: ExtentData})
+			}
+		},
+		"empty":     func(ps *pieces) { ps.add(piece{len: 0, kind: ExtentData}) },
+		"two zeros": func(ps *pieces) { ps.add(piece{len: 1, kind: ExtentZero}); ps.add(piece{len: 1, kind: ExtentZero}) },
+	} {
+		var b Builder
+		b.members(badMembers{fakeMembers(3), bad}, 3)
+		if b.err == nil || !strings.Contains(b.err.Error(), "member 1") {
+			t.Errorf("%s: err %v, want one naming member 1", name, b.err)
+		}
 	}
 }

@@ -66,10 +66,10 @@ func newReadahead(blobs BlobReader) *readahead {
 // bigMembers lists l's members with big blobs, in image order.
 func (l *Layout) bigMembers() []bigMember {
 	var big []bigMember
-	var buf [maxPieces]piece
 	for i := range l.nmem {
 		off := l.moff(i)
-		for _, pc := range l.tab.pieces(i, buf[:0]) {
+		ps := l.tab.pieces(i)
+		for _, pc := range ps.all() {
 			if pc.kind == ExtentBlob && pc.len > warmMin {
 				big = append(big, bigMember{off: off, size: pc.len, id: l.tab.blob(i)})
 			}

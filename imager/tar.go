@@ -391,22 +391,22 @@ func (t *tarTable) padAfter(i int) int64 {
 	return tarBlockPadding(t.ents[i].size)
 }
 
-func (t *tarTable) pieces(i int, buf []piece) []piece {
+func (t *tarTable) pieces(i int) (ps pieces) {
 	if pad := t.padAfter(i - 1); pad > 0 {
-		buf = append(buf, piece{len: pad, kind: ExtentZero, part: tarPartPad})
+		ps.add(piece{len: pad, kind: ExtentZero, part: tarPartPad})
 	}
 	if t.ents[i].ext {
 		it := t.item(i)
 		var hdr [tarBlockSize]byte
 		ext, _ := tarEntryHeader(&it, t.tmpl, hdr[:])
 		n := int64(len(ext))
-		buf = append(buf, piece{len: tarBlockSize + n + tarBlockPadding(n), kind: ExtentData, part: tarPartPax})
+		ps.add(piece{len: tarBlockSize + n + tarBlockPadding(n), kind: ExtentData, part: tarPartPax})
 	}
-	buf = append(buf, piece{len: tarBlockSize, kind: ExtentData, part: tarPartHeader})
+	ps.add(piece{len: tarBlockSize, kind: ExtentData, part: tarPartHeader})
 	if t.isFile(i) && t.ents[i].size > 0 {
-		buf = append(buf, piece{len: t.ents[i].size, kind: ExtentBlob, part: tarPartBlob})
+		ps.add(piece{len: t.ents[i].size, kind: ExtentBlob, part: tarPartBlob})
 	}
-	return buf
+	return ps
 }
 
 func (t *tarTable) gen(i int, part uint8, p []byte, rel int64) {
