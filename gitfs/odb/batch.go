@@ -55,6 +55,7 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 
 	// Blobs held in memory, under one lock.
 	c.mu.Lock()
+	w.room = c.memMax - c.memBytes - c.mapped.Load()
 	for k := range reads {
 		rd := &reads[k]
 		if rd.Off < 0 {
@@ -94,10 +95,11 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 			w.cands[j].off-w.cands[j-1].off <= batchGap && w.cands[j].off-w.cands[i].off <= batchSpan {
 			j++
 		}
-		w.alone = db.readRun(reads, packs[w.cands[i].pi], w.cands[i:j], w.alone, &w.tiny)
+		w.alone = db.readRun(reads, packs[w.cands[i].pi], w.cands[i:j], w)
 		i = j
 	}
 	c.putTiny(w.tiny)
+	c.log.put(w.logged) // before the reads' buffers go back to the caller
 	// The rest (cached big blobs, deltas, loose objects, anything the
 	// run could not finish) one by one.
 	for _, k := range w.alone {
@@ -108,7 +110,7 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 
 // readRun reads the pack entries of run (in p, sorted by offset) with
 // one pread and serves those that are small whole blobs; it appends the
-// others to alone and returns it. A read of a whole blob is inflated
+// others to w.alone and returns it. A read of a whole blob is inflated
 // straight into its buffer. Blobs of at most uncachedMax bytes are put
 // in the memory cache only while it has room to spare (they are added to
 // tiny, for putTiny): reading them again from the pack (a share of one
@@ -117,8 +119,18 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 // but a re-read of a tree that fits the cache spent a tenth of its time
 // inflating them again. Once the memory cache has no room they go to the
 // blob log instead, up to tinyLogMax of them.
-func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int, tiny *[]*memBlob) []int {
+//
+// A bigger blob goes to the memory cache while the batch found room there
+// (w.room); once it is full, a whole read is inflated straight into its
+// buffer and the blob goes from there to the blob log (w.logged), as the
+// blob it would have dropped would: a first pass over an image bigger
+// than the cache then costs no allocation, copy and collection per blob,
+// and the log holds the blobs in the order they were read, which is how
+// a second pass reads them back (one preadv per run, see readMany).
+func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, w *batchWork) []int {
 	c := db.blobs
+	alone, tiny := w.alone, &w.tiny
+	logOK := c.log.open()
 	start := run[0].off
 	bp := getBuf(int(run[len(run)-1].off-start) + batchTail)
 	defer putBuf(bp)
@@ -182,6 +194,21 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, alone []int
 			}
 			continue
 		}
+		if e.size+memEntryCost > w.room && logOK && rd.Off == 0 && int64(len(rd.P)) >= e.size {
+			dst := rd.P[:e.size]
+			if _, err := inflate.Whole(dst, src); err != nil {
+				alone = append(alone, cd.k)
+				continue
+			}
+			w.logged = append(w.logged, &memBlob{id: rd.ID, data: dst})
+			rd.N, rd.Err = len(dst), nil
+			if int64(len(rd.P)) > e.size {
+				rd.Err = io.EOF
+			}
+			c.miss(rd.N, nil)
+			continue
+		}
+		w.room -= e.size + memEntryCost
 		data := blobBytes(e.size)
 		if _, err := inflate.Whole(data, src); err != nil {
 			// Cut short by the buffer's end, or damaged: ReadBlob reads
@@ -242,7 +269,9 @@ type batchWork struct {
 	hits                  []logHit
 	hs                    []plumbing.Hash
 	tiny                  []*memBlob // tiny blobs read, for putTiny
+	logged                []*memBlob // blobs read into their reads' buffers, for the blob log
 	offs                  []int64
+	room                  int64 // bytes the memory cache had room for, less those this batch put there
 }
 
 var batchWorkPool = sync.Pool{New: func() any { return new(batchWork) }}
@@ -250,7 +279,8 @@ var batchWorkPool = sync.Pool{New: func() any { return new(batchWork) }}
 func (w *batchWork) release() {
 	clear(w.cands)
 	clear(w.tiny)
-	w.tiny = w.tiny[:0]
+	clear(w.logged)
+	w.tiny, w.logged = w.tiny[:0], w.logged[:0]
 	w.miss, w.unlogged, w.alone, w.cands, w.hits, w.hs, w.offs = w.miss[:0], w.unlogged[:0], w.alone[:0], w.cands[:0], w.hits[:0], w.hs[:0], w.offs[:0]
 	batchWorkPool.Put(w)
 }

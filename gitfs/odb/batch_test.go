@@ -2,6 +2,7 @@ package odb
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand"
@@ -111,15 +112,16 @@ func TestReadBlobsDamagedEntry(t *testing.T) {
 }
 
 // TestReadBlobsFromLog reads many small blobs (over uncachedMax) twice,
-// in order, through a memory cache too small for them: the second pass is
-// served by the blob log, whole neighbours with one preadv, and gives the
-// same bytes.
+// in order, through a memory cache too small for them: the second pass
+// is served by the caches alone, whole neighbours in the blob log with one
+// preadv, and gives the same bytes.
 func TestReadBlobsFromLog(t *testing.T) {
 	const files = 400
 	dir, ids, want := packedFiles(t, files, func(i int) string {
 		return fmt.Sprintf("content of file %d, %s\n", i, bytes.Repeat([]byte{'x'}, uncachedMax+i%50))
 	})
 	r := openRepo(t, dir, Options{CacheSize: 64 << 10, CacheDir: t.TempDir()})
+	var before Stats
 	for pass := range 2 {
 		for i := 0; i < files; i += 100 {
 			reads := make([]BlobRead, 100)
@@ -134,6 +136,14 @@ func TestReadBlobsFromLog(t *testing.T) {
 				}
 			}
 		}
+		st := r.Stats()
+		if pass == 1 && st.Hits-before.Hits != files {
+			t.Errorf("second pass: %d cache hits of %d reads", st.Hits-before.Hits, files)
+		}
+		if st.MemBytes == 0 || st.MemBytes > 64<<10 {
+			t.Errorf("pass %d: the memory cache holds %d bytes", pass, st.MemBytes)
+		}
+		before = st
 	}
 	logged := 0
 	for _, id := range ids {
@@ -143,6 +153,57 @@ func TestReadBlobsFromLog(t *testing.T) {
 	}
 	if logged < files/2 {
 		t.Errorf("%d of %d blobs in the blob log: the second pass was not served from it", logged, files)
+	}
+}
+
+// TestReadBlobsFullCache reads small blobs whole in batches through a
+// memory cache that holds a few of them: once it is full, the others are
+// inflated into their reads' buffers and go straight to the blob log, so
+// the memory cache keeps the first batch's blobs instead of churning, and
+// every blob is held by one cache or the other.
+func TestReadBlobsFullCache(t *testing.T) {
+	const files, batch = 200, 50
+	rng := rand.New(rand.NewSource(1))
+	dir, ids, want := packedFiles(t, files, func(i int) string {
+		b := make([]byte, 800+rng.Intn(100)) // random: git finds no deltas among them
+		for k := range b {
+			b[k] = byte(rng.Uint32())
+		}
+		return hex.EncodeToString(b)
+	})
+	const cacheSize = 32 << 10
+	r := openRepo(t, dir, Options{CacheSize: cacheSize, CacheDir: t.TempDir()})
+	for pass := range 2 {
+		for i := 0; i < files; i += batch {
+			reads := make([]BlobRead, batch)
+			for k := range reads {
+				reads[k] = BlobRead{ID: ids[i+k], P: make([]byte, len(want[ids[i+k]]))}
+			}
+			r.ReadBlobs(reads)
+			for k, rd := range reads {
+				if rd.Err != nil || rd.N != len(rd.P) || !bytes.Equal(rd.P, want[rd.ID]) {
+					t.Fatalf("pass %d, file %d: %d, %v; want its %d bytes", pass, i+k, rd.N, rd.Err, len(rd.P))
+				}
+			}
+		}
+		if st := r.Stats(); pass == 1 && st.Misses != files {
+			t.Errorf("after two passes: %d misses; want one per blob (%d)", st.Misses, files)
+		}
+	}
+	inMem := 0
+	for i, id := range ids {
+		_, mem := r.blobs.getMem(id)
+		if mem {
+			inMem++
+			if i >= batch {
+				t.Errorf("blob %d is in memory: a later batch dropped the first batch's blobs", i)
+			}
+		} else if !r.blobs.log.has(id) {
+			t.Errorf("blob %d is in neither the memory cache nor the blob log", i)
+		}
+	}
+	if inMem == 0 {
+		t.Errorf("no blob in the memory cache")
 	}
 }
 

@@ -42,6 +42,17 @@ type blobLog struct {
 // log could not hold for long anyway, pays for only the first ones.
 const tinyLogMax = 8 << 10
 
+// open reports whether the log takes blobs: there is one, and writing it
+// has not failed.
+func (l *blobLog) open() bool {
+	if l == nil {
+		return false
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return !l.bad
+}
+
 // tinyRoom reports whether the log takes more tiny blobs.
 func (l *blobLog) tinyRoom() bool {
 	return l != nil && l.tiny.Load() < tinyLogMax
