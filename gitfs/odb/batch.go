@@ -55,7 +55,9 @@ func (db *Store) ReadBlobs(reads []BlobRead) {
 
 	// Blobs held in memory, under one lock.
 	c.mu.Lock()
-	w.room = c.memMax - c.memBytes - c.mapped.Load()
+	// The room below the level putMem drops to when full: once the cache
+	// has been full, none (see readRun).
+	w.room = c.memMax/memEvictOf*memEvictTo - c.memBytes - c.mapped.Load()
 	for k := range reads {
 		rd := &reads[k]
 		if rd.Off < 0 {
