@@ -188,6 +188,37 @@ func (d *deltaReader) readBase(p []byte, off int64) (int, error) {
 	return d.readBigBase(p, off)
 }
 
+// readWhole builds the whole target of a delta whose data was inflated
+// whole (d.buf) over a small base, with applyDelta: a loop over the
+// instructions' bytes and the base's, where Read takes each instruction
+// through interfaces and its window, which cost a small blob more than
+// inflating it. ok is false, and nothing is read, when the delta is not
+// such a one (Read serves it).
+func (d *deltaReader) readWhole() (data []byte, ok bool, err error) {
+	c := d.db.blobs
+	if d.buf == nil || d.baseSize > c.smallMax || d.left > c.smallMax {
+		return nil, false, nil
+	}
+	if err := d.checkBase(); err != nil {
+		return nil, true, err
+	}
+	base, held := c.getMem(d.base)
+	if !held || int64(len(base)) != d.baseSize {
+		// As readBase: read whole once and held again, for the other
+		// deltas over it.
+		base = blobBytes(d.baseSize)
+		if n, err := d.db.ReadBlob(d.base, base, 0); int64(n) < d.baseSize {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = fmt.Errorf("delta base %s: %w", d.base, errBadDelta)
+			}
+			return nil, true, err
+		}
+		c.putMem(d.base, base)
+	}
+	data, _, err = applyDelta(base, *d.buf, d.left, blobBytes(d.left))
+	return data, true, err
+}
+
 // readBigBase serves copies from a base too big to hold: through a small
 // direct-mapped cache of its pages, since copies are often a few bytes,
 // often near each other, and sometimes anywhere in the base, which one

@@ -60,6 +60,15 @@ func openedBlob(rc io.ReadCloser, size, smallMax int64) (directBlob, error) {
 	if size > smallMax {
 		return directBlob{rc: rc, size: size}, nil
 	}
+	if d, ok := rc.(*deltaReader); ok {
+		if data, ok, err := d.readWhole(); ok {
+			d.Close()
+			if err != nil {
+				return directBlob{}, err
+			}
+			return directBlob{data: data, size: size}, nil
+		}
+	}
 	data, err := readAllSmall(rc, size)
 	if err != nil {
 		return directBlob{}, err
