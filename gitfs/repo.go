@@ -203,7 +203,7 @@ func (r *Repo) ReadBlobs(reads []imager.BlobRead) {
 	bp := readsPool.Get().(*[]odb.BlobRead)
 	rs := slices.Grow((*bp)[:0], len(reads))[:len(reads)]
 	for k := range reads {
-		rs[k] = odb.BlobRead{ID: plumbing.Hash(reads[k].ID), P: reads[k].P, Off: reads[k].Off}
+		rs[k] = odb.BlobRead{ID: plumbing.Hash(reads[k].ID), P: reads[k].P, Off: reads[k].Off, Hint: reads[k].Hint}
 	}
 	r.store.ReadBlobs(rs)
 	for k := range reads {

@@ -62,11 +62,11 @@ func (r *Repo) Tree(c *Commit, exportIgnore bool) (*imager.Tree, error) {
 		}
 		attrs.info = parseAttrFile("", b, true)
 	}
-	ents, plain, err := r.listTree(root, attrs)
+	ents, hints, plain, err := r.listTree(root, attrs)
 	if err != nil {
 		return nil, err
 	}
-	return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents, Plain: plain}, nil
+	return &imager.Tree{CommitID: c.ID, Time: c.Time, Entries: ents, Plain: plain, Hints: hints}, nil
 }
 
 // A tree is listed in segments, in parallel: each directory down to
@@ -119,8 +119,9 @@ type lister struct {
 // listTree lists the tree root, depth first, in git's order, and reports
 // whether the listing is plain (see imager.Tree.Plain): entries come out
 // depth first by construction, so it is plain when every tree object's
-// names were in strict git order and none was a symlink.
-func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, bool, error) {
+// names were in strict git order and none was a symlink. It returns the
+// entries' hints too (see fillSizes).
+func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, []uint64, bool, error) {
 	l := &lister{r: r}
 	l.cond.L = &l.mu
 	top := &segment{id: root, attrs: attrs}
@@ -156,14 +157,15 @@ func (r *Repo) listTree(root plumbing.Hash, attrs *attrStack) ([]imager.Entry, b
 	count(top)
 	out := make([]imager.Entry, 0, n)
 	if _, err := top.join(&out); err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	// Sized all at once: a whole tree's blobs are a good part of its
 	// packs, looked up in id order (see odb.Store.BlobSizes).
-	if err := r.fillSizes(out); err != nil {
-		return nil, false, err
+	hints, err := r.fillSizes(out)
+	if err != nil {
+		return nil, nil, false, err
 	}
-	return out, plain, nil
+	return out, hints, plain, nil
 }
 
 func (l *lister) push(s *segment) {
@@ -476,8 +478,10 @@ func (r *Repo) readSmall(id plumbing.Hash, path string, max int64) ([]byte, erro
 }
 
 // fillSizes sets the Size of every file and symlink entry (Size -1) from
-// object headers, read in pack order, and reads symlink targets.
-func (r *Repo) fillSizes(ents []imager.Entry) error {
+// object headers, read in pack order, and reads symlink targets. It
+// returns the entries' hints (imager.Tree.Hints): where the lookups found
+// each blob, so that reading it need not look it up again.
+func (r *Repo) fillSizes(ents []imager.Entry) ([]uint64, error) {
 	todo := make([]int32, 0, len(ents)) // most entries are files: no regrowth
 	for i := range ents {
 		if ents[i].Size < 0 {
@@ -489,19 +493,27 @@ func (r *Repo) fillSizes(ents []imager.Entry) error {
 		ids[k] = plumbing.Hash(ents[i].Blob)
 	}
 	sizes := make([]int64, len(todo))
-	if bad, err := r.store.BlobSizes(ids, sizes); err != nil {
-		return atPath(ents[todo[bad]].Path, err)
+	found := make([]uint64, len(todo))
+	if bad, err := r.store.BlobSizesHints(ids, sizes, found); err != nil {
+		return nil, atPath(ents[todo[bad]].Path, err)
 	}
+	var hints []uint64 // none until one is found: a tree of loose objects has none
 	for k, i := range todo {
 		e := &ents[i]
 		e.Size = sizes[k]
+		if found[k] != 0 {
+			if hints == nil {
+				hints = make([]uint64, len(ents))
+			}
+			hints[i] = found[k]
+		}
 		if e.Kind == imager.KindSymlink {
 			if err := r.readLink(e); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return hints, nil
 }
 
 // readLink sets the Target of symlink entry e, whose Size is known.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -370,5 +371,47 @@ func TestTreePlain(t *testing.T) {
 		if tr.Plain && !imagerPlain(tr) {
 			t.Errorf("%s: Plain, but imager does not find it plain", tc.name)
 		}
+	}
+}
+
+// TestTreeHints lists a packed tree big enough to be sized in id order:
+// every file comes with a hint for reading its blob, directories with
+// none, and the image read with them has git archive's bytes.
+func TestTreeHints(t *testing.T) {
+	dir := testutil.NewRepo(t)
+	for i := range 300 {
+		testutil.WriteFile(t, dir, fmt.Sprintf("d%d/f%03d", i%5, i), []byte(fmt.Sprintf("file %d\n", i)), 0o644)
+	}
+	testutil.CommitAll(t, dir, "files")
+	testutil.Git(t, dir, "gc", "-q")
+	tr := listTree(t, dir, "HEAD", false)
+	if len(tr.Hints) != len(tr.Entries) {
+		t.Fatalf("%d hints for %d entries", len(tr.Hints), len(tr.Entries))
+	}
+	for i, e := range tr.Entries {
+		if (e.Kind == imager.KindFile) != (tr.Hints[i] != 0) {
+			t.Errorf("%s (%v): hint %#x", e.Path, e.Kind, tr.Hints[i])
+		}
+	}
+	r := openRepo(t, dir, Options{})
+	c, err := r.Resolve("HEAD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _, err := NewImages(r, 2, t.TempDir()).Image(c, imager.Options{Format: imager.FormatTar})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(io.NewSectionReader(l, 0, l.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// git archive pads to 10 KiB records, gitblk to 4 KiB: the same bytes
+	// up to the shorter one's end, zeros after.
+	want := testutil.GitBytes(t, dir, "archive", "--format=tar", "HEAD")
+	n := min(len(got), len(want))
+	if !bytes.Equal(got[:n], want[:n]) || bytes.ContainsFunc(got[n:], func(r rune) bool { return r != 0 }) ||
+		bytes.ContainsFunc(want[n:], func(r rune) bool { return r != 0 }) {
+		t.Errorf("image with hints differs from git archive (%d bytes, %d)", len(got), len(want))
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -193,6 +195,81 @@ func TestLayoutNextHole(t *testing.T) {
 				if !covered {
 					t.Fatalf("%+v: range [%d, %d): zero extent %s at %d (%d bytes) not found (found %v)", opts, off, end, e.Desc, e.Off, e.Len, found)
 				}
+			}
+		}
+	}
+}
+
+// hintBlobs is a BlobBatchReader that records the hint each read of a
+// blob came with.
+type hintBlobs struct {
+	memBlobs
+	mu    sync.Mutex
+	hints map[BlobID]uint64
+}
+
+func (b *hintBlobs) ReadBlobs(reads []BlobRead) {
+	b.mu.Lock()
+	for _, rd := range reads {
+		b.hints[rd.ID] = rd.Hint
+	}
+	b.mu.Unlock()
+	for k := range reads {
+		rd := &reads[k]
+		rd.N, rd.Err = b.ReadBlob(rd.ID, rd.P, rd.Off)
+	}
+}
+
+// TestTarHints builds a tar image of a tree with hints and checks that
+// every batch read of a blob carries its entry's hint; hints of the
+// wrong length, or too big for a tar entry to keep, are dropped (0).
+func TestTarHints(t *testing.T) {
+	var files []memFile
+	for i := range 300 {
+		files = append(files, memFile{Path: fmt.Sprintf("d%02d/f%03d", i%7, i), Kind: KindFile, Data: []byte(fmt.Sprintf("file %d\n", i))})
+	}
+	tree, blobs := memTree(t, files, strings.Repeat("ab", 20), testTime)
+	for _, tc := range []struct {
+		name  string
+		hints func(i int) uint64
+		n     int // len(hints) - len(entries)
+		want  func(i int) uint64
+	}{
+		{"hints", func(i int) uint64 { return uint64(i%3+1)<<32 | uint64(i*7) }, 0, nil},
+		{"wrong length", func(i int) uint64 { return uint64(i + 1) }, -1, func(int) uint64 { return 0 }},
+		{"over 48 bits", func(i int) uint64 { return 1<<48 | uint64(i) }, 0, func(int) uint64 { return 0 }},
+	} {
+		hinted := *tree
+		hinted.Hints = make([]uint64, len(tree.Entries)+tc.n)
+		want := map[BlobID]uint64{}
+		for i := range hinted.Hints {
+			hinted.Hints[i] = tc.hints(i)
+		}
+		for i, e := range tree.Entries {
+			if e.Kind == KindFile {
+				w := tc.hints(i)
+				if tc.want != nil {
+					w = tc.want(i)
+				}
+				want[e.Blob] = w
+			}
+		}
+		hb := &hintBlobs{memBlobs: blobs, hints: map[BlobID]uint64{}}
+		l, _, err := Build(&hinted, hb, Options{Format: FormatTar})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(io.NewSectionReader(l, 0, l.Size())); err != nil {
+			t.Fatal(err)
+		}
+		// The few blobs of a request too small for a batch are read one
+		// by one, without hints.
+		if len(hb.hints) < len(want)*9/10 {
+			t.Errorf("%s: %d of %d blobs read in batches", tc.name, len(hb.hints), len(want))
+		}
+		for id, h := range hb.hints {
+			if h != want[id] {
+				t.Errorf("%s: blob %s read with hint %#x, want %#x", tc.name, id, h, want[id])
 			}
 		}
 	}

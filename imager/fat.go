@@ -1201,6 +1201,9 @@ func (t *fatTable) pieces(m int) (ps pieces) {
 
 func (t *fatTable) blob(m int) BlobID { return t.nodes[t.mem[m]].blob }
 
+// hint is 0: a FAT node has no room for one without growing (see Tree.Hints).
+func (t *fatTable) hint(int) uint64 { return 0 }
+
 func (t *fatTable) desc(m int, part uint8) string {
 	i := int(t.mem[m])
 	n := &t.nodes[i]

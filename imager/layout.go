@@ -117,6 +117,8 @@ type memberTable interface {
 	gen(i int, part uint8, p []byte, rel int64)
 	// blob is the blob of member i's blob piece.
 	blob(i int) BlobID
+	// hint is the Tree's hint for that blob, or 0 (see Tree.Hints).
+	hint(i int) uint64
 	// desc says what member i's piece part holds.
 	desc(i int, part uint8) string
 }
@@ -250,13 +252,15 @@ func (l *Layout) Extents() iter.Seq[Extent] {
 }
 
 // BlobRead is one read of a batch: len(P) bytes of blob ID from offset
-// Off. The batch reader sets N and Err as io.ReaderAt.ReadAt would.
+// Off, with the Tree's hint for the blob (Tree.Hints; 0 if none). The
+// batch reader sets N and Err as io.ReaderAt.ReadAt would.
 type BlobRead struct {
-	ID  BlobID
-	P   []byte
-	Off int64
-	N   int
-	Err error
+	ID   BlobID
+	P    []byte
+	Off  int64
+	Hint uint64
+	N    int
+	Err  error
 }
 
 // BlobBatchReader is a BlobReader that can serve many reads at once, which
@@ -464,7 +468,7 @@ func (l *Layout) readMember(i int, p []byte, off int64, bt *batch, pos int, v *i
 				}
 			}
 			if bt != nil {
-				bt.reads = append(bt.reads, BlobRead{ID: id, P: chunk, Off: rel})
+				bt.reads = append(bt.reads, BlobRead{ID: id, P: chunk, Off: rel, Hint: l.tab.hint(i)})
 				bt.at = append(bt.at, batchAt{pos: pos + n, i: i, part: pc.part})
 				break
 			}

@@ -429,6 +429,7 @@ func (fakeMembers) gen(i int, _ uint8, p []byte, _ int64) {
 }
 
 func (fakeMembers) blob(int) BlobID               { return BlobID{} }
+func (fakeMembers) hint(int) uint64               { return 0 }
 func (fakeMembers) desc(i int, part uint8) string { return fmt.Sprintf("m%d.%d", i, part) }
 
 // TestLayoutMembersAroundPlain: members between plain extents, none at

@@ -66,6 +66,13 @@ type Tree struct {
 	// checked this as it read each tree object sets it, sparing builders
 	// a pass over every path; false only means unchecked.
 	Plain bool
+	// Hints, when as long as Entries, are the lister's notes on where
+	// each entry's blob lies, handed back to the BlobReader with each read
+	// of it (BlobRead.Hint): a reader that looked every blob up to size it
+	// need not look it up again to read it. 0 is none. Opaque here; a
+	// reader must not trust them (gitfs checks each against its blob id),
+	// so a tree changed without them stays right.
+	Hints []uint64
 }
 
 // BlobReader reads ranges of blobs. ReadBlob behaves as io.ReaderAt.ReadAt

@@ -272,7 +272,7 @@ func BuildTar(tree *Tree, blobs BlobReader, opts Options) (*Layout, []Warning, e
 	}
 	mtime = max(mtime, 0) // git has no times before 1970
 
-	tab, w, err := newTarTable(tree.Entries, mtime)
+	tab, w, err := newTarTable(tree.Entries, tree.Hints, mtime)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -309,13 +309,19 @@ type tarTable struct {
 	tmpl  *tarTemplate
 }
 
-// tarEnt is one entry of a tarTable.
+// tarEnt is one entry of a tarTable. The tree's hint for the blob is
+// kept in the bytes the alignment of size would leave empty (40 bytes an
+// entry either way): a pack number of up to 16 bits and an index
+// position of 32, which covers any hint gitfs makes from a pack list of
+// fewer than 65,535 packs (others are dropped).
 type tarEnt struct {
-	blob BlobID
-	name uint32 // where the path starts in names; it ends where the next entry's starts (minus a symlink's target)
-	kind Kind
-	ext  bool // a pax extended header comes first
-	size int64
+	blob     BlobID
+	name     uint32 // where the path starts in names; it ends where the next entry's starts (minus a symlink's target)
+	kind     Kind
+	ext      bool // a pax extended header comes first
+	hintHigh uint16
+	hintLow  uint32
+	size     int64
 }
 
 // Pieces of a tar member.
@@ -330,7 +336,10 @@ var _ memberTable = (*tarTable)(nil)
 
 // newTarTable checks every entry (as its header is made) and keeps what
 // makes the headers again: kind, size, blob, path and target.
-func newTarTable(ents []Entry, mtime int64) (*tarTable, []Warning, error) {
+func newTarTable(ents []Entry, hints []uint64, mtime int64) (*tarTable, []Warning, error) {
+	if len(hints) != len(ents) {
+		hints = nil
+	}
 	n := 0
 	for i := range ents {
 		n += len(ents[i].Path) + len(ents[i].Target)
@@ -355,6 +364,9 @@ func newTarTable(ents []Entry, mtime int64) (*tarTable, []Warning, error) {
 				len(ext), mirageMaxExtHeader)})
 		}
 		t.ents[i] = tarEnt{blob: e.Blob, name: uint32(names.Len()), kind: e.Kind, ext: len(ext) > 0, size: e.Size}
+		if hints != nil && hints[i]>>48 == 0 {
+			t.ents[i].hintHigh, t.ents[i].hintLow = uint16(hints[i]>>32), uint32(hints[i])
+		}
 		names.WriteString(e.Path)
 		if e.Kind == KindSymlink {
 			names.WriteString(e.Target)
@@ -421,6 +433,10 @@ func (t *tarTable) gen(i int, part uint8, p []byte, rel int64) {
 }
 
 func (t *tarTable) blob(i int) BlobID { return t.ents[i].blob }
+
+func (t *tarTable) hint(i int) uint64 {
+	return uint64(t.ents[i].hintHigh)<<32 | uint64(t.ents[i].hintLow)
+}
 
 func (t *tarTable) desc(i int, part uint8) string {
 	switch part {

@@ -20,13 +20,17 @@ import (
 // together, in tree order), then inflated from that buffer.
 
 // BlobRead is one read of a batch: len(P) bytes of blob ID at offset Off.
-// ReadBlobs sets N and Err as ReadBlob would return them.
+// ReadBlobs sets N and Err as ReadBlob would return them. Hint, when not
+// 0, is where BlobSizesHints found the blob: the pack index lookup is
+// skipped when it still holds (it is checked against ID), which for a
+// read across many small files is most of the cost of finding them.
 type BlobRead struct {
-	ID  plumbing.Hash
-	P   []byte
-	Off int64
-	N   int
-	Err error
+	ID   plumbing.Hash
+	P    []byte
+	Off  int64
+	Hint uint64
+	N    int
+	Err  error
 }
 
 // Batch reads are shaped by these.
@@ -231,7 +235,14 @@ const uncachedMax = 1 << 10
 // locate finds the pack entries of the reads w.unlogged names, adding
 // them to w.cands, and the reads no pack holds to w.alone.
 func (w *batchWork) locate(reads []BlobRead, packs []*pack) {
-	left := w.unlogged
+	left := w.unlogged[:0]
+	for _, k := range w.unlogged {
+		if pi, off, ok := hinted(packs, reads[k].Hint, reads[k].ID); ok {
+			w.cands = append(w.cands, batchCand{k: k, pi: pi, off: off})
+		} else {
+			left = append(left, k)
+		}
+	}
 	for _, p := range packs {
 		if len(left) == 0 {
 			break

@@ -291,3 +291,57 @@ func packedFiles(t *testing.T, files int, content func(i int) string) (string, [
 	}
 	return dir, ids, want
 }
+
+// TestReadBlobsHints sizes a tree's blobs with BlobSizesHints and reads
+// them with the hints: every blob gets one, and each hint finds its blob
+// without a lookup. Hints that name another blob, another pack or a
+// position past the index are not trusted: the reads still give each
+// blob's own bytes.
+func TestReadBlobsHints(t *testing.T) {
+	const files = 200
+	dir, ids, want := packedFiles(t, files, func(i int) string { return fmt.Sprintf("blob %d of the hinted tree\n", i) })
+	r := openRepo(t, dir, Options{CacheDir: t.TempDir()})
+	sizes := make([]int64, files)
+	hints := make([]uint64, files)
+	if _, err := r.BlobSizesHints(ids, sizes, hints); err != nil {
+		t.Fatal(err)
+	}
+	packs, err := r.packs.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, h := range hints {
+		if h == 0 {
+			t.Fatalf("blob %d: no hint", k)
+		}
+		if _, off, ok := hinted(packs, h, ids[k]); !ok {
+			t.Errorf("blob %d: hint %#x does not find it", k, h)
+		} else if want, _ := packs[0].idx.FindOffset(ids[k]); off != want {
+			t.Errorf("blob %d: hint gives offset %d, the index %d", k, off, want)
+		}
+		if _, _, ok := hinted(packs, h, ids[(k+1)%files]); ok {
+			t.Errorf("blob %d's hint finds blob %d", k, (k+1)%files)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		hint func(k int) uint64
+	}{
+		{"own", func(k int) uint64 { return hints[k] }},
+		{"another blob's", func(k int) uint64 { return hints[(k+7)%files] }},
+		{"another pack", func(k int) uint64 { return hints[k] + 5<<32 }},
+		{"past the index", func(k int) uint64 { return 1<<32 | 1<<31 }},
+	} {
+		r := openRepo(t, dir, Options{CacheDir: t.TempDir()})
+		reads := make([]BlobRead, files)
+		for k := range reads {
+			reads[k] = BlobRead{ID: ids[k], P: make([]byte, len(want[ids[k]])), Hint: tc.hint(k)}
+		}
+		r.ReadBlobs(reads)
+		for k, rd := range reads {
+			if rd.Err != nil || rd.N != len(rd.P) || !bytes.Equal(rd.P, want[rd.ID]) {
+				t.Errorf("%s hints, blob %d: %d, %v; want its %d bytes", tc.name, k, rd.N, rd.Err, len(rd.P))
+			}
+		}
+	}
+}

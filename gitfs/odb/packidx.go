@@ -451,6 +451,28 @@ func (x *packIndex) FindOffsets(hs []plumbing.Hash, offs []int64) {
 	}
 }
 
+// A hint (see BlobRead.Hint) names an index position: pack (its place in
+// the pack list, plus one) in the high 32 bits, the id's position in that
+// pack's index in the low ones. It is checked against the id it is for,
+// so a hint from another pack list, or for another id, only costs the
+// lookup it would have spared.
+func indexHint(pack, pos int) uint64 { return uint64(pack+1)<<32 | uint64(uint32(pos)) }
+
+// hinted returns the pack offset of id h from hint: pack index hint names
+// it, and its position there holds h. ok is false when it does not.
+func hinted(packs []*pack, hint uint64, h plumbing.Hash) (pi int, off int64, ok bool) {
+	pi, pos := int(hint>>32)-1, int(uint32(hint))
+	if hint == 0 || pi < 0 || pi >= len(packs) {
+		return 0, 0, false
+	}
+	x := packs[pi].idx
+	if pos >= x.n || !bytes.Equal(x.name(pos), h[:]) {
+		return 0, 0, false
+	}
+	off = x.offsetOr(pos)
+	return pi, off, off >= 0
+}
+
 // offsetOr is offset, or -1 when it is malformed.
 func (x *packIndex) offsetOr(i int) int64 {
 	o, err := x.offset(i)
@@ -620,7 +642,7 @@ func (x *packIndex) findSorted(qs []query, loc []at, pi int32) {
 		pos = l
 		if l < hi && x.compareQuery(l, q) == 0 {
 			if off := x.offsetOr(l); off >= 0 {
-				loc[k].off, loc[k].pack = off, pi
+				loc[k].off, loc[k].pack, loc[k].pos = off, pi, int32(l)
 			}
 		}
 	}

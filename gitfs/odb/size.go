@@ -104,8 +104,15 @@ const sizeWindow = 64 << 10
 // failure it returns the index of an id whose size could not be read (the
 // lowest of those each part stopped at), and BlobSize's error for it.
 func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
-	if len(sizes) != len(ids) {
-		return 0, fmt.Errorf("odb: BlobSizes: %d ids, %d sizes", len(ids), len(sizes))
+	return db.BlobSizesHints(ids, sizes, nil)
+}
+
+// BlobSizesHints is BlobSizes that also sets hints[i] (when hints is not
+// nil) to where ids[i] lies in the pack indexes, for BlobRead.Hint; 0 where
+// it found none. Only a batch looked up in id order gets hints.
+func (db *Store) BlobSizesHints(ids []plumbing.Hash, sizes []int64, hints []uint64) (int, error) {
+	if len(sizes) != len(ids) || hints != nil && len(hints) != len(ids) {
+		return 0, fmt.Errorf("odb: BlobSizes: %d ids, %d sizes, %d hints", len(ids), len(sizes), len(hints))
 	}
 	packs, err := db.packs.current()
 	if err != nil {
@@ -132,16 +139,16 @@ func (db *Store) BlobSizes(ids []plumbing.Hash, sizes []int64) (int, error) {
 			qs = hashOrderPart(ids, p, parts)
 			loc = make([]at, len(qs))
 			for k, q := range qs {
-				loc[k] = at{i: int32(q.i), pack: -1}
+				loc[k] = at{i: int32(q.i), pack: -1, pos: -1}
 			}
 		} else {
 			lo, hi := len(ids)*p/parts, len(ids)*(p+1)/parts
 			loc = make([]at, hi-lo)
 			for k := range loc {
-				loc[k] = at{i: int32(lo + k), pack: -1}
+				loc[k] = at{i: int32(lo + k), pack: -1, pos: -1}
 			}
 		}
-		res[p].bad, res[p].err = db.sizesOf(packs, ids, qs, loc, sizes)
+		res[p].bad, res[p].err = db.sizesOf(packs, ids, qs, loc, sizes, hints)
 	}
 	for p := 1; p < parts; p++ {
 		wg.Add(1)
@@ -177,12 +184,13 @@ type at struct {
 	off  int64
 	i    int32
 	pack int32
+	pos  int32 // the id's position in the pack's index, when findSorted found it; else -1
 }
 
 // sizesOf sets the sizes of loc's ids (qs: the same ids with their keys,
 // in id order; nil when loc is not in id order). It stops at the first id
 // it cannot size and returns its index and error.
-func (db *Store) sizesOf(packs []*pack, ids []plumbing.Hash, qs []query, loc []at, sizes []int64) (int, error) {
+func (db *Store) sizesOf(packs []*pack, ids []plumbing.Hash, qs []query, loc []at, sizes []int64, hints []uint64) (int, error) {
 	for pi, p := range packs {
 		switch {
 		case qs != nil:
@@ -213,6 +221,9 @@ func (db *Store) sizesOf(packs []*pack, ids []plumbing.Hash, qs []query, loc []a
 	var rest []int
 	todo := loc[:0]
 	for _, t := range loc {
+		if hints != nil && t.pack >= 0 && t.pos >= 0 {
+			hints[t.i] = indexHint(int(t.pack), int(t.pos))
+		}
 		if t.pack < 0 {
 			rest = append(rest, int(t.i))
 		} else {
