@@ -176,16 +176,17 @@ func (r *Registry) ExportChosen(export string) {
 }
 
 // ConnClosed counts a connection closed; export is the one it chose, or
-// "" with chosen false if none was.
+// "" with chosen false if none was. The export's count goes down before
+// the total, as it went up after it: a scrape never sees an export with
+// more connections open than the server.
 func (r *Registry) ConnClosed(export string, chosen bool) {
-	r.connsOpen.Dec()
-	if !chosen {
-		return
+	if chosen {
+		r.set.GetOrCreateGauge("gitblk_nbd_export_connections_open"+labels("export", export), nil).Dec()
+		r.mu.Lock()
+		r.exportLocked(export).open--
+		r.mu.Unlock()
 	}
-	r.set.GetOrCreateGauge("gitblk_nbd_export_connections_open"+labels("export", export), nil).Dec()
-	r.mu.Lock()
-	r.exportLocked(export).open--
-	r.mu.Unlock()
+	r.connsOpen.Dec()
 }
 
 // Request counts one request on export: cmd is the command ("read",
