@@ -188,13 +188,7 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, w *batchWor
 				*tiny = append(*tiny, &memBlob{id: rd.ID, data: data})
 			}
 			if whole {
-				// io.ReaderAt's rule, as copyAt has it: EOF when the
-				// read goes past the end (or the blob is empty).
-				rd.N, rd.Err = len(dst), nil
-				if int64(len(rd.P)) > e.size || e.size == 0 {
-					rd.Err = io.EOF
-				}
-				c.miss(rd.N, nil)
+				servedWhole(c, rd, e.size)
 			} else {
 				rd.N, rd.Err = c.miss(copyAt(dst, rd.P, rd.Off))
 			}
@@ -207,11 +201,7 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, w *batchWor
 				continue
 			}
 			w.logged = append(w.logged, &memBlob{id: rd.ID, data: dst})
-			rd.N, rd.Err = len(dst), nil
-			if int64(len(rd.P)) > e.size {
-				rd.Err = io.EOF
-			}
-			c.miss(rd.N, nil)
+			servedWhole(c, rd, e.size)
 			continue
 		}
 		w.room -= e.size + memEntryCost
@@ -226,6 +216,18 @@ func (db *Store) readRun(reads []BlobRead, p *pack, run []batchCand, w *batchWor
 		rd.N, rd.Err = c.miss(copyAt(data, rd.P, rd.Off))
 	}
 	return alone
+}
+
+// servedWhole sets the result of read rd, into whose buffer the whole
+// blob (size bytes) was inflated, and counts it a miss. io.ReaderAt's rule,
+// as copyAt has it: EOF when the read goes past the end (or the blob is
+// empty).
+func servedWhole(c *blobCache, rd *BlobRead, size int64) {
+	rd.N, rd.Err = int(size), nil
+	if int64(len(rd.P)) > size || size == 0 {
+		rd.Err = io.EOF
+	}
+	c.miss(rd.N, nil)
 }
 
 // uncachedMax is the biggest blob a batch read does not put in the
@@ -275,9 +277,7 @@ func (w *batchWork) locate(reads []BlobRead, packs []*pack) {
 func (w *batchWork) touchHinted(reads []BlobRead, packs []*pack) {
 	var sum byte
 	for _, k := range w.unlogged {
-		h := reads[k].Hint
-		pi, pos := int(h>>32)-1, int(uint32(h))
-		if pi >= 0 && pi < len(packs) && pos < packs[pi].idx.n {
+		if pi, pos, ok := hintPlace(packs, reads[k].Hint); ok {
 			sum += packs[pi].idx.recs[pos*idxRecord]
 		}
 	}

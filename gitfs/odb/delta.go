@@ -175,13 +175,10 @@ func (d *deltaReader) readBase(p []byte, off int64) (int, error) {
 		return copy(p, data[off:]), nil
 	}
 	if d.baseSize <= c.smallMax {
-		// A small base read whole, once, and held in memory again:
-		// copies jump all over it, and other deltas share it.
-		data := make([]byte, d.baseSize)
-		if n, err := d.db.ReadBlob(d.base, data, 0); int64(n) < d.baseSize {
+		data, err := d.smallBase()
+		if err != nil {
 			return 0, err
 		}
-		c.putMem(d.base, data)
 		d.win, d.winOff = data, 0
 		return copy(p, data[off:]), nil
 	}
@@ -204,19 +201,26 @@ func (d *deltaReader) readWhole() (data []byte, ok bool, err error) {
 	}
 	base, held := c.getMem(d.base)
 	if !held || int64(len(base)) != d.baseSize {
-		// As readBase: read whole once and held again, for the other
-		// deltas over it.
-		base = blobBytes(d.baseSize)
-		if n, err := d.db.ReadBlob(d.base, base, 0); int64(n) < d.baseSize {
-			if err == nil || errors.Is(err, io.EOF) {
-				err = fmt.Errorf("delta base %s: %w", d.base, errBadDelta)
-			}
+		if base, err = d.smallBase(); err != nil {
 			return nil, true, err
 		}
-		c.putMem(d.base, base)
 	}
 	data, _, err = applyDelta(base, *d.buf, d.left, blobBytes(d.left))
 	return data, true, err
+}
+
+// smallBase reads a small base whole, once, and holds it in memory again:
+// copies jump all over it, and other deltas share it.
+func (d *deltaReader) smallBase() ([]byte, error) {
+	data := blobBytes(d.baseSize)
+	if n, err := d.db.ReadBlob(d.base, data, 0); int64(n) < d.baseSize {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("delta base %s: %w", d.base, errBadDelta)
+		}
+		return nil, err
+	}
+	d.db.blobs.putMem(d.base, data)
+	return data, nil
 }
 
 // readBigBase serves copies from a base too big to hold: through a small

@@ -461,16 +461,19 @@ func indexHint(pack, pos int) uint64 { return uint64(pack+1)<<32 | uint64(uint32
 // hinted returns the pack offset of id h from hint: pack index hint names
 // it, and its position there holds h. ok is false when it does not.
 func hinted(packs []*pack, hint uint64, h plumbing.Hash) (pi int, off int64, ok bool) {
-	pi, pos := int(hint>>32)-1, int(uint32(hint))
-	if hint == 0 || pi < 0 || pi >= len(packs) {
+	pi, pos, ok := hintPlace(packs, hint)
+	if !ok || !bytes.Equal(packs[pi].idx.name(pos), h[:]) {
 		return 0, 0, false
 	}
-	x := packs[pi].idx
-	if pos >= x.n || !bytes.Equal(x.name(pos), h[:]) {
-		return 0, 0, false
-	}
-	off = x.offsetOr(pos)
+	off = packs[pi].idx.offsetOr(pos)
 	return pi, off, off >= 0
+}
+
+// hintPlace decodes hint: the pack and index position it names, when
+// they exist (what they hold is not checked).
+func hintPlace(packs []*pack, hint uint64) (pi, pos int, ok bool) {
+	pi, pos = int(hint>>32)-1, int(uint32(hint))
+	return pi, pos, pi >= 0 && pi < len(packs) && pos < packs[pi].idx.n
 }
 
 // offsetOr is offset, or -1 when it is malformed.
