@@ -94,6 +94,12 @@ func (db *Store) looseSize(h plumbing.Hash) (int64, error) {
 // headers of many small entries in a row come with one read.
 const sizeWindow = 64 << 10
 
+// sizeGap is the widest gap between two entries' headers that one read
+// spans: past it, copying the bytes between them costs more than a pread
+// of its own (the blobs of a tree of big files lie far apart, and a window
+// over them would copy the whole pack to read a few headers).
+const sizeGap = 4 << 10
+
 // BlobSizes sets sizes[i] to the size of blob ids[i], as BlobSize would,
 // but many at a time: the ids are looked up in each pack's index, then
 // the entries of each pack are read in the order they lie there, the
@@ -240,13 +246,13 @@ func (db *Store) sizesOf(packs []*pack, ids []plumbing.Hash, qs []query, loc []a
 		p := packs[t.pack]
 		if t.pack != bufPack || t.off < bufOff || t.off+packEntryHeaderMax > bufOff+int64(len(buf)) {
 			// Read from this entry to the header of the last one within
-			// the window.
+			// the window that no wide gap separates from it.
 			end := t.off + packEntryHeaderMax
 			for _, u := range todo[k+1:] {
-				if u.pack != t.pack || u.off+packEntryHeaderMax-t.off > sizeWindow+packEntryHeaderMax {
+				if u.pack != t.pack || u.off+packEntryHeaderMax-t.off > sizeWindow+packEntryHeaderMax || u.off-end > sizeGap {
 					break
 				}
-				end = u.off + packEntryHeaderMax
+				end = max(end, u.off+packEntryHeaderMax)
 			}
 			n, _ := p.f.ReadAt(buf[:end-t.off], t.off)
 			buf, bufPack, bufOff = buf[:n], t.pack, t.off

@@ -203,3 +203,60 @@ func TestBlobSizesBatch(t *testing.T) {
 		t.Fatalf("a missing blob: id %d, %v; want id %d and an error", bad, err, len(ids)/2)
 	}
 }
+
+// TestBlobSizesSparse: blobs whose pack entries lie far apart (small ones
+// between incompressible ones of 1-12 KiB, so that the gaps fall on both
+// sides of sizeGap and some runs of entries fill the read window), and
+// deltas among them, get git's sizes from one batch.
+func TestBlobSizesSparse(t *testing.T) {
+	dir := t.TempDir()
+	gitIn(t, dir, nil, "init", "-q")
+	rng := rand.New(rand.NewPCG(7, 12))
+	var in bytes.Buffer
+	const n = 600
+	for i := 0; i < n; i++ {
+		var body []byte
+		switch i % 3 {
+		case 0:
+			body = fmt.Appendf(nil, "small %d\n", i)
+		case 1: // incompressible: its entry is as long as it
+			body = make([]byte, 1<<10+rng.IntN(11<<10))
+			for j := range body {
+				body[j] = byte(rng.Uint32())
+			}
+		default: // alike, to be deltified against each other
+			body = fmt.Appendf(nil, "%s%d\n", strings.Repeat("a line shared by many blobs\n", 200), i)
+		}
+		fmt.Fprintf(&in, "blob\nmark :%d\ndata %d\n%s\n", i+1, len(body), body)
+	}
+	gitIn(t, dir, in.Bytes(), "fast-import", "--quiet")
+	gitIn(t, dir, nil, "repack", "-adfkq") // -f: deltas computed afresh
+	want := map[plumbing.Hash]int64{}
+	out := gitIn(t, dir, nil, "cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype) %(objectsize) %(deltabase)")
+	deltas := 0
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		size, _ := strconv.ParseInt(f[2], 10, 64)
+		want[plumbing.NewHash(f[0])] = size
+		if f[3] != strings.Repeat("0", 40) {
+			deltas++
+		}
+	}
+	if len(want) != n || deltas == 0 {
+		t.Fatalf("%d blobs, %d deltas in the test repository; want %d blobs and some deltas", len(want), deltas, n)
+	}
+	var ids []plumbing.Hash
+	for h := range want {
+		ids = append(ids, h)
+	}
+	db := openRepo(t, dir, Options{})
+	sizes := make([]int64, len(ids))
+	if bad, err := db.BlobSizes(ids, sizes); err != nil {
+		t.Fatalf("BlobSizes: id %d: %v", bad, err)
+	}
+	for i, h := range ids {
+		if sizes[i] != want[h] {
+			t.Fatalf("blob %s: size %d, git says %d", h, sizes[i], want[h])
+		}
+	}
+}
