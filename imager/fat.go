@@ -396,7 +396,8 @@ func fatTreeOn(tree *Tree, workers int) (*fatTable, []Warning) {
 	dirs := map[string]uint32{"": 0}
 	// Siblings are listed together: the last parent found is tried first.
 	lastDir, lastParent := "", uint32(0)
-	for _, e := range tree.Entries {
+	for k := range tree.Entries {
+		e := &tree.Entries[k]
 		i := strings.LastIndexByte(e.Path, '/')
 		dir := e.Path[:max(i, 0)]
 		parent := lastParent
