@@ -187,15 +187,7 @@ func TestBlobSizesBatch(t *testing.T) {
 	}
 	ids = append(ids, ids[:5000]...)
 	db := openRepo(t, dir, Options{})
-	sizes := make([]int64, len(ids))
-	if bad, err := db.BlobSizes(ids, sizes); err != nil {
-		t.Fatalf("BlobSizes: id %d: %v", bad, err)
-	}
-	for i, h := range ids {
-		if sizes[i] != want[h] {
-			t.Fatalf("blob %s: size %d, git says %d", h, sizes[i], want[h])
-		}
-	}
+	sizes := checkBlobSizes(t, db, ids, want)
 	// A missing id, in the middle: its index is the one reported.
 	ids[len(ids)/2] = plumbing.NewHash("0123456789012345678901234567890123456789")
 	bad, err := db.BlobSizes(ids, sizes)
@@ -249,7 +241,13 @@ func TestBlobSizesSparse(t *testing.T) {
 	for h := range want {
 		ids = append(ids, h)
 	}
-	db := openRepo(t, dir, Options{})
+	checkBlobSizes(t, openRepo(t, dir, Options{}), ids, want)
+}
+
+// checkBlobSizes sizes ids in one batch and fails unless each size is
+// want's; it returns the sizes slice for reuse.
+func checkBlobSizes(t *testing.T, db *Store, ids []plumbing.Hash, want map[plumbing.Hash]int64) []int64 {
+	t.Helper()
 	sizes := make([]int64, len(ids))
 	if bad, err := db.BlobSizes(ids, sizes); err != nil {
 		t.Fatalf("BlobSizes: id %d: %v", bad, err)
@@ -259,4 +257,5 @@ func TestBlobSizesSparse(t *testing.T) {
 			t.Fatalf("blob %s: size %d, git says %d", h, sizes[i], want[h])
 		}
 	}
+	return sizes
 }
